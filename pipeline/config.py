@@ -1,0 +1,318 @@
+"""params.yaml -> frozen, validated dataclasses.
+
+Every section of params.yaml is one dataclass below. Loading is strict: an unknown key, a missing
+section, a value of the wrong type or out of range raises `ConfigError` naming the key and what is
+allowed, before any stage does work. Code receives these objects, never the raw dict.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params.yaml value that the pipeline cannot use; the message names the key."""
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"params: '{key}' {msg}")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
+    _check(value in allowed, key, f"is {value!r}; allowed values: {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where each stage writes (structure of the DAG, mirrored in dvc.yaml; not a tuning knob)."""
+
+    prepare: str = "data/01_prepare"
+    pretrain: str = "data/02_pretrain"
+    features: str = "data/03_features"
+    proposals: str = "data/04_proposals"
+    cluster: str = "data/05_cluster"
+    pseudolabels: str = "data/06_pseudolabels"
+    filter: str = "data/07_filter"
+    merge: str = "data/08_merge"
+    train: str = "data/09_train"
+    evaluate: str = "data/10_evaluate"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "synthetic"  # synthetic (generated here from `seed`) | folder (images/ + optional labels/)
+    root: str = ""  # folder: the directory holding images/ and optional labels/
+    image_size: int = 128  # every image is resized to image_size x image_size pixels
+    num_classes: int = 5  # ground-truth classes including background 0 (evaluation only)
+    synth_images: int = 300  # synthetic: how many images to generate
+    synth_max_objects: int = 3  # synthetic: 1..this many objects per image
+    max_images: int = 0  # folder: use only the first N images (0 = all)
+
+    def __post_init__(self) -> None:
+        _one_of(self.name, ("synthetic", "folder"), "data.name")
+        _check(self.name != "folder" or bool(self.root), "data.root", "must name a folder when data.name is folder")
+        _check(self.image_size >= 32, "data.image_size", f"is {self.image_size}; must be >= 32")
+        _check(self.num_classes >= 2, "data.num_classes", f"is {self.num_classes}; must be >= 2")
+        _check(self.synth_images >= 8, "data.synth_images", f"is {self.synth_images}; must be >= 8")
+        _check(1 <= self.synth_max_objects <= 6, "data.synth_max_objects", "must be in 1..6")
+        _check(self.max_images >= 0, "data.max_images", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "vit_tiny_patch16_224"  # any timm ViT name, e.g. vit_small_patch16_224.dino for hub weights
+    overrides: dict = field(default_factory=dict)  # timm create_model kwargs (patch_size, depth, ...); {} for hub weights
+    source: str = "file"  # file (local checkpoint) | hub (timm pretrained=True) | pretrain (train here) | random
+    weights: str = ""  # source=file: path of a state dict for exactly this architecture
+    hf_cache: str = ""  # source=hub: Hugging Face cache dir (set HF_HUB_OFFLINE=1 to use it offline)
+
+    def __post_init__(self) -> None:
+        _one_of(self.source, ("file", "hub", "pretrain", "random"), "backbone.source")
+        _check(self.source != "file" or bool(self.weights), "backbone.weights", "must name a file when backbone.source is file")
+        for k, v in self.overrides.items():
+            _check(isinstance(v, (int, float, str, bool)), f"backbone.overrides.{k}", "must be a number, string or bool")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """DINO self-distillation (Caron et al. 2021); values follow the reference recipe, scaled down."""
+
+    method: str = "dino"  # dino
+    epochs: int = 100  # passes over the prepared images
+    batch_size: int = 64
+    lr: float = 5e-4  # peak lr at batch 256 (scaled by batch_size / 256), reached after warmup_epochs
+    min_lr: float = 1e-6  # cosine schedule end
+    warmup_epochs: int = 10
+    weight_decay: float = 0.04  # cosine from weight_decay to weight_decay_end
+    weight_decay_end: float = 0.4
+    out_dim: int = 4096  # prototypes of the DINO head
+    hidden_dim: int = 512
+    bottleneck_dim: int = 128
+    head_bn: bool = True  # BatchNorm in the head MLP: breaks the uniform start on small data
+    norm_last_layer: bool = True
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.02
+    warmup_teacher_temp_epochs: int = 20
+    student_temp: float = 0.1
+    momentum_teacher: float = 0.99  # EMA, cosine to 1
+    center_momentum: float = 0.9
+    freeze_last_layer_epochs: int = 1
+    clip_grad: float = 3.0
+    global_crop_size: int = 96
+    local_crop_size: int = 48
+    local_crops: int = 4
+    global_scale_min: float = 0.35  # RandomResizedCrop scale (min, 1) of global crops
+    local_scale_max: float = 0.35  # RandomResizedCrop scale (0.05, max) of local crops
+    max_minutes: float = 0.0  # stop after this wall time (0 = run all epochs)
+    threads: int = 0  # torch CPU threads (0 = torch default)
+
+    def __post_init__(self) -> None:
+        _one_of(self.method, ("dino",), "pretrain.method")
+        for k in ("epochs", "batch_size", "out_dim", "hidden_dim", "bottleneck_dim", "global_crop_size", "local_crop_size"):
+            _check(getattr(self, k) >= 1, f"pretrain.{k}", "must be >= 1")
+        for k in ("lr", "teacher_temp", "student_temp", "warmup_teacher_temp"):
+            _check(getattr(self, k) > 0, f"pretrain.{k}", "must be > 0")
+        _check(0 <= self.momentum_teacher < 1, "pretrain.momentum_teacher", "must be in [0, 1)")
+        _check(0 <= self.center_momentum < 1, "pretrain.center_momentum", "must be in [0, 1)")
+        _check(0 < self.global_scale_min <= 1, "pretrain.global_scale_min", "must be in (0, 1]")
+        _check(0.05 < self.local_scale_max <= 1, "pretrain.local_scale_max", "must be in (0.05, 1]")
+        _check(self.local_crops >= 0, "pretrain.local_crops", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    batch_size: int = 32
+    shard_size: int = 512  # images per shard file
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "features.batch_size", "must be >= 1")
+        _check(self.shard_size >= 1, "features.shard_size", "must be >= 1")
+        _one_of(self.device, ("auto", "cpu", "cuda"), "features.device")
+
+
+@dataclass(frozen=True)
+class ProposalsConfig:
+    affinity: str = "keys"  # keys (last attention keys, as TokenCut) | tokens
+    tau: float = 0.2  # TokenCut: affinities above tau are edges (1), below get eps
+    eps: float = 1e-5
+    num_eigs: int = 1  # bipartitions from eigenvectors 1..num_eigs (Fiedler first)
+    min_patches: int = 3  # a connected component smaller than this many patches is no proposal
+    max_per_image: int = 4
+    nms_iou: float = 0.5  # a proposal overlapping a better one more than this is dropped
+    refine: str = "grabcut"  # grabcut (OpenCV, pixel-accurate borders) | none (bilinear upsampling only)
+    refine_iters: int = 3
+
+    def __post_init__(self) -> None:
+        _one_of(self.affinity, ("keys", "tokens"), "proposals.affinity")
+        _check(-1 <= self.tau < 1, "proposals.tau", "must be in [-1, 1)")
+        _check(self.eps > 0, "proposals.eps", "must be > 0")
+        _check(self.num_eigs >= 1, "proposals.num_eigs", "must be >= 1")
+        _check(self.min_patches >= 1, "proposals.min_patches", "must be >= 1")
+        _check(self.max_per_image >= 1, "proposals.max_per_image", "must be >= 1")
+        _check(0 < self.nms_iou <= 1, "proposals.nms_iou", "must be in (0, 1]")
+        _one_of(self.refine, ("grabcut", "none"), "proposals.refine")
+        _check(self.refine_iters >= 1, "proposals.refine_iters", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    k: int = 4  # object classes to discover (background is class 0 on top of these)
+    method: str = "kmeans"  # kmeans | spectral
+    n_init: int = 10
+    gallery_per_cluster: int = 8  # masks shown per cluster in gallery.png
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 1, "cluster.k", f"is {self.k}; must be >= 1")
+        _one_of(self.method, ("kmeans", "spectral"), "cluster.method")
+        _check(self.n_init >= 1, "cluster.n_init", "must be >= 1")
+        _check(self.gallery_per_cluster >= 1, "cluster.gallery_per_cluster", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    keep: float = 0.8  # fraction of masks kept per class (COMUS keeps 80%)
+    folds: int = 5  # out-of-fold classifier on mask embeddings
+    weight_distance: float = 0.5  # reliability = w * centre-distance rank + (1 - w) * classifier-confidence rank
+
+    def __post_init__(self) -> None:
+        _check(0 < self.keep <= 1, "filter.keep", f"is {self.keep}; must be in (0, 1]")
+        _check(self.folds >= 2, "filter.folds", "must be >= 2")
+        _check(0 <= self.weight_distance <= 1, "filter.weight_distance", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    parts: int = 60  # over-clustering of foreground patch features (Leopart: 100-250 on VOC)
+    resolution: float = 1.0  # Louvain resolution
+    weight_cooccur: float = 1.0  # edge weight of two parts seen in the same mask
+    weight_adjacent: float = 1.0  # edge weight of two parts on neighbouring patches
+    min_agreement: float = 0.5  # a mask is relabelled when this fraction of its patches agree on another class
+
+    def __post_init__(self) -> None:
+        _check(self.parts >= 2, "merge.parts", "must be >= 2")
+        _check(self.resolution > 0, "merge.resolution", "must be > 0")
+        _check(self.weight_cooccur >= 0 and self.weight_adjacent >= 0, "merge.weight_*", "must be >= 0")
+        _check(0 < self.min_agreement <= 1, "merge.min_agreement", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 1e-3  # decoder head lr
+    backbone_lr: float = 1e-4  # 0 freezes the backbone
+    weight_decay: float = 1e-4
+    decoder_dim: int = 128
+    crop_scale_min: float = 0.5  # random resized crop scale (min, 1)
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.backbone_lr >= 0, "train.backbone_lr", "must be >= 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _check(0 < self.crop_scale_min <= 1, "train.crop_scale_min", "must be in (0, 1]")
+        _one_of(self.device, ("auto", "cpu", "cuda"), "train.device")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    baseline_kmeans_init: int = 4  # n_init of the baselines' k-means
+    baseline_pixels: int = 200000  # pixels sampled to fit the colour baseline
+
+    def __post_init__(self) -> None:
+        _check(self.baseline_kmeans_init >= 1, "evaluate.baseline_kmeans_init", "must be >= 1")
+        _check(self.baseline_pixels >= 1000, "evaluate.baseline_pixels", "must be >= 1000")
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    data: DataConfig
+    backbone: BackboneConfig
+    pretrain: PretrainConfig
+    features: FeaturesConfig
+    proposals: ProposalsConfig
+    cluster: ClusterConfig
+    filter: FilterConfig
+    merge: MergeConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    paths: Paths = field(default_factory=Paths)
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is dict or typing.get_origin(tp) is dict:
+        return isinstance(value, dict)
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return any(_type_ok(value, t) for t in typing.get_args(tp))
+    return isinstance(value, tp)
+
+
+def build_section(cls: type, raw: Any, section: str) -> Any:
+    """A dict from params.yaml -> an instance of `cls`, rejecting unknown keys and wrong types."""
+    if raw is None:
+        raw = {}
+    _check(isinstance(raw, dict), section, f"must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        _check(key in names, f"{section}.{key}", f"is not a known key; allowed keys: {', '.join(names)}")
+    for key, value in raw.items():
+        tp = hints[key]
+        _check(_type_ok(value, tp), f"{section}.{key}",
+               f"must be of type {getattr(tp, '__name__', tp)}, got {value!r} ({type(value).__name__})")
+    values = {k: (float(v) if hints[k] is float else v) for k, v in raw.items()}
+    return cls(**values)
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "backbone": BackboneConfig,
+    "pretrain": PretrainConfig,
+    "features": FeaturesConfig,
+    "proposals": ProposalsConfig,
+    "cluster": ClusterConfig,
+    "filter": FilterConfig,
+    "merge": MergeConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+}
+
+
+def parse_params(raw: dict) -> Params:
+    """The whole params.yaml mapping -> Params. Raises ConfigError naming the first bad key."""
+    _check(isinstance(raw, dict), "params.yaml", "must be a mapping of sections")
+    allowed = ["seed", *_SECTIONS]
+    for key in raw:
+        _check(key in allowed, key, f"is not a known section; allowed sections: {', '.join(allowed)}")
+    for key in allowed:
+        _check(key in raw, key, "is missing")
+    seed = raw["seed"]
+    _check(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", f"must be an integer >= 0, got {seed!r}")
+    sections = {name: build_section(cls, raw[name], name) for name, cls in _SECTIONS.items()}
+    return Params(seed=seed, **sections)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml (default: in the current directory, where dvc runs stages)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params: file {path} not found (run from the project root, where params.yaml is)")
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    return parse_params(raw or {})

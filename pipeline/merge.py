@@ -1,0 +1,75 @@
+"""Leopart-style refinement: over-cluster foreground patches into parts, merge parts into communities
+on a part graph (co-occurrence in masks + spatial adjacency, Louvain in networkx), relabel masks."""
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+
+from pipeline.config import MergeConfig
+
+
+def overcluster(feats: np.ndarray, parts: int, seed: int) -> np.ndarray:
+    """Foreground patch features (P, D) -> (P,) part ids in 0..parts-1 (mini-batch k-means on unit vectors)."""
+    x = feats.astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-8
+    k = min(parts, len(x))
+    return MiniBatchKMeans(k, n_init=3, random_state=seed, batch_size=2048).fit_predict(x).astype(np.int64)
+
+
+def part_graph(part_maps: list[np.ndarray], mask_maps: list[np.ndarray], n_parts: int, cfg: MergeConfig) -> nx.Graph:
+    """Per-image part maps (h, w) int (-1 = no part) and mask maps (h, w) int (0 = none) -> weighted graph.
+
+    Edge weight = weight_cooccur * share of mask co-occurrences + weight_adjacent * share of
+    4-neighbour adjacencies, each normalised to sum 1 over all pairs.
+    """
+    co = np.zeros((n_parts, n_parts))
+    adj = np.zeros((n_parts, n_parts))
+    for parts, masks in zip(part_maps, mask_maps):
+        for m in np.unique(masks[masks > 0]):
+            ids = np.unique(parts[(masks == m) & (parts >= 0)])
+            co[np.ix_(ids, ids)] += 1
+        for a, b in ((parts[:, :-1], parts[:, 1:]), (parts[:-1, :], parts[1:, :])):
+            ok = (a >= 0) & (b >= 0) & (a != b)
+            np.add.at(adj, (a[ok], b[ok]), 1)
+            np.add.at(adj, (b[ok], a[ok]), 1)
+    np.fill_diagonal(co, 0)
+    w = cfg.weight_cooccur * co / max(co.sum(), 1) + cfg.weight_adjacent * adj / max(adj.sum(), 1)
+    g = nx.Graph()
+    g.add_nodes_from(range(n_parts))
+    ii, jj = np.nonzero(np.triu(w, 1))
+    g.add_weighted_edges_from((int(i), int(j), float(w[i, j])) for i, j in zip(ii, jj))
+    return g
+
+
+def communities(g: nx.Graph, resolution: float, seed: int) -> np.ndarray:
+    """Part graph -> (n_parts,) community id per part (Louvain, seeded; largest community first)."""
+    comms = nx.community.louvain_communities(g, weight="weight", resolution=resolution, seed=seed)
+    comms = sorted(comms, key=lambda c: (-len(c), min(c)))
+    out = np.zeros(g.number_of_nodes(), np.int64)
+    for cid, nodes in enumerate(comms):
+        out[list(nodes)] = cid
+    return out
+
+
+def community_classes(comm_of_patch: np.ndarray, class_of_patch: np.ndarray, n_comms: int) -> np.ndarray:
+    """Per foreground patch: community (P,) and pseudo-label class (P,) -> (n_comms,) majority class per community."""
+    out = np.zeros(n_comms, np.int64)
+    for c in range(n_comms):
+        cls = class_of_patch[comm_of_patch == c]
+        out[c] = np.bincount(cls).argmax() if len(cls) else 0
+    return out
+
+
+def relabel_masks(mask_patch_classes: list[np.ndarray], current: np.ndarray, min_agreement: float) -> np.ndarray:
+    """For each mask, the community classes of its patches (list of (p_i,) int) and its class (M,)
+    -> (M,) new classes: the majority community class where its share >= min_agreement, else unchanged."""
+    out = current.copy()
+    for i, cls in enumerate(mask_patch_classes):
+        if len(cls) == 0:
+            continue
+        counts = np.bincount(cls)
+        top = counts.argmax()
+        if counts[top] / len(cls) >= min_agreement:
+            out[i] = top
+    return out

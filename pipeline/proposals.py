@@ -1,0 +1,155 @@
+"""Training-free object masks: normalized cut on the patch affinity graph (TokenCut / Deep Spectral Methods).
+
+Per image: cosine affinities between patch features, thresholded as in TokenCut (edge 1 above tau,
+eps below); the generalized eigenproblem (D - W) v = lambda D v gives bipartitions (eigenvectors
+1..num_eigs, the Fiedler vector first); the foreground side is the one that touches the image
+border less; its connected components are proposals, scored by how much more they resemble
+themselves than the rest; overlapping ones are suppressed; the survivors are upsampled to pixels
+and refined with GrabCut on the image colours.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.linalg import eigh
+
+from pipeline.config import ProposalsConfig
+
+
+@dataclass
+class Proposal:
+    """One object mask on the patch grid: (h, w) bool, with its score and the eigenvector it came from."""
+
+    patches: np.ndarray
+    score: float
+    eig: int
+
+
+def affinity(feats: np.ndarray) -> np.ndarray:
+    """Patch features (h, w, D) -> (h*w, h*w) cosine similarities in float64."""
+    x = feats.reshape(-1, feats.shape[-1]).astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-8
+    return x @ x.T
+
+
+def ncut_vectors(sim: np.ndarray, tau: float, eps: float, num_eigs: int) -> np.ndarray:
+    """Cosine similarities (n, n) -> (n, num_eigs) generalized eigenvectors 1..num_eigs of (D - W, D).
+
+    W = 1 where sim > tau else eps (TokenCut). Eigenvector 0 is constant and skipped.
+    """
+    w = np.where(sim > tau, 1.0, eps)
+    d = np.diag(w.sum(1))
+    k = min(num_eigs, sim.shape[0] - 1)
+    _, vecs = eigh(d - w, d, subset_by_index=[1, k])
+    return vecs
+
+
+def foreground_side(vec: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """One eigenvector (h*w,) -> (h, w) bool foreground: of the two sides of the mean split, the one
+    covering the smaller share of border patches (ties: the side holding the largest |v|)."""
+    side = (vec > vec.mean()).reshape(shape)
+    border = np.zeros(shape, bool)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    a, b = side[border].mean(), (~side)[border].mean()
+    if a == b:
+        return side if side.reshape(-1)[np.argmax(np.abs(vec))] else ~side
+    return side if a < b else ~side
+
+
+def contrast_score(sim: np.ndarray, mask: np.ndarray) -> float:
+    """Mean similarity inside the mask minus mean similarity between mask and the rest -> float."""
+    m = mask.reshape(-1)
+    if m.all() or not m.any():
+        return 0.0
+    return float(sim[np.ix_(m, m)].mean() - sim[np.ix_(m, ~m)].mean())
+
+
+def components(mask: np.ndarray, min_size: int) -> list[np.ndarray]:
+    """(h, w) bool -> its 4-connected components with at least min_size cells, as (h, w) bool arrays."""
+    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4)
+    return [lab == i for i in range(1, n) if (lab == i).sum() >= min_size]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def patch_proposals(feats: np.ndarray, cfg: ProposalsConfig) -> list[Proposal]:
+    """Patch features (h, w, D) -> up to cfg.max_per_image proposals, best score first."""
+    h, w = feats.shape[:2]
+    sim = affinity(feats)
+    vecs = ncut_vectors(sim, cfg.tau, cfg.eps, cfg.num_eigs)
+    cands = []
+    for e in range(vecs.shape[1]):
+        fg = foreground_side(vecs[:, e], (h, w))
+        for comp in components(fg, cfg.min_patches):
+            if comp.sum() < h * w:
+                cands.append(Proposal(comp, contrast_score(sim, comp), e + 1))
+    cands.sort(key=lambda p: -p.score)
+    kept: list[Proposal] = []
+    for c in cands:
+        if all(iou(c.patches, k.patches) <= cfg.nms_iou for k in kept):
+            kept.append(c)
+        if len(kept) == cfg.max_per_image:
+            break
+    return kept
+
+
+def upsample(patches: np.ndarray, size: int) -> np.ndarray:
+    """(h, w) bool patch mask -> (size, size) bool pixel mask by bilinear upsampling at 0.5."""
+    return cv2.resize(patches.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
+
+
+def grabcut_refine(image: np.ndarray, mask: np.ndarray, band: int, iters: int) -> np.ndarray:
+    """Refine a pixel mask on its image: pixels deeper than `band` inside stay foreground, farther than
+    `band` outside stay background, GrabCut decides the band between. (H, W, 3) uint8, (H, W) bool -> bool."""
+    if mask.sum() < 4 or mask.all():
+        return mask
+    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    m8 = mask.astype(np.uint8)
+    inner = cv2.erode(m8, kernel).astype(bool)
+    outer = cv2.dilate(m8, kernel).astype(bool)
+    gc = np.full(mask.shape, cv2.GC_BGD, np.uint8)
+    gc[outer] = cv2.GC_PR_BGD
+    gc[mask] = cv2.GC_PR_FGD
+    gc[inner] = cv2.GC_FGD
+    if not inner.any():
+        return mask
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), gc, None, bgd, fgd, iters, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return mask
+    return (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+
+
+def pixel_masks(image: np.ndarray, props: list[Proposal], patch: int, cfg: ProposalsConfig) -> tuple[np.ndarray, list[Proposal]]:
+    """Image (S, S, 3) uint8 and patch proposals -> (S, S) uint8 map (0 none, i = i-th kept proposal)
+    and the kept proposals. Overlaps go to the better-scored proposal; one left with fewer pixels
+    than half of cfg.min_patches patches is dropped."""
+    size = image.shape[0]
+    out = np.zeros(image.shape[:2], np.uint8)
+    kept: list[Proposal] = []
+    min_pixels = cfg.min_patches * patch * patch // 2
+    for prop in props:
+        m = upsample(prop.patches, size)
+        if cfg.refine == "grabcut":
+            m = grabcut_refine(image, m, band=patch // 2, iters=cfg.refine_iters)
+        m &= out == 0
+        if m.sum() < min_pixels:
+            continue
+        kept.append(prop)
+        out[m] = len(kept)
+    return out, kept
+
+
+def patch_fractions(mask_map: np.ndarray, n_masks: int, grid: tuple[int, int]) -> np.ndarray:
+    """(S, S) map with values 0..n_masks -> (n_masks, h, w) float32: share of each patch each mask covers."""
+    h, w = grid
+    out = np.zeros((n_masks, h, w), np.float32)
+    for i in range(n_masks):
+        out[i] = cv2.resize((mask_map == i + 1).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    return out

@@ -1,0 +1,110 @@
+"""Pictures for people: overlays, mask grids, curves, confusion matrices. Arrays in, arrays or files out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pipeline import io  # noqa: E402
+
+
+def colorize(label: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 class map -> (H, W, 3) uint8 RGB in the project palette."""
+    return io.palette()[label]
+
+
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Image (H, W, 3) uint8 and class map (H, W) -> blend where label > 0 (ignore 255 hatched white), with borders."""
+    out = image.astype(np.float32).copy()
+    colour = colorize(label).astype(np.float32)
+    fg = label > 0
+    out[fg] = (1 - alpha) * out[fg] + alpha * colour[fg]
+    edges = cv2.morphologyEx(label, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    out[edges] = colour[edges] if edges.any() else out[edges]
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def grid(tiles: list[np.ndarray], cols: int, pad: int = 2) -> np.ndarray:
+    """Equal-size (h, w, 3) uint8 tiles -> one (rows*(h+pad), cols*(w+pad), 3) image, white padding."""
+    if not tiles:
+        return np.full((8, 8, 3), 255, np.uint8)
+    h, w = tiles[0].shape[:2]
+    rows = (len(tiles) + cols - 1) // cols
+    out = np.full((rows * (h + pad), cols * (w + pad), 3), 255, np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = t
+    return out
+
+
+def save_curve(path: str | Path, values: list[float], title: str, xlabel: str) -> None:
+    """A line plot of `values` -> PNG."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(range(len(values)), values)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_confusion(path: str | Path, conf: np.ndarray, row_names: list[str], col_names: list[str], title: str) -> None:
+    """(R, C) counts -> a row-normalised heat map PNG with the counts' shares written in."""
+    conf = np.asarray(conf, dtype=np.float64)
+    norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(col_names), 1.0 + 0.55 * len(row_names)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(col_names)), col_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(row_names)), row_names)
+    for i in range(norm.shape[0]):
+        for j in range(norm.shape[1]):
+            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("ground truth")
+    ax.set_ylabel("prediction (matched)")
+    ax.set_title(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_maps(folder: str | Path, names: list[str], maps: np.ndarray, images: np.ndarray) -> None:
+    """Label maps (N, H, W) uint8 -> folder/labels/<name>.png (indexed palette) and folder/overlays/<name>.jpg."""
+    folder = Path(folder)
+    for name, lab, img in zip(names, maps, images):
+        io.write_label(folder / "labels" / f"{name}.png", lab)
+        io.write_image(folder / "overlays" / f"{name}.jpg", overlay(img, lab))
+
+
+def mask_tile(image: np.ndarray, mask: np.ndarray, colour: np.ndarray, size: int) -> np.ndarray:
+    """Image (H, W, 3) and bool mask (H, W) -> (size, size, 3) tile: the image dimmed outside the mask, mask outlined."""
+    tile = image.astype(np.float32)
+    tile[~mask] *= 0.35
+    edge = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    tile[edge] = colour
+    return cv2.resize(tile.astype(np.uint8), (size, size), interpolation=cv2.INTER_AREA)
+
+
+def save_graph(path: str | Path, g, node_colour_ids: np.ndarray, title: str, seed: int) -> None:
+    """A networkx graph -> PNG, nodes coloured by the palette entry of node_colour_ids[node] + 1, spring layout."""
+    import networkx as nx
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    pos = nx.spring_layout(g, weight="weight", seed=seed)
+    weights = np.array([d["weight"] for _, _, d in g.edges(data=True)]) if g.number_of_edges() else np.array([1.0])
+    nx.draw_networkx_edges(g, pos, ax=ax, width=0.3 + 3 * weights / weights.max(), alpha=0.3)
+    colours = io.palette()[np.asarray(node_colour_ids) + 1] / 255.0
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_size=40, node_color=colours)
+    ax.set_title(title)
+    ax.axis("off")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

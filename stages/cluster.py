@@ -1,0 +1,48 @@
+"""Stage cluster: embed every proposal (pooled patch tokens) and cluster the embeddings into cluster.k classes."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from pipeline import cluster, io, proposals, viz  # noqa: E402
+from pipeline.config import load_params  # noqa: E402
+
+
+def main() -> None:
+    p = load_params()
+    out = Path(p.paths.cluster)
+    table = io.read_json(Path(p.paths.proposals) / "proposals.json")
+    records, embs = [], []
+    for names, tokens in io.iter_shards(p.paths.features, "tokens"):
+        for name, tok in zip(names, tokens):
+            if not table[name]:
+                continue
+            mask_map = io.read_label(Path(p.paths.proposals) / "masks" / f"{name}.png")
+            frac = proposals.patch_fractions(mask_map, len(table[name]), tok.shape[:2])
+            embs.append(cluster.mask_embeddings(tok, frac))
+            records += [{"image": name, "mask": m["id"]} for m in table[name]]
+    emb = np.concatenate(embs)
+    labels, centres, dist = cluster.cluster_embeddings(emb, p.cluster, p.seed)
+    for r, c, d in zip(records, labels, dist):
+        r.update(cluster=int(c), distance=round(float(d), 5))
+    io.write_npz(out / "embeddings.npz", embeddings=emb, labels=labels, centres=centres, distance=dist)
+    sizes = np.bincount(labels, minlength=p.cluster.k).tolist()
+    io.write_json(out / "clusters.json", {"k": p.cluster.k, "method": p.cluster.method, "sizes": sizes, "masks": records})
+    tiles = []
+    for c in range(p.cluster.k):  # one gallery row per cluster: its masks closest to the centre
+        members = [i for i in np.argsort(dist) if labels[i] == c][:p.cluster.gallery_per_cluster]
+        row = []
+        for i in members:
+            r = records[i]
+            image = io.read_image(Path(p.paths.prepare) / "images" / f"{r['image']}.png")
+            masks = io.read_label(Path(p.paths.proposals) / "masks" / f"{r['image']}.png")
+            row.append(viz.mask_tile(image, masks == r["mask"], io.palette()[c + 1], 64))
+        tiles += row + [np.full((64, 64, 3), 255, np.uint8)] * (p.cluster.gallery_per_cluster - len(row))
+    io.write_image(out / "gallery.png", viz.grid(tiles, p.cluster.gallery_per_cluster))
+    print(f"cluster: {len(records)} masks -> {p.cluster.k} clusters of sizes {sizes} -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Stage evaluate: the only stage that reads ground truth. Hungarian-matched mIoU of the network, every
+intermediate label map and two baselines (k-means on pixel colours, k-means on patch features)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from pipeline import baselines, io, metrics, viz  # noqa: E402
+from pipeline.config import load_params  # noqa: E402
+
+
+def main() -> None:
+    p = load_params()
+    out = Path(p.paths.evaluate)
+    manifest = io.read_manifest(p.paths.prepare)
+    names, n_gt = manifest["names"], manifest["num_classes"]
+    if not manifest["has_labels"]:
+        io.write_json(out / "metrics.json", {"note": "no ground truth in this dataset: nothing to evaluate"})
+        print("evaluate: the dataset has no labels/; skipped")
+        return
+    gt = io.read_labels(Path(p.paths.prepare) / "gt", names)
+    images = io.read_images(p.paths.prepare, names)
+    n_pred = p.cluster.k + 1
+    sources = {"pseudolabels": Path(p.paths.pseudolabels) / "labels", "filter": Path(p.paths.filter) / "labels",
+               "merge": Path(p.paths.merge) / "labels", "network": Path(p.paths.train) / "predictions" / "labels"}
+    results, coverage = {}, {}
+    for key, folder in sources.items():
+        maps = io.read_labels(folder, names)
+        coverage[key] = float((maps != io.IGNORE).mean())
+        results[key] = metrics.evaluate_maps(np.where(maps == io.IGNORE, 0, maps), gt, n_pred, n_gt)
+    colours = baselines.kmeans_colours(images, n_gt, p.seed, p.evaluate.baseline_pixels, p.evaluate.baseline_kmeans_init)
+    results["baseline_colour_kmeans"] = metrics.evaluate_maps(colours, gt, n_gt, n_gt)
+    _, tokens = io.read_shards(p.paths.features, "tokens")
+    patch = baselines.kmeans_patches(tokens, n_gt, p.seed, p.evaluate.baseline_kmeans_init)
+    results["baseline_feature_kmeans"] = metrics.evaluate_maps(
+        baselines.upsample_labels(patch, manifest["image_size"]), gt, n_gt, n_gt)
+    summary = {k: {"miou": round(v["miou"], 4), "pixel_acc": round(v["pixel_acc"], 4)} for k, v in results.items()}
+    for k, c in coverage.items():
+        summary[k]["coverage"] = round(c, 4)
+    io.write_json(out / "metrics.json", summary)
+    io.write_json(out / "per_class.json", {k: dict(zip(manifest["class_names"], v["iou"])) for k, v in results.items()})
+    io.write_json(out / "details.json", results)
+    net = results["network"]
+    conf = np.asarray(net["confusion"])
+    order = np.argsort([m if m >= 0 else n_gt + i for i, m in enumerate(net["mapping"])])
+    rows = [f"pred {i} -> {manifest['class_names'][net['mapping'][i]] if net['mapping'][i] >= 0 else 'unmatched'}"
+            for i in order]
+    viz.save_confusion(out / "confusion.png", conf[order], rows, manifest["class_names"], "network vs ground truth")
+    lines = ["| label map | mIoU | pixel acc | coverage |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['miou']:.3f} | {v['pixel_acc']:.3f} | {v.get('coverage', 1.0):.3f} |" for k, v in summary.items()]
+    io.write_bytes(out / "table.md", ("\n".join(lines) + "\n").encode())
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Stage filter: score each mask's reliability without labels, keep the best filter.keep per class;
+dropped masks' pixels become ignore (255)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from pipeline import cluster, filtering, io, viz  # noqa: E402
+from pipeline.config import load_params  # noqa: E402
+
+
+def main() -> None:
+    p = load_params()
+    out = Path(p.paths.filter)
+    names = io.read_manifest(p.paths.prepare)["names"]
+    records = io.read_json(Path(p.paths.cluster) / "clusters.json")["masks"]
+    arrays = io.read_npz(Path(p.paths.cluster) / "embeddings.npz")
+    rel = filtering.reliability(arrays["embeddings"], arrays["labels"], arrays["distance"], p.filter, p.seed)
+    keep = filtering.keep_mask(rel["score"], arrays["labels"], p.filter.keep)
+    classes: dict[str, dict[int, int]] = {}
+    for r, k, s, c in zip(records, keep, rel["score"], rel["confidence"]):
+        r.update(kept=bool(k), reliability=round(float(s), 4), confidence=None if np.isnan(c) else round(float(c), 4))
+        classes.setdefault(r["image"], {})[r["mask"]] = r["cluster"] + 1 if k else io.IGNORE
+    for name in tqdm(names, desc="filter", unit="img"):
+        mask_map = io.read_label(Path(p.paths.proposals) / "masks" / f"{name}.png")
+        cls = classes.get(name, {})
+        lab = cluster.render_labels(mask_map, np.array([cls[i] for i in sorted(cls)], np.uint8))
+        image = io.read_image(Path(p.paths.prepare) / "images" / f"{name}.png")
+        viz.write_maps(out, [name], lab[None], image[None])
+    per_class = {str(c + 1): {"masks": int((arrays["labels"] == c).sum()), "kept": int(keep[arrays["labels"] == c].sum())}
+                 for c in range(p.cluster.k)}
+    io.write_json(out / "filter.json", {"keep": p.filter.keep, "per_class": per_class, "masks": records})
+    print(f"filter: kept {int(keep.sum())} of {len(keep)} masks -> {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Stage pretrain: the backbone's weights (hub / local file / DINO on the prepared images / random) -> backbone.pth."""
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from pipeline import backbone as bb, dino, io, viz  # noqa: E402
+from pipeline.config import load_params  # noqa: E402
+
+
+def main() -> None:
+    p = load_params()
+    out = Path(p.paths.pretrain)
+    if p.pretrain.threads:
+        torch.set_num_threads(p.pretrain.threads)
+    manifest = io.read_manifest(p.paths.prepare)
+    start = time.time()
+    torch.manual_seed(p.seed)
+    model = bb.create_backbone(p.backbone, manifest["image_size"])
+    history = []
+    if p.backbone.source == "pretrain":
+        images = io.read_images(p.paths.prepare, manifest["names"])
+        model, history = dino.train_dino(model, images, p.pretrain, p.seed,
+                                         log=lambda r: print(f"pretrain epoch {r['epoch']}: loss {r['loss']:.4f} "
+                                                             f"({r['minutes']:.1f} min)", flush=True))
+        io.write_json(out / "history.json", history)
+        viz.save_curve(out / "loss.png", [r["loss"] for r in history], "DINO loss per epoch", "epoch")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".backbone.pth.tmp"
+    torch.save(state, tmp)
+    tmp.replace(out / "backbone.pth")
+    info = {"source": p.backbone.source, "name": p.backbone.name, "overrides": p.backbone.overrides,
+            "weights": p.backbone.weights, "params": sum(v.numel() for v in state.values()),
+            "sha256": hashlib.sha256((out / "backbone.pth").read_bytes()).hexdigest(),
+            "seconds": round(time.time() - start, 1), "final_loss": history[-1]["loss"] if history else None}
+    io.write_json(out / "info.json", info)
+    print(f"pretrain: {info['source']} backbone ({info['params']} parameters) -> {out / 'backbone.pth'}")
+
+
+if __name__ == "__main__":
+    main()
