@@ -160,7 +160,7 @@ def train_step(student: DINOModel, teacher: DINOModel, loss_fn: DINOLoss, opt: t
             pt.mul_(momentum).add_(ps.detach(), alpha=1 - momentum)
         for bs, bt in zip(student.buffers(), teacher.buffers()):
             bt.copy_(bs)
-    return float(loss)
+    return float(loss.detach())
 
 
 def train_dino(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, seed: int,

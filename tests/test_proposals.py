@@ -1,0 +1,78 @@
+import numpy as np
+
+from pipeline import proposals
+from pipeline.config import ProposalsConfig
+
+
+def two_region_features(h: int, w: int, blocks: list[tuple[slice, slice]], noise: float = 0.05) -> np.ndarray:
+    """Patch features: background direction e0, objects direction e1, small noise -> (h, w, 8)."""
+    rng = np.random.default_rng(0)
+    f = np.zeros((h, w, 8), np.float32)
+    f[..., 0] = 1
+    for ys, xs in blocks:
+        f[ys, xs] = 0
+        f[ys, xs, 1] = 1
+    return f + noise * rng.normal(size=f.shape).astype(np.float32)
+
+
+def test_ncut_separates_an_object_from_the_background():
+    f = two_region_features(10, 10, [(slice(3, 7), slice(2, 6))])
+    props = proposals.patch_proposals(f, ProposalsConfig(refine="none", num_eigs=1))
+    truth = np.zeros((10, 10), bool)
+    truth[3:7, 2:6] = True
+    assert len(props) == 1
+    assert np.array_equal(props[0].patches, truth)
+    assert props[0].score > 0.5
+
+
+def test_two_objects_become_two_proposals_best_first():
+    f = two_region_features(12, 12, [(slice(1, 5), slice(1, 5)), (slice(7, 11), slice(6, 11))])
+    props = proposals.patch_proposals(f, ProposalsConfig(refine="none", num_eigs=1))
+    sizes = sorted(int(p.patches.sum()) for p in props)
+    assert sizes == [16, 20]
+    assert props[0].score >= props[1].score
+
+
+def test_foreground_is_the_side_touching_the_border_less():
+    vec = np.zeros(16)
+    vec[[5, 6, 9, 10]] = 1.0  # centre 2x2 block of a 4x4 grid
+    fg = proposals.foreground_side(vec - 0.1, (4, 4))
+    assert fg.sum() == 4 and fg[1:3, 1:3].all()
+    fg_inv = proposals.foreground_side(-vec, (4, 4))  # the sign of an eigenvector is arbitrary
+    assert np.array_equal(fg, fg_inv)
+
+
+def test_contrast_score_is_inside_minus_between():
+    sim = np.array([[1.0, 0.8, 0.1], [0.8, 1.0, 0.3], [0.1, 0.3, 1.0]])
+    m = np.array([True, True, False])
+    assert np.isclose(proposals.contrast_score(sim, m), (1 + 0.8 + 0.8 + 1) / 4 - (0.1 + 0.3) / 2)
+
+
+def test_pixel_masks_upsample_and_resolve_overlaps_to_the_better_proposal():
+    a = np.zeros((4, 4), bool); a[0:2, 0:2] = True
+    b = np.zeros((4, 4), bool); b[0:2, 0:3] = True
+    image = np.zeros((32, 32, 3), np.uint8)
+    cfg = ProposalsConfig(refine="none", min_patches=1)
+    m, kept = proposals.pixel_masks(image, [proposals.Proposal(a, 0.9, 1), proposals.Proposal(b, 0.5, 1)], 8, cfg)
+    assert len(kept) == 2
+    up_a, up_b = proposals.upsample(a, 32), proposals.upsample(b, 32)
+    assert abs(int(up_a.sum()) - 16 * 16) < 16  # bilinear at 0.5: the 16x16 block, corners softened
+    assert np.array_equal(m == 1, up_a)
+    assert np.array_equal(m == 2, up_b & ~up_a)  # b keeps only what a left
+
+
+def test_grabcut_snaps_a_coarse_mask_to_the_object_edge():
+    image = np.full((64, 64, 3), 40, np.uint8)
+    image[20:44, 20:44] = (220, 60, 60)
+    truth = np.zeros((64, 64), bool); truth[20:44, 20:44] = True
+    coarse = np.zeros((64, 64), bool); coarse[16:48, 16:48] = True  # patch-grid mask, too large
+    refined = proposals.grabcut_refine(image, coarse, band=4, iters=3)
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
+    assert iou(refined, truth) > 0.95 > iou(coarse, truth)
+
+
+def test_patch_fractions_are_area_shares():
+    m = np.zeros((16, 16), np.uint8)
+    m[0:8, 0:4] = 1
+    frac = proposals.patch_fractions(m, 1, (2, 2))
+    assert np.allclose(frac[0], [[0.5, 0], [0, 0]])
