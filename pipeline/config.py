@@ -110,6 +110,7 @@ class PretrainConfig:
     local_crops: int = 4
     global_scale_min: float = 0.35  # RandomResizedCrop scale (min, 1) of global crops
     local_scale_max: float = 0.35  # RandomResizedCrop scale (0.05, max) of local crops
+    stop_after_epochs: int = 0  # stop after this many epochs, schedules still spanning `epochs` (0 = run all)
     max_minutes: float = 0.0  # stop after this wall time (0 = run all epochs)
     threads: int = 0  # torch CPU threads (0 = torch default)
 
@@ -123,6 +124,7 @@ class PretrainConfig:
         _check(0 <= self.center_momentum < 1, "pretrain.center_momentum", "must be in [0, 1)")
         _check(0 < self.global_scale_min <= 1, "pretrain.global_scale_min", "must be in (0, 1]")
         _check(0.05 < self.local_scale_max <= 1, "pretrain.local_scale_max", "must be in (0.05, 1]")
+        _check(self.stop_after_epochs >= 0, "pretrain.stop_after_epochs", "must be >= 0")
         _check(self.local_crops >= 0, "pretrain.local_crops", "must be >= 0")
 
 

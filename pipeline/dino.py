@@ -206,6 +206,8 @@ def train_dino(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, see
         history.append(rec)
         if log:
             log(rec)
+        if cfg.stop_after_epochs and epoch + 1 >= cfg.stop_after_epochs:
+            break
         if cfg.max_minutes and rec["minutes"] >= cfg.max_minutes:
             break
     return teacher.backbone, history
