@@ -196,7 +196,7 @@ class MergeConfig:
     resolution: float = 1.0  # Louvain resolution
     weight_cooccur: float = 1.0  # edge weight of two parts seen in the same mask
     weight_adjacent: float = 1.0  # edge weight of two parts on neighbouring patches
-    min_agreement: float = 0.5  # a mask is relabelled when this fraction of its patches agree on another class
+    min_agreement: float = 0.8  # a mask is relabelled when this fraction of its patches agree on another class
 
     def __post_init__(self) -> None:
         _check(self.parts >= 2, "merge.parts", "must be >= 2")
