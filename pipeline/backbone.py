@@ -5,6 +5,7 @@ image size, so any input size that is a multiple of the patch size works.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def create_backbone(cfg: BackboneConfig, img_size: int, source: str | None = Non
     source = source or cfg.source
     kwargs = dict(cfg.overrides)
     kwargs.update(num_classes=0, dynamic_img_size=True, img_size=img_size)
-    if not cfg.name.startswith("vit") and "vit" not in cfg.name:
+    if "vit" not in cfg.name:
         raise BackboneError(f"backbone.name {cfg.name!r}: only timm ViTs give the patch tokens and keys the pipeline uses")
     if cfg.name.split(".")[0] not in timm.list_models():
         raise BackboneError(f"backbone.name {cfg.name!r} is not a timm model; e.g. vit_tiny_patch16_224, vit_small_patch16_224.dino")
@@ -59,6 +60,11 @@ def create_backbone(cfg: BackboneConfig, img_size: int, source: str | None = Non
         except RuntimeError as e:
             raise BackboneError(f"backbone.weights: {path} does not fit {cfg.name} with overrides {cfg.overrides}: {e}") from e
     return timm.create_model(cfg.name, pretrained=False, **kwargs)
+
+
+def from_stage(cfg: BackboneConfig, weights: str | Path, img_size: int) -> nn.Module:
+    """The backbone the pretrain stage wrote to `weights` (whatever cfg.source it came from)."""
+    return create_backbone(dataclasses.replace(cfg, source="file", weights=str(weights)), img_size)
 
 
 def patch_size(model: nn.Module) -> int:

@@ -96,7 +96,6 @@ class PretrainConfig:
     hidden_dim: int = 512
     bottleneck_dim: int = 128
     head_bn: bool = True  # BatchNorm in the head MLP: breaks the uniform start on small data
-    norm_last_layer: bool = True
     teacher_temp: float = 0.04
     warmup_teacher_temp: float = 0.02
     warmup_teacher_temp_epochs: int = 20

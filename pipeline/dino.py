@@ -182,8 +182,9 @@ def train_dino(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, see
     wds = cosine_schedule(cfg.weight_decay, cfg.weight_decay_end, total)
     moms = cosine_schedule(cfg.momentum_teacher, 1.0, total)
     temps = teacher_temp_schedule(cfg, cfg.epochs)
-    decay = [p for name, p in student.named_parameters() if p.ndim > 1 and "pos_embed" not in name and "token" not in name]
-    no_decay = [p for name, p in student.named_parameters() if not (p.ndim > 1 and "pos_embed" not in name and "token" not in name)]
+    decay, no_decay = [], []  # no weight decay on biases, norms, position embeddings and tokens
+    for name, p in student.named_parameters():
+        (decay if p.ndim > 1 and "pos_embed" not in name and "token" not in name else no_decay).append(p)
     opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     glob, local = multicrop_transforms(cfg)
     history: list[dict] = []

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -37,23 +38,27 @@ class InputError(ValueError):
     """An input file the pipeline cannot use; the message names the file and the problem."""
 
 
-def _atomic_target(path: Path) -> tuple[int, str]:
+@contextmanager
+def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
+    """A binary file handle whose content appears at `path` only once the block ends without error
+    (temporary file in the same folder, then rename); on error the temporary file is removed."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-
-
-def _finish(tmp: str, path: Path) -> None:
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are for everyone to read
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` atomically."""
-    path = Path(path)
-    fd, tmp = _atomic_target(path)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_open(path) as f:
         f.write(data)
-    _finish(tmp, path)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -63,11 +68,8 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
     """Named arrays -> one uncompressed .npz, atomically."""
-    path = Path(path)
-    fd, tmp = _atomic_target(path)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_open(path) as f:
         np.savez(f, **arrays)
-    _finish(tmp, path)
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -88,10 +90,8 @@ def read_json(path: str | Path) -> Any:
 
 
 def _save_pil(img: Image.Image, path: Path, fmt: str) -> None:
-    fd, tmp = _atomic_target(path)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_open(path) as f:
         img.save(f, format=fmt)
-    _finish(tmp, path)
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
@@ -170,20 +170,6 @@ def read_labels(folder: str | Path, names: list[str]) -> np.ndarray:
 
 # ---------------------------------------------------------------- sharded feature arrays
 
-def write_shards(folder: str | Path, names: list[str], arrays: dict[str, np.ndarray], shard_size: int) -> None:
-    """Per-image arrays {key: (N, ...)} -> folder/shard_XXX.npz (float16 kept) plus index.json."""
-    folder = Path(folder)
-    shards = []
-    for s, start in enumerate(range(0, len(names), shard_size)):
-        fname = f"shard_{s:03d}.npz"
-        fd, tmp = _atomic_target(folder / fname)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: v[start:start + shard_size] for k, v in arrays.items()})
-        _finish(tmp, folder / fname)
-        shards.append({"file": fname, "names": names[start:start + shard_size]})
-    write_json(folder / "index.json", {"keys": sorted(arrays), "shards": shards})
-
-
 class ShardWriter:
     """Streams per-image arrays into shards of `shard_size` images, so memory stays bounded."""
 
@@ -192,9 +178,11 @@ class ShardWriter:
         self.buffer: dict[str, list[np.ndarray]] = {}
         self.names: list[str] = []
         self.shards: list[dict] = []
+        self.keys: list[str] = []
 
     def add(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         self.names.append(name)
+        self.keys = sorted(arrays)
         for k, v in arrays.items():
             self.buffer.setdefault(k, []).append(v)
         if len(self.names) == self.shard_size:
@@ -204,20 +192,13 @@ class ShardWriter:
         if not self.names:
             return
         fname = f"shard_{len(self.shards):03d}.npz"
-        fd, tmp = _atomic_target(self.folder / fname)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: np.stack(v) for k, v in self.buffer.items()})
-        _finish(tmp, self.folder / fname)
+        write_npz(self.folder / fname, **{k: np.stack(v) for k, v in self.buffer.items()})
         self.shards.append({"file": fname, "names": self.names})
         self.buffer, self.names = {}, []
 
     def close(self) -> None:
-        keys = sorted(self.buffer) if self.buffer else None
         self._flush()
-        if keys is None and self.shards:
-            with np.load(self.folder / self.shards[0]["file"]) as z:
-                keys = sorted(z.files)
-        write_json(self.folder / "index.json", {"keys": keys or [], "shards": self.shards})
+        write_json(self.folder / "index.json", {"keys": self.keys, "shards": self.shards})
 
 
 def iter_shards(folder: str | Path, key: str) -> Iterator[tuple[list[str], np.ndarray]]:

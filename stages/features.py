@@ -1,5 +1,4 @@
 """Stage features: the backbone's dense patch tokens and attention keys for every image, in float16 shards."""
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -15,8 +14,7 @@ def main() -> None:
     p = load_params()
     manifest = io.read_manifest(p.paths.prepare)
     names = manifest["names"]
-    cfg = dataclasses.replace(p.backbone, source="file", weights=str(Path(p.paths.pretrain) / "backbone.pth"))
-    model = bb.create_backbone(cfg, manifest["image_size"])
+    model = bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth", manifest["image_size"])
     device = bb.pick_device(p.features.device)
     writer = io.ShardWriter(p.paths.features, p.features.shard_size)
     bar = tqdm(total=len(names), desc="features", unit="img")

@@ -1,5 +1,4 @@
 """Stage train: the segmentation network on the merged pseudo-labels (255 ignored), then predict every image."""
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -21,9 +20,9 @@ def main() -> None:
     names = manifest["names"]
     images = io.read_images(p.paths.prepare, names)
     labels = io.read_labels(Path(p.paths.merge) / "labels", names)
-    cfg = dataclasses.replace(p.backbone, source="file", weights=str(Path(p.paths.pretrain) / "backbone.pth"))
     torch.manual_seed(p.seed)
-    model = segnet.SegNet(bb.create_backbone(cfg, manifest["image_size"]), p.cluster.k + 1, p.train.decoder_dim)
+    backbone = bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth", manifest["image_size"])
+    model = segnet.SegNet(backbone, p.cluster.k + 1, p.train.decoder_dim)
     device = bb.pick_device(p.train.device)
     with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         def log(rec: dict) -> None:

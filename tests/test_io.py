@@ -45,3 +45,13 @@ def test_shards_stream_and_read_back_in_order(tmp_path):
     assert names == [f"img{i}" for i in range(5)]
     assert got.dtype == np.float16 and np.array_equal(got, np.stack(arrays))
     assert len(io.read_json(tmp_path / "index.json")["shards"]) == 3
+
+
+def test_a_failed_atomic_write_leaves_neither_the_file_nor_a_temporary(tmp_path):
+    (tmp_path / "old.json").write_text("{}")
+    with pytest.raises(RuntimeError):
+        with io.atomic_open(tmp_path / "old.json") as f:
+            f.write(b"half")
+            raise RuntimeError("killed")
+    assert [p.name for p in tmp_path.iterdir()] == ["old.json"]
+    assert (tmp_path / "old.json").read_text() == "{}"
