@@ -20,11 +20,20 @@ def mask_embeddings(tokens: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     return (emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-8)).astype(np.float32)
 
 
+def check_enough_masks(n_masks: int, k: int) -> None:
+    """Raise ClusterError when `n_masks` proposals cannot make `k` clusters (checked before any work)."""
+    if n_masks < k:
+        raise ClusterError(f"params: 'cluster.k' is {k} but only {n_masks} masks were proposed; allowed values: "
+                           f"1..{n_masks} (lower cluster.k, or get more masks: more images, proposals.max_per_image, "
+                           "proposals.num_eigs, a lower proposals.min_patches)" if n_masks else
+                           f"params: 'cluster.k' is {k} but no image got a mask proposal, so there is nothing to "
+                           "cluster; see data/04_proposals/overlays (try a lower proposals.min_patches or "
+                           "proposals.tau, or another backbone)")
+
+
 def cluster_embeddings(emb: np.ndarray, cfg: ClusterConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Embeddings (M, D) -> (labels (M,) int64 in 0..k-1, centres (k, D) unit-norm, cosine distance to own centre (M,))."""
-    if len(emb) < cfg.k:
-        raise ClusterError(f"cluster.k is {cfg.k} but only {len(emb)} masks were proposed; lower cluster.k "
-                           "or raise proposals.max_per_image")
+    check_enough_masks(len(emb), cfg.k)
     if cfg.method == "kmeans":
         labels = KMeans(cfg.k, n_init=cfg.n_init, random_state=seed).fit_predict(emb)
     else:

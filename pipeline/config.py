@@ -7,6 +7,7 @@ allowed, before any stage does work. Code receives these objects, never the raw 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class DataConfig:
     synth_images: int = 300  # synthetic: how many images to generate
     synth_max_objects: int = 3  # synthetic: 1..this many objects per image
     max_images: int = 0  # folder: use only the first N images (0 = all)
+    on_bad_image: str = "skip"  # folder: skip (leave out, list in data/01_prepare/skipped.csv) | error (stop at the first)
+    min_image_side: int = 16  # folder: an image whose shorter side has fewer pixels is a bad image
 
     def __post_init__(self) -> None:
         _one_of(self.name, ("synthetic", "folder"), "data.name")
@@ -63,6 +66,8 @@ class DataConfig:
         _check(self.synth_images >= 8, "data.synth_images", f"is {self.synth_images}; must be >= 8")
         _check(1 <= self.synth_max_objects <= 6, "data.synth_max_objects", "must be in 1..6")
         _check(self.max_images >= 0, "data.max_images", "must be >= 0")
+        _one_of(self.on_bad_image, ("skip", "error"), "data.on_bad_image")
+        _check(self.min_image_side >= 1, "data.min_image_side", f"is {self.min_image_side}; must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,9 @@ class BackboneConfig:
         _check(self.source != "file" or bool(self.weights), "backbone.weights", "must name a file when backbone.source is file")
         for k, v in self.overrides.items():
             _check(isinstance(v, (int, float, str, bool)), f"backbone.overrides.{k}", "must be a number, string or bool")
+        ps = self.overrides.get("patch_size", 1)
+        _check(isinstance(ps, int) and not isinstance(ps, bool) and ps >= 1, "backbone.overrides.patch_size",
+               f"is {ps!r}; must be an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,9 @@ class PretrainConfig:
         _check(0 < self.global_scale_min <= 1, "pretrain.global_scale_min", "must be in (0, 1]")
         _check(0.05 < self.local_scale_max <= 1, "pretrain.local_scale_max", "must be in (0.05, 1]")
         _check(self.stop_after_epochs >= 0, "pretrain.stop_after_epochs", "must be >= 0")
+        for k in ("min_lr", "weight_decay", "weight_decay_end", "warmup_epochs", "warmup_teacher_temp_epochs",
+                  "freeze_last_layer_epochs", "clip_grad", "max_minutes", "threads"):
+            _check(getattr(self, k) >= 0, f"pretrain.{k}", f"is {getattr(self, k)}; must be >= 0")
         _check(self.local_crops >= 0, "pretrain.local_crops", "must be >= 0")
 
 
@@ -148,6 +159,7 @@ class ProposalsConfig:
     min_patches: int = 3  # a connected component smaller than this many patches is no proposal
     max_per_image: int = 4
     nms_iou: float = 0.5  # a proposal overlapping a better one more than this is dropped
+    min_score: float = 0.01  # a proposal whose contrast (inside minus between similarity) is not above this is dropped
     refine: str = "grabcut"  # grabcut (OpenCV, pixel-accurate borders) | none (bilinear upsampling only)
     refine_iters: int = 3
 
@@ -159,6 +171,7 @@ class ProposalsConfig:
         _check(self.min_patches >= 1, "proposals.min_patches", "must be >= 1")
         _check(self.max_per_image >= 1, "proposals.max_per_image", "must be >= 1")
         _check(0 < self.nms_iou <= 1, "proposals.nms_iou", "must be in (0, 1]")
+        _check(0 <= self.min_score < 2, "proposals.min_score", f"is {self.min_score}; must be in [0, 2)")
         _one_of(self.refine, ("grabcut", "none"), "proposals.refine")
         _check(self.refine_iters >= 1, "proposals.refine_iters", "must be >= 1")
 
@@ -223,6 +236,8 @@ class TrainConfig:
         _check(self.backbone_lr >= 0, "train.backbone_lr", "must be >= 0")
         _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
         _check(0 < self.crop_scale_min <= 1, "train.crop_scale_min", "must be in (0, 1]")
+        _check(self.decoder_dim >= 1, "train.decoder_dim", "must be >= 1")
+        _check(self.threads >= 0, "train.threads", f"is {self.threads}; must be >= 0 (0 = torch default)")
         _one_of(self.device, ("auto", "cpu", "cuda"), "train.device")
 
 
@@ -306,7 +321,39 @@ def parse_params(raw: dict) -> Params:
     seed = raw["seed"]
     _check(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", f"must be an integer >= 0, got {seed!r}")
     sections = {name: build_section(cls, raw[name], name) for name, cls in _SECTIONS.items()}
+    patch = backbone_patch_size(sections["backbone"])
+    size = sections["data"].image_size
+    _check(patch is None or size % patch == 0, "data.image_size",
+           f"is {size}; must be a multiple of the backbone's patch size {patch}, e.g. {max(patch or 1, size // (patch or 1) * (patch or 1))}")
     return Params(seed=seed, **sections)
+
+
+def backbone_patch_size(cfg: BackboneConfig) -> int | None:
+    """The ViT patch size from backbone.overrides.patch_size or the timm name (..._patch16_...), None if unknown."""
+    if "patch_size" in cfg.overrides:
+        return cfg.overrides["patch_size"]
+    m = re.search(r"patch(\d+)", cfg.name)
+    return int(m.group(1)) if m else None
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise ConfigError unless `name` (optionally with a .pretrained_tag) is a timm ViT.
+
+    Imports timm (slow), so stages call it where they need it rather than on every load."""
+    import difflib
+
+    import timm
+
+    arch = name.split(".")[0]
+    vits = timm.list_models("*vit*")
+    if arch in vits:
+        return
+    close = difflib.get_close_matches(arch, vits, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    what = "a timm ViT" if arch in timm.list_models() else "a timm model"
+    raise ConfigError(f"params: 'backbone.name' is {name!r}, not {what}; {hint}allowed values: the ViTs of timm "
+                      "(python -c \"import timm; print(timm.list_models('*vit*'))\"), e.g. vit_tiny_patch16_224, "
+                      "vit_small_patch16_224.dino (the pipeline needs a ViT's patch tokens and attention keys)")
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

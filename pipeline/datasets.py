@@ -35,35 +35,94 @@ def folder_name(rel: Path) -> str:
     return "__".join(rel.with_suffix("").parts)
 
 
-def folder(cfg: DataConfig) -> Iterator[Sample]:
-    """`cfg.root`/images/** with optional `cfg.root`/labels/<same relative path>.png."""
+def scan_folder(images_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files under `images_dir` (nested too) -> (image files sorted by relative path, [(file, reason)] of
+    the files that are not images: other extensions and hidden files such as .DS_Store or ._x.jpg)."""
+    if not images_dir.is_dir():
+        raise io.InputError(f"{images_dir}: folder not found (data.root must hold an images/ folder)")
+    images, ignored = [], []
+    for p in sorted(images_dir.rglob("*")):
+        if not p.is_file():
+            continue
+        if any(part.startswith(".") for part in p.relative_to(images_dir).parts):
+            ignored.append((str(p), "hidden file, ignored"))
+        elif p.suffix.lower() not in io.IMAGE_EXTS:
+            ignored.append((str(p), f"not an image file extension ({p.suffix or 'none'}), ignored; "
+                                    f"images are {' '.join(io.IMAGE_EXTS)}"))
+        else:
+            images.append(p)
+    return images, ignored
+
+
+def check_label(label: np.ndarray, image_shape: tuple[int, ...], num_classes: int, label_path: Path, image_path: Path) -> None:
+    """Raise InputError when a (H, W) label does not fit its image or holds classes >= num_classes (255 = ignore)."""
+    if label.shape != tuple(image_shape[:2]):
+        raise io.InputError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]}, "
+                            f"its image {image_path} is {image_shape[1]}x{image_shape[0]}")
+    bad = (label != io.IGNORE) & (label >= num_classes)
+    if bad.any():
+        raise io.InputError(f"{label_path}: holds class {int(label[bad].max())} but data.num_classes is {num_classes} "
+                            f"(classes 0..{num_classes - 1}, 255 = ignore)")
+
+
+def folder(cfg: DataConfig, skipped: list[tuple[str, str]] | None = None) -> Iterator[Sample]:
+    """`cfg.root`/images/** with optional `cfg.root`/labels/<same relative path>.png.
+
+    A bad file (unreadable image, image smaller than data.min_image_side, missing / mis-sized label,
+    label class >= data.num_classes, a name another image already has) raises InputError when
+    cfg.on_bad_image is 'error'; with 'skip' it is appended to `skipped` as (file, reason) and left out.
+    Non-image and hidden files are always left out and recorded. Input files are only ever read.
+    """
+    skipped = [] if skipped is None else skipped
     root = Path(cfg.root)
-    paths = io.list_images(root / "images")
+    images_dir, labels_dir = root / "images", root / "labels"
+    paths, ignored = scan_folder(images_dir)
+    skipped += ignored
     if not paths:
-        raise io.InputError(f"{root / 'images'}: no images found (expected jpg/png/... files)")
-    if cfg.max_images:
-        paths = paths[:cfg.max_images]
-    labels_dir = root / "labels"
+        raise io.InputError(f"{images_dir}: no images found (expected {'/'.join(e[1:] for e in io.IMAGE_EXTS)} files"
+                            + (f"; {len(ignored)} other files ignored, e.g. {ignored[0][0]})" if ignored else ")"))
+
+    def bad(file: Path, reason: str) -> None:
+        if cfg.on_bad_image == "error":
+            raise io.InputError(f"{reason} (set data.on_bad_image: skip to record such files in skipped.csv and go on)")
+        skipped.append((str(file), reason))
+
+    seen: dict[str, Path] = {}
+    unique = []
     for path in paths:
-        rel = path.relative_to(root / "images")
-        image = io.read_image(path)
-        label = None
-        if labels_dir.is_dir():
-            label = io.read_label(labels_dir / rel.with_suffix(".png"))
-            if label.shape != image.shape[:2]:
-                raise io.InputError(f"{labels_dir / rel.with_suffix('.png')}: label is {label.shape[1]}x{label.shape[0]}, "
-                                    f"its image {path} is {image.shape[1]}x{image.shape[0]}")
-            bad = (label != io.IGNORE) & (label >= cfg.num_classes)
-            if bad.any():
-                raise io.InputError(f"{labels_dir / rel.with_suffix('.png')}: holds class {int(label[bad].max())} but "
-                                    f"data.num_classes is {cfg.num_classes}")
+        name = folder_name(path.relative_to(images_dir))
+        if name in seen:
+            bad(path, f"{path}: flattens to the name {name!r} that {seen[name]} already has "
+                      "(rename one; nested folders are joined with '__')")
+            continue
+        seen[name] = path
+        unique.append(path)
+    if cfg.max_images:
+        unique = unique[:cfg.max_images]
+    for path in unique:
+        rel = path.relative_to(images_dir)
+        label_path = labels_dir / rel.with_suffix(".png")
+        try:
+            image = io.read_image(path)
+            if min(image.shape[:2]) < cfg.min_image_side:
+                raise io.InputError(f"{path}: image is {image.shape[1]}x{image.shape[0]} pixels, smaller than "
+                                    f"data.min_image_side ({cfg.min_image_side})")
+            label = None
+            if labels_dir.is_dir():
+                if not label_path.is_file():
+                    raise io.InputError(f"{label_path}: label file missing for image {path}")
+                label = io.read_label(label_path)
+                check_label(label, image.shape, cfg.num_classes, label_path, path)
+        except io.InputError as e:
+            bad(path, str(e))
+            continue
         image, label = resize_pair(image, label, cfg.image_size)
         yield folder_name(rel), image, label
 
 
-def load(cfg: DataConfig, seed: int) -> Iterator[Sample]:
-    """The dataset named by `cfg.name`."""
-    return synthetic(cfg, seed) if cfg.name == "synthetic" else folder(cfg)
+def load(cfg: DataConfig, seed: int, skipped: list[tuple[str, str]] | None = None) -> Iterator[Sample]:
+    """The dataset named by `cfg.name`; files left out are appended to `skipped` as (file, reason)."""
+    return synthetic(cfg, seed) if cfg.name == "synthetic" else folder(cfg, skipped)
 
 
 def class_names(cfg: DataConfig) -> list[str]:

@@ -5,6 +5,8 @@ leaves a half-written file that a later stage would read.
 """
 from __future__ import annotations
 
+import csv
+import io as io_text
 import json
 import os
 import tempfile
@@ -66,6 +68,15 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
+def write_csv(path: str | Path, header: list[str], rows: list[tuple]) -> None:
+    """A header and rows -> a CSV file (RFC 4180 quoting), atomically."""
+    buf = io_text.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_bytes(path, buf.getvalue().encode())
+
+
 def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
     """Named arrays -> one uncompressed .npz, atomically."""
     with atomic_open(path) as f:
@@ -111,36 +122,82 @@ def write_label(path: str | Path, label: np.ndarray) -> None:
     _save_pil(img, Path(path), "PNG")
 
 
-def read_label(path: str | Path) -> np.ndarray:
-    """An 8-bit class-index PNG (palette or greyscale) -> (H, W) uint8 indices, 255 = ignore."""
-    path = Path(path)
+def _open_checked(path: Path, what: str) -> Image.Image:
+    """Open `path` with PIL and decode it fully, or raise InputError naming the file and the problem."""
     if not path.is_file():
-        raise InputError(f"{path}: label file not found")
+        raise InputError(f"{path}: {what} file not found")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes), not a {what}")
+    img = None
     try:
-        with Image.open(path) as img:
-            if img.mode not in ("P", "L"):
-                raise InputError(f"{path}: label must be an 8-bit index or greyscale PNG, got mode {img.mode}")
-            return np.array(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path}: not a readable label image ({e})") from e
+        img = Image.open(path)
+        img.load()  # decode now: a truncated or corrupt file fails here, not later
+        return img
+    except Exception as e:
+        if img is not None:
+            img.close()
+        if isinstance(e, Image.DecompressionBombError):
+            raise InputError(f"{path}: {what} too large to decode safely ({e})") from e
+        if isinstance(e, UnidentifiedImageError):
+            raise InputError(f"{path}: not a readable {what} (not an image format PIL knows)") from e
+        # decoders raise OSError, SyntaxError, ValueError, EOFError... on corrupt data
+        raise InputError(f"{path}: not a readable {what}, corrupt or truncated ({type(e).__name__}: {e})") from e
+
+
+LABEL_MODES = ("P", "L", "I;16", "I;16L", "I;16B", "I")  # single-channel integer modes a label may use
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """A class-index PNG (palette, greyscale or 16-bit greyscale with values <= 255)
+    -> (H, W) uint8 indices, 255 = ignore. Anything else raises InputError naming the file."""
+    path = Path(path)
+    img = _open_checked(path, "label")
+    with img:
+        if img.mode not in LABEL_MODES:
+            raise InputError(f"{path}: label must be a single-channel class-index PNG (mode P or L), got mode "
+                             f"{img.mode}; a colour-coded label must be converted to class indices first")
+        arr = np.asarray(img)
+    if arr.ndim != 2:
+        raise InputError(f"{path}: label must be one class index per pixel, got an array of shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
+            raise InputError(f"{path}: label holds values {int(arr.min())}..{int(arr.max())}; class indices "
+                             f"must be 0..255 (255 = ignore)")
+        arr = arr.astype(np.uint8)
+    return np.array(arr, dtype=np.uint8)
+
+
+def _to_8bit(arr: np.ndarray) -> np.ndarray:
+    """A 16-bit / 32-bit / float single-channel image (H, W) -> (H, W) uint8, its value range stretched to 0..255."""
+    arr = np.asarray(arr, dtype=np.float64)
+    finite = np.isfinite(arr)
+    if not finite.any():
+        return np.zeros(arr.shape, np.uint8)
+    lo, hi = arr[finite].min(), arr[finite].max()
+    out = 255 * (np.where(finite, arr, lo) - lo) / max(hi - lo, 1e-12)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Any PIL-readable image (EXIF rotation applied) -> (H, W, 3) uint8 RGB."""
+    """Any PIL-readable image (EXIF rotation applied; alpha dropped; palette, CMYK, greyscale, 16-bit and
+    float converted) -> (H, W, 3) uint8 RGB. A missing, empty, corrupt or truncated file raises InputError."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: image file not found")
+    img = _open_checked(path, "image")
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I;16", "I", "I;16B", "F"):
-                arr = np.asarray(img, dtype=np.float64)
-                arr = 255 * (arr - arr.min()) / max(arr.max() - arr.min(), 1)
-                img = Image.fromarray(arr.astype(np.uint8))
-            return np.array(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise InputError(f"{path}: not a readable image ({e})") from e
+        with img:
+            img = ImageOps.exif_transpose(img) or img
+            if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+                img = Image.fromarray(_to_8bit(np.asarray(img)))
+            elif img.mode in ("P", "PA") and "transparency" in img.info:
+                img = img.convert("RGBA")  # PIL warns when a transparent palette goes straight to RGB
+            out = np.array(img.convert("RGB"), dtype=np.uint8)
+    except InputError:
+        raise
+    except Exception as e:  # a broken EXIF block or an unconvertible mode
+        raise InputError(f"{path}: not a usable image ({type(e).__name__}: {e})") from e
+    if out.ndim != 3 or out.shape[2] != 3 or out.shape[0] == 0 or out.shape[1] == 0:
+        raise InputError(f"{path}: decoded to an empty or odd array of shape {out.shape}")
+    return out
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -10,7 +10,11 @@ from pipeline.config import MergeConfig
 
 
 def overcluster(feats: np.ndarray, parts: int, seed: int) -> np.ndarray:
-    """Foreground patch features (P, D) -> (P,) part ids in 0..parts-1 (mini-batch k-means on unit vectors)."""
+    """Foreground patch features (P, D) -> (P,) part ids in 0..parts-1 (mini-batch k-means on unit vectors).
+
+    No foreground patch (P = 0: no kept mask covers half a patch) gives no part ids, not an error."""
+    if len(feats) == 0:
+        return np.zeros(0, np.int64)
     x = feats.astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-8
     k = min(parts, len(x))

@@ -78,7 +78,11 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def patch_proposals(feats: np.ndarray, cfg: ProposalsConfig) -> list[Proposal]:
-    """Patch features (h, w, D) -> up to cfg.max_per_image proposals, best score first."""
+    """Patch features (h, w, D) -> up to cfg.max_per_image proposals, best score first.
+
+    A candidate whose contrast score is not above cfg.min_score is dropped, so an image with no salient
+    object (near-uniform features, where the cut is arbitrary) gets no proposal and stays background.
+    """
     h, w = feats.shape[:2]
     sim = affinity(feats)
     vecs = ncut_vectors(sim, cfg.tau, cfg.eps, cfg.num_eigs)
@@ -86,8 +90,9 @@ def patch_proposals(feats: np.ndarray, cfg: ProposalsConfig) -> list[Proposal]:
     for e in range(vecs.shape[1]):
         fg = foreground_side(vecs[:, e], (h, w))
         for comp in components(fg, cfg.min_patches):
-            if comp.sum() < h * w:
-                cands.append(Proposal(comp, contrast_score(sim, comp), e + 1))
+            score = contrast_score(sim, comp) if comp.sum() < h * w else 0.0
+            if score > cfg.min_score:
+                cands.append(Proposal(comp, score, e + 1))
     cands.sort(key=lambda p: -p.score)
     kept: list[Proposal] = []
     for c in cands:

@@ -42,6 +42,15 @@ def grid(tiles: list[np.ndarray], cols: int, pad: int = 2) -> np.ndarray:
     return out
 
 
+def save_figure(fig, path: str | Path) -> None:
+    """A matplotlib figure -> PNG at `path`, atomically; the figure is closed."""
+    try:
+        with io.atomic_open(path) as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+
+
 def save_curve(path: str | Path, values: list[float], title: str, xlabel: str) -> None:
     """A line plot of `values` -> PNG."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -49,9 +58,7 @@ def save_curve(path: str | Path, values: list[float], title: str, xlabel: str) -
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def save_confusion(path: str | Path, conf: np.ndarray, row_names: list[str], col_names: list[str], title: str) -> None:
@@ -70,9 +77,7 @@ def save_confusion(path: str | Path, conf: np.ndarray, row_names: list[str], col
     ax.set_ylabel("prediction (matched)")
     ax.set_title(title)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_maps(folder: str | Path, names: list[str], maps: np.ndarray, images: np.ndarray) -> None:
@@ -105,6 +110,4 @@ def save_graph(path: str | Path, g, node_colour_ids: np.ndarray, title: str, see
     ax.set_title(title)
     ax.axis("off")
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -14,6 +14,7 @@ def main() -> None:
     p = load_params()
     out = Path(p.paths.cluster)
     table = io.read_json(Path(p.paths.proposals) / "proposals.json")
+    cluster.check_enough_masks(sum(len(v) for v in table.values()), p.cluster.k)  # before any work
     records, embs = [], []
     for names, tokens in io.iter_shards(p.paths.features, "tokens"):
         for name, tok in zip(names, tokens):

@@ -41,7 +41,7 @@ def main() -> None:
     mask_of_patch = np.concatenate(patch_mask)
     class_now = np.array([r["cluster"] + 1 for r in records], np.int64)
     parts = merge.overcluster(feats_all, p.merge.parts, p.seed)
-    n_parts = int(parts.max()) + 1
+    n_parts = int(parts.max()) + 1 if len(parts) else 1  # no foreground patch: one empty part, no relabelling
     part_grids, start = [], 0
     for grid in mask_grids:
         pg = np.full(grid.shape, -1, np.int64)

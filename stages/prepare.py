@@ -1,4 +1,5 @@
-"""Stage prepare: materialise the dataset as images/<name>.png, ground truth apart in gt/, and a manifest."""
+"""Stage prepare: materialise the dataset as images/<name>.png, ground truth apart in gt/, and a manifest.
+Files left out (bad images under data.on_bad_image: skip, non-image files) are listed in skipped.csv."""
 import sys
 from pathlib import Path
 
@@ -7,25 +8,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tqdm import tqdm  # noqa: E402
 
 from pipeline import datasets, io  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline.config import check_backbone_name, load_params  # noqa: E402
 
 
 def main() -> None:
     p = load_params()
+    check_backbone_name(p.backbone.name)  # the first stage: a typo in backbone.name fails before any work
     out = Path(p.paths.prepare)
-    names, has_labels = [], []
-    for name, image, label in tqdm(datasets.load(p.data, p.seed), desc="prepare", unit="img"):
-        io.write_image(out / "images" / f"{name}.png", image)
-        if label is not None:
-            io.write_label(out / "gt" / f"{name}.png", label)
-        names.append(name)
-        has_labels.append(label is not None)
+    names, has_labels, skipped = [], [], []
+    try:
+        for name, image, label in tqdm(datasets.load(p.data, p.seed, skipped), desc="prepare", unit="img"):
+            io.write_image(out / "images" / f"{name}.png", image)
+            if label is not None:
+                io.write_label(out / "gt" / f"{name}.png", label)
+            names.append(name)
+            has_labels.append(label is not None)
+    finally:  # the report is written even when a bad file stops the stage
+        io.write_csv(out / "skipped.csv", ["file", "reason"], skipped)
+    if not names:
+        raise io.InputError(f"prepare: every image was left out; see {out / 'skipped.csv'} for why")
     if len(set(names)) != len(names):
         raise io.InputError("prepare: two images map to the same name")
     io.write_json(out / "manifest.json", {
         "dataset": p.data.name, "names": names, "image_size": p.data.image_size,
         "num_classes": p.data.num_classes, "class_names": datasets.class_names(p.data),
-        "has_labels": all(has_labels) and bool(has_labels)})
+        "has_labels": all(has_labels) and bool(has_labels), "skipped": len(skipped)})
+    if skipped:
+        print(f"prepare: left out {len(skipped)} files, listed with the reason in {out / 'skipped.csv'}; e.g.\n  "
+              + "\n  ".join(f"{f}: {r}" for f, r in skipped[:3]), file=sys.stderr)
     print(f"prepare: {len(names)} images -> {out}")
 
 

@@ -30,10 +30,8 @@ def main() -> None:
         io.write_json(out / "history.json", history)
         viz.save_curve(out / "loss.png", [r["loss"] for r in history], "DINO loss per epoch", "epoch")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".backbone.pth.tmp"
-    torch.save(state, tmp)
-    tmp.replace(out / "backbone.pth")
+    with io.atomic_open(out / "backbone.pth") as f:
+        torch.save(state, f)
     info = {"source": p.backbone.source, "name": p.backbone.name, "overrides": p.backbone.overrides,
             "weights": p.backbone.weights, "params": sum(v.numel() for v in state.values()),
             "sha256": hashlib.sha256((out / "backbone.pth").read_bytes()).hexdigest(),

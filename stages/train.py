@@ -32,9 +32,8 @@ def main() -> None:
             print(f"train epoch {rec['epoch']}: loss {rec['loss']:.4f} ({rec['images_per_second']:.1f} img/s)", flush=True)
 
         history = segnet.train(model, images, labels, p.train, p.seed, device, log)
-    tmp = out / ".model.pt.tmp"
-    torch.save({"state_dict": model.state_dict(), "num_classes": p.cluster.k + 1}, tmp)
-    tmp.replace(out / "model.pt")
+    with io.atomic_open(out / "model.pt") as f:
+        torch.save({"state_dict": model.state_dict(), "num_classes": p.cluster.k + 1}, f)
     preds = segnet.predict(model, images, p.train.batch_size, device)
     viz.write_maps(out / "predictions", names, preds, images)
     io.write_json(out / "history.json", history)
