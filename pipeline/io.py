@@ -6,6 +6,7 @@ leaves a half-written file that a later stage would read.
 from __future__ import annotations
 
 import csv
+import glob
 import io as io_text
 import json
 import os
@@ -43,9 +44,13 @@ class InputError(ValueError):
 @contextmanager
 def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
     """A binary file handle whose content appears at `path` only once the block ends without error
-    (temporary file in the same folder, then rename); on error the temporary file is removed."""
+    (temporary file in the same folder, then rename); on error the temporary file is removed. A process
+    killed mid-write leaves `path` as it was (absent or the old content) and a hidden `.<name>.*.tmp`,
+    which the next write of the same file removes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed earlier write
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
