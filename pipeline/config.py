@@ -54,7 +54,7 @@ class DataConfig:
     num_classes: int = 5  # ground-truth classes including background 0 (evaluation only)
     synth_images: int = 300  # synthetic: how many images to generate
     synth_max_objects: int = 3  # synthetic: 1..this many objects per image
-    max_images: int = 0  # folder: use only the first N images (0 = all)
+    max_images: int = 0  # folder: use only the first N good images (0 = all)
     on_bad_image: str = "skip"  # folder: skip (leave out, list in data/01_prepare/skipped.csv) | error (stop at the first)
     min_image_side: int = 16  # folder: an image whose shorter side has fewer pixels is a bad image
 

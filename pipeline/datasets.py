@@ -97,9 +97,10 @@ def folder(cfg: DataConfig, skipped: list[tuple[str, str]] | None = None) -> Ite
             continue
         seen[name] = path
         unique.append(path)
-    if cfg.max_images:
-        unique = unique[:cfg.max_images]
+    used = 0
     for path in unique:
+        if cfg.max_images and used == cfg.max_images:  # the first max_images good images
+            break
         rel = path.relative_to(images_dir)
         label_path = labels_dir / rel.with_suffix(".png")
         try:
@@ -117,6 +118,7 @@ def folder(cfg: DataConfig, skipped: list[tuple[str, str]] | None = None) -> Ite
             bad(path, str(e))
             continue
         image, label = resize_pair(image, label, cfg.image_size)
+        used += 1
         yield folder_name(rel), image, label
 
 

@@ -282,3 +282,13 @@ def test_prepare_rejects_an_unknown_backbone_name_before_reading_any_image(tmp_p
     with pytest.raises(ConfigError, match=r"'backbone\.name' is 'vit_tiny_patch16_2244'.*did you mean vit_tiny_patch16_224"):
         mod.main()
     assert not (tmp_path / "data").exists()
+
+
+def test_max_images_counts_good_images_only(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(b"")  # sorted first, bad
+    for n in ("b", "c", "d"):
+        Image.fromarray(rgb(20, 20)).save(tmp_path / "images" / f"{n}.png")
+    skipped: list = []
+    names = [s[0] for s in datasets.folder(folder_cfg(tmp_path, max_images=2), skipped)]
+    assert names == ["b", "c"] and [os.path.basename(f) for f, _ in skipped] == ["a.jpg"]
