@@ -22,10 +22,14 @@ def main() -> None:
         has_labels.append(label is not None)
     if len(set(names)) != len(names):
         raise io.InputError("prepare: two images map to the same name")
+    extra = {}
+    if p.data.name == "coco":  # instance masks for the evaluate stage's mask AP50
+        io.write_json(out / "gt_instances.json", datasets.coco_instances(p.data))
+        extra["gt_instances"] = "gt_instances.json"
     io.write_json(out / "manifest.json", {
         "dataset": p.data.name, "names": names, "image_size": p.data.image_size,
         "num_classes": p.data.num_classes, "class_names": datasets.class_names(p.data),
-        "has_labels": all(has_labels) and bool(has_labels)})
+        "has_labels": all(has_labels) and bool(has_labels), **extra})
     print(f"prepare: {len(names)} images -> {out}")
 
 
