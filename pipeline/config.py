@@ -48,19 +48,27 @@ class Paths:
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "synthetic"  # synthetic (generated here from `seed`) | folder (images/ + optional labels/)
-    root: str = ""  # folder: the directory holding images/ and optional labels/
+    name: str = "synthetic"  # synthetic (generated here from `seed`) | folder (images/ + optional labels/) | voc2012 | coco
+    root: str = ""  # folder: holds images/ (+ labels/); voc2012: the VOCdevkit folder; coco: holds annotations/ and <split>2017/
+    split: str = "val"  # voc2012: train | val | trainval | trainaug; coco: train | val (ignored by synthetic and folder)
+    download: bool = False  # voc2012: fetch VOCtrainval_11-May-2012.tar into root when missing (needs internet, 2 GB)
     image_size: int = 128  # every image is resized to image_size x image_size pixels
     num_classes: int = 5  # ground-truth classes including background 0 (evaluation only)
     synth_images: int = 300  # synthetic: how many images to generate
     synth_max_objects: int = 3  # synthetic: 1..this many objects per image
-    max_images: int = 0  # folder: use only the first N good images (0 = all)
+    max_images: int = 0  # folder, voc2012, coco: use only the first N good images (0 = all)
     on_bad_image: str = "skip"  # folder: skip (leave out, list in data/01_prepare/skipped.csv) | error (stop at the first)
     min_image_side: int = 16  # folder: an image whose shorter side has fewer pixels is a bad image
 
     def __post_init__(self) -> None:
-        _one_of(self.name, ("synthetic", "folder"), "data.name")
-        _check(self.name != "folder" or bool(self.root), "data.root", "must name a folder when data.name is folder")
+        _one_of(self.name, ("synthetic", "folder", "voc2012", "coco"), "data.name")
+        _check(self.name == "synthetic" or bool(self.root), "data.root", f"must name a folder when data.name is {self.name}")
+        if self.name == "voc2012":
+            _one_of(self.split, ("train", "val", "trainval", "trainaug"), "data.split")
+            _check(self.num_classes == 21, "data.num_classes", f"is {self.num_classes}; voc2012 has 21 classes (20 + background)")
+        if self.name == "coco":
+            _one_of(self.split, ("train", "val"), "data.split")
+            _check(self.num_classes == 81, "data.num_classes", f"is {self.num_classes}; coco has 81 classes (80 things + background)")
         _check(self.image_size >= 32, "data.image_size", f"is {self.image_size}; must be >= 32")
         _check(self.num_classes >= 2, "data.num_classes", f"is {self.num_classes}; must be >= 2")
         _check(self.synth_images >= 8, "data.synth_images", f"is {self.synth_images}; must be >= 8")

@@ -1,16 +1,17 @@
-"""Datasets the prepare stage materialises: the synthetic default and any image folder.
+"""Datasets the prepare stage materialises: the synthetic default, any image folder, PASCAL VOC 2012, COCO 2017.
 
 Each yields (name, image (S, S, 3) uint8, label (S, S) uint8 or None) at the configured size.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterator
 
 import cv2
 import numpy as np
 
-from pipeline import io, synth
+from pipeline import coco, io, synth, voc
 from pipeline.config import DataConfig
 
 Sample = tuple[str, np.ndarray, "np.ndarray | None"]
@@ -122,13 +123,63 @@ def folder(cfg: DataConfig, skipped: list[tuple[str, str]] | None = None) -> Ite
         yield folder_name(rel), image, label
 
 
+def voc2012(cfg: DataConfig) -> Iterator[Sample]:
+    """The `cfg.split` images of the VOCdevkit at `cfg.root`, palette ground truth as class indices (255 ignore)."""
+    files = voc.split_files(cfg.root, cfg.split, cfg.download)
+    if cfg.max_images:
+        files = files[:cfg.max_images]
+    for name, image_path, label_path in files:
+        image, label = io.read_image(image_path), voc.read_label(label_path)
+        check_label(label, image.shape, cfg.num_classes, label_path, image_path)
+        image, label = resize_pair(image, label, cfg.image_size)
+        yield name, image, label
+
+
+@functools.lru_cache(maxsize=2)
+def coco_index(root: str, split: str) -> coco.COCO:
+    """The pycocotools index of `root`'s instances_<split>2017.json, read once per process."""
+    return coco.load_index(root, split)
+
+
+def coco_ids(cfg: DataConfig) -> list[int]:
+    """The COCO image ids the prepare stage uses (sorted, the first data.max_images)."""
+    return coco.image_ids(coco_index(cfg.root, cfg.split), cfg.max_images)
+
+
+def coco2017(cfg: DataConfig) -> Iterator[Sample]:
+    """COCO `cfg.split`2017 images with semantic maps: 0 background, 1..80 things, 255 crowd."""
+    index = coco_index(cfg.root, cfg.split)
+    cat_map = coco.category_ids(index)
+    for img_id in coco_ids(cfg):
+        path = coco.image_path(cfg.root, cfg.split, index, img_id)
+        image, label = io.read_image(path), coco.semantic_map(index, img_id, cat_map)
+        check_label(label, image.shape, cfg.num_classes, coco.annotation_file(cfg.root, cfg.split), path)
+        image, label = resize_pair(image, label, cfg.image_size)
+        yield coco.sample_name(index, img_id), image, label
+
+
+def coco_instances(cfg: DataConfig) -> dict:
+    """The instance ground truth of the prepared COCO images (COCO format, at data.image_size) for mask AP."""
+    index = coco_index(cfg.root, cfg.split)
+    ids = coco_ids(cfg)
+    return coco.resized_instances(index, ids, [coco.sample_name(index, i) for i in ids], cfg.image_size)
+
+
 def load(cfg: DataConfig, seed: int, skipped: list[tuple[str, str]] | None = None) -> Iterator[Sample]:
-    """The dataset named by `cfg.name`; files left out are appended to `skipped` as (file, reason)."""
-    return synthetic(cfg, seed) if cfg.name == "synthetic" else folder(cfg, skipped)
+    """The dataset named by `cfg.name`; files left out (folder) are appended to `skipped` as (file, reason)."""
+    if cfg.name == "synthetic":
+        return synthetic(cfg, seed)
+    if cfg.name == "folder":
+        return folder(cfg, skipped)
+    return {"voc2012": voc2012, "coco": coco2017}[cfg.name](cfg)
 
 
 def class_names(cfg: DataConfig) -> list[str]:
-    """Ground-truth class names (synthetic) or class_0..class_{C-1} (folder)."""
+    """Ground-truth class names (synthetic, voc2012, coco) or class_0..class_{C-1} (folder)."""
     if cfg.name == "synthetic":
         return list(synth.CLASS_NAMES)
+    if cfg.name == "voc2012":
+        return list(voc.CLASS_NAMES)
+    if cfg.name == "coco":
+        return coco.class_names(coco_index(cfg.root, cfg.split))
     return [f"class_{i}" for i in range(cfg.num_classes)]

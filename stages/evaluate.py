@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from pipeline import baselines, io, metrics, viz  # noqa: E402
+from pipeline import baselines, coco, io, metrics, viz  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 
 
@@ -39,7 +39,10 @@ def main() -> None:
     summary = {k: {"miou": round(v["miou"], 4), "pixel_acc": round(v["pixel_acc"], 4)} for k, v in results.items()}
     for k, c in coverage.items():
         summary[k]["coverage"] = round(c, 4)
-    io.write_json(out / "metrics.json", summary)
+    extra = {}
+    if manifest.get("gt_instances"):  # COCO: class-agnostic mask AP50 of the proposals' object masks
+        extra["proposals_mask_ap50"] = proposal_ap50(p, manifest)
+    io.write_json(out / "metrics.json", {**summary, **extra})
     io.write_json(out / "per_class.json", {k: dict(zip(manifest["class_names"], v["iou"])) for k, v in results.items()})
     io.write_json(out / "details.json", results)
     net = results["network"]
@@ -50,8 +53,21 @@ def main() -> None:
     viz.save_confusion(out / "confusion.png", conf[order], rows, manifest["class_names"], "network vs ground truth")
     lines = ["| label map | mIoU | pixel acc | coverage |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['miou']:.3f} | {v['pixel_acc']:.3f} | {v.get('coverage', 1.0):.3f} |" for k, v in summary.items()]
+    if extra:
+        ap = extra["proposals_mask_ap50"]
+        lines += ["", f"proposals, class-agnostic mask AP50 (COCOeval): {'n/a' if ap is None else f'{ap:.3f}'}"]
     io.write_bytes(out / "table.md", ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
+
+
+def proposal_ap50(p, manifest: dict) -> float | None:
+    """Class-agnostic mask AP50 of data/04_proposals against the prepared instance ground truth (None: no instances)."""
+    gt = io.read_json(Path(p.paths.prepare) / manifest["gt_instances"])
+    table = io.read_json(Path(p.paths.proposals) / "proposals.json")
+    maps = {n: io.read_label(Path(p.paths.proposals) / "masks" / f"{n}.png") for n in manifest["names"]}
+    scores = {n: [m["score"] for m in table.get(n, [])] for n in manifest["names"]}
+    ap = coco.mask_ap50(gt, coco.mask_detections(maps, scores, gt))
+    return None if np.isnan(ap) else round(ap, 4)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,14 @@ def main() -> None:
         raise io.InputError(f"prepare: every image was left out; see {out / 'skipped.csv'} for why")
     if len(set(names)) != len(names):
         raise io.InputError("prepare: two images map to the same name")
+    extra = {}
+    if p.data.name == "coco":  # instance masks for the evaluate stage's mask AP50
+        io.write_json(out / "gt_instances.json", datasets.coco_instances(p.data))
+        extra["gt_instances"] = "gt_instances.json"
     io.write_json(out / "manifest.json", {
         "dataset": p.data.name, "names": names, "image_size": p.data.image_size,
         "num_classes": p.data.num_classes, "class_names": datasets.class_names(p.data),
-        "has_labels": all(has_labels) and bool(has_labels), "skipped": len(skipped)})
+        "has_labels": all(has_labels) and bool(has_labels), "skipped": len(skipped), **extra})
     if skipped:
         print(f"prepare: left out {len(skipped)} files, listed with the reason in {out / 'skipped.csv'}; e.g.\n  "
               + "\n  ".join(f"{f}: {r}" for f, r in skipped[:3]), file=sys.stderr)

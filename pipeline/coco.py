@@ -1,0 +1,139 @@
+"""COCO 2017 instances through pycocotools: semantic maps (80 things + background, crowd ignored), the
+instance ground truth of the prepared images, and class-agnostic mask AP50 (COCOeval) of object masks.
+
+Layout: <root>/annotations/instances_<split>2017.json and <root>/<split>2017/<file_name>.
+"""
+from __future__ import annotations
+
+import contextlib
+import io as _stdio
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from pipeline import io
+
+NUM_CLASSES = 81  # background 0 + 80 thing categories
+
+
+def annotation_file(root: str | Path, split: str) -> Path:
+    return Path(root) / "annotations" / f"instances_{split}2017.json"
+
+
+def load_index(root: str | Path, split: str) -> COCO:
+    """The split's instances file -> pycocotools COCO index. Missing file = InputError saying where it goes."""
+    path = annotation_file(root, split)
+    if not path.is_file():
+        raise io.InputError(f"{path}: not found. Put COCO 2017 under data.root as annotations/instances_{split}2017.json "
+                            f"and {split}2017/*.jpg (annotations_trainval2017.zip and {split}2017.zip from cocodataset.org)")
+    with contextlib.redirect_stdout(_stdio.StringIO()):  # pycocotools prints timing lines
+        return COCO(str(path))
+
+
+def category_ids(coco: COCO) -> dict[int, int]:
+    """COCO category id -> contiguous class 1..80 (sorted by COCO id; 0 is background)."""
+    cats = sorted(coco.getCatIds())
+    if len(cats) != NUM_CLASSES - 1:
+        raise io.InputError(f"the annotation file has {len(cats)} categories; COCO instances have {NUM_CLASSES - 1}")
+    return {c: i + 1 for i, c in enumerate(cats)}
+
+
+def class_names(coco: COCO) -> list[str]:
+    """['background', 80 category names in contiguous order]."""
+    return ["background"] + [coco.cats[c]["name"] for c in sorted(coco.getCatIds())]
+
+
+def image_ids(coco: COCO, max_images: int) -> list[int]:
+    """Image ids sorted ascending, the first `max_images` of them (0 = all)."""
+    ids = sorted(coco.getImgIds())
+    return ids[:max_images] if max_images else ids
+
+
+def semantic_map(coco: COCO, img_id: int, cat_map: dict[int, int]) -> np.ndarray:
+    """One image's annotations -> (H, W) uint8: 0 background, 1..80 things, 255 crowd.
+
+    Crowd regions are painted first (255), then every non-crowd instance over them, largest first, so a
+    smaller object lying on a larger one stays visible and a labelled instance inside a crowd keeps its class.
+    """
+    info = coco.imgs[img_id]
+    out = np.zeros((info["height"], info["width"]), np.uint8)
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=[img_id], iscrowd=None))
+    for a in anns:
+        if a.get("iscrowd", 0):
+            out[coco.annToMask(a).astype(bool)] = io.IGNORE
+    for a in sorted((a for a in anns if not a.get("iscrowd", 0)), key=lambda a: -a["area"]):
+        out[coco.annToMask(a).astype(bool)] = cat_map[a["category_id"]]
+    return out
+
+
+def image_path(root: str | Path, split: str, coco: COCO, img_id: int) -> Path:
+    return Path(root) / f"{split}2017" / coco.imgs[img_id]["file_name"]
+
+
+def sample_name(coco: COCO, img_id: int) -> str:
+    """The prepared name of an image: its file name without extension (000000000139)."""
+    return Path(coco.imgs[img_id]["file_name"]).stem
+
+
+def encode(mask: np.ndarray) -> dict:
+    """(H, W) bool -> COCO RLE with a JSON-ready string 'counts'."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def resized_instances(coco: COCO, ids: list[int], names: list[str], size: int) -> dict:
+    """The instance ground truth of the prepared images (each resized to `size` squared, nearest) as a COCO
+    instances dict: images named by `names` with ids 1..N, RLE masks, iscrowd and COCO category ids kept."""
+    images, anns = [], []
+    for k, (img_id, name) in enumerate(zip(ids, names), start=1):
+        images.append({"id": k, "file_name": f"{name}.png", "height": size, "width": size})
+        for a in coco.loadAnns(coco.getAnnIds(imgIds=[img_id], iscrowd=None)):
+            m = cv2.resize(coco.annToMask(a), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
+            if not m.any():
+                continue
+            rle = encode(m)
+            anns.append({"id": len(anns) + 1, "image_id": k, "category_id": a["category_id"],
+                         "iscrowd": int(a.get("iscrowd", 0)), "segmentation": rle,
+                         "area": float(mask_utils.area(rle)), "bbox": mask_utils.toBbox(rle).tolist()})
+    cats = [coco.cats[c] for c in sorted(coco.getCatIds())]
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+def mask_detections(mask_maps: dict[str, np.ndarray], scores: dict[str, list[float]], gt: dict) -> list[dict]:
+    """Proposal maps {name: (H, W) uint8, 0 none, i = mask i} and their scores {name: [score of mask 1, ...]}
+    -> COCO result dicts (image ids from `gt`'s images, category = the first gt category)."""
+    ids = {Path(im["file_name"]).stem: im["id"] for im in gt["images"]}
+    cat = gt["categories"][0]["id"]
+    dets = []
+    for name, m in mask_maps.items():
+        for i, s in enumerate(scores.get(name, []), start=1):
+            mask = m == i
+            if mask.any():
+                dets.append({"image_id": ids[name], "category_id": cat, "segmentation": encode(mask), "score": float(s)})
+    return dets
+
+
+def mask_ap50(gt: dict, dets: list[dict]) -> float:
+    """Class-agnostic mask AP at IoU 0.5 (COCOeval, useCats=0, crowd gt ignored as COCO does) -> float in [0, 1];
+    0.0 when there are no detections, NaN when there is no non-crowd ground-truth instance."""
+    if not any(not a["iscrowd"] for a in gt["annotations"]):
+        return float("nan")
+    if not dets:
+        return 0.0
+    with contextlib.redirect_stdout(_stdio.StringIO()):
+        cg = COCO()
+        cg.dataset = gt
+        cg.createIndex()
+        cd = cg.loadRes(dets)
+        ev = COCOeval(cg, cd, iouType="segm")
+        ev.params.useCats = 0
+        ev.params.maxDets = [1, 10, 100]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return float(max(ev.stats[1], 0.0))  # stats[1] = AP at IoU 0.50, all areas, 100 detections
