@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import io, report, viz
+from pipeline import io, report
 from pipeline.config import ConfigError, Paths, load_params
 
 
@@ -111,7 +111,7 @@ def _tile(data: StageOutputs, rec: dict, colour: np.ndarray, size: int, cache: d
         cache.clear()  # records are grouped by image often enough; keep memory flat
         cache[name] = (data.image(name), data.proposal_map(name))
     image, masks = cache[name]
-    return viz.mask_tile(image, masks == rec["mask"], colour, size)
+    return report.mask_crop_tile(image, masks == rec["mask"], colour, size)
 
 
 def galleries(data: StageOutputs, n: int, size: int) -> dict[str, np.ndarray]:
@@ -121,21 +121,24 @@ def galleries(data: StageOutputs, n: int, size: int) -> dict[str, np.ndarray]:
     reliable dropped masks. A picture is left out when its stage's fields are absent."""
     recs, pal, cache, out = data.records, io.palette(), {}, {}
 
+    pixels = np.array([next((m.get("pixels", 0) for m in data.proposals.get(r["image"], []) if m["id"] == r["mask"]), 0)
+                       for r in recs])
+
     def rows(groups, values, smaller, label, colour, caption, keep_left=None, keep_right=None):
         result = []
+        tie = -pixels if smaller else pixels  # equal values: larger masks first
         for g in sorted(set(int(x) for x in groups if x >= 0)):
-            sel_l = np.where(keep_left, groups, -1) if keep_left is not None else groups
-            sel_r = np.where(keep_right, groups, -1) if keep_right is not None else groups
             if keep_left is None:
-                left, right = report.typical_members(values, groups, g, n, smaller)
+                left, right = report.typical_members(values, groups, g, n, smaller, tie)
             else:
-                left, _ = report.typical_members(values, sel_l, g, n, smaller)
-                right, _ = report.typical_members(values, sel_r, g, n, not smaller)
+                left, _ = report.typical_members(values, np.where(keep_left, groups, -1), g, n, smaller, tie)
+                right, _ = report.typical_members(values, np.where(keep_right, groups, -1), g, n, not smaller, -tie)
             c = colour(g)
             result.append(report.GalleryRow(
                 label(g), [_tile(data, recs[i], c, size, cache) for i in left],
                 [_tile(data, recs[i], c, size, cache) for i in right],
-                [caption(i) for i in left], [caption(i) for i in right], tuple(int(v) for v in c)))
+                [f"{caption(i)}\n{recs[i]['image'][-12:]}" for i in left],
+                [f"{caption(i)}\n{recs[i]['image'][-12:]}" for i in right], tuple(int(v) for v in c)))
         return result
 
     if not recs:

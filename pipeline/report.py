@@ -21,16 +21,18 @@ from pipeline import io, viz  # noqa: E402
 
 # ---------------------------------------------------------------- choosing members
 
-def typical_members(values: np.ndarray, groups: np.ndarray, group: int, n: int,
-                    smaller_is_typical: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def typical_members(values: np.ndarray, groups: np.ndarray, group: int, n: int, smaller_is_typical: bool = True,
+                    tiebreak: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the `n` most and `n` least typical members of `group`.
 
-    values: (M,) float typicality score (e.g. distance to the centre); groups: (M,) int group per item
+    values: (M,) float typicality score (e.g. distance to the centre); groups: (M,) int group per item;
+    tiebreak: (M,) orders members of equal value, in the same direction as values (e.g. mask size)
     -> (most (<= n,), least (<= n,)) int indices into M, most typical first in `most`, least typical first
     in `least`; a member is never in both (small groups are split between the two).
     """
     idx = np.flatnonzero(np.asarray(groups) == group)
-    order = idx[np.argsort(np.asarray(values)[idx], kind="stable")]
+    second = np.zeros(len(idx)) if tiebreak is None else np.asarray(tiebreak)[idx]
+    order = idx[np.lexsort((second, np.asarray(values)[idx]))]
     if not smaller_is_typical:
         order = order[::-1]
     most = order[:n]
@@ -65,6 +67,28 @@ def gt_in_prediction_colours(gt: np.ndarray, mapping: list[int], n_pred: int) ->
     return lut[gt].astype(np.uint8)
 
 
+def mask_crop_tile(image: np.ndarray, mask: np.ndarray, colour: np.ndarray, size: int, margin: float = 0.3,
+                   min_side: float = 0.25) -> np.ndarray:
+    """Image (H, W, 3) uint8 and bool mask (H, W) -> (size, size, 3) uint8 tile: a square crop around the mask
+    (its box grown by `margin` per side, at least `min_side` of the image), the mask in colour, the rest grey and
+    dimmed, the mask outlined in `colour` at the tile's resolution."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    if len(xs):
+        side = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) * (1 + 2 * margin)
+        side = int(min(max(side, min_side * min(h, w)), min(h, w)))
+        cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+        y0 = int(np.clip(round(cy - side / 2), 0, h - side))
+        x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+        image, mask = image[y0:y0 + side, x0:x0 + side], mask[y0:y0 + side, x0:x0 + side]
+    grey = image.astype(np.float32).mean(-1, keepdims=True) * 0.45
+    tile = np.where(mask[..., None], image.astype(np.float32), grey).astype(np.uint8)
+    tile = cv2.resize(tile, (size, size), interpolation=cv2.INTER_AREA)
+    m = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+    tile[cv2.morphologyEx(m, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0] = colour
+    return tile
+
+
 # ---------------------------------------------------------------- figures
 
 def figure_to_rgb(fig) -> np.ndarray:
@@ -91,7 +115,7 @@ def gallery_figure(rows: list[GalleryRow], n: int, title: str, left_title: str, 
     """Gallery rows (each up to `n` tiles left and right) -> (H, W, 3) uint8 picture: a row per group, left the
     `left_title` tiles, a gap, right the `right_title` tiles, a caption under every tile."""
     cols = 2 * n + 1
-    fig, axes = plt.subplots(max(len(rows), 1), cols, figsize=(0.95 * cols + 1.6, 1.15 * max(len(rows), 1) + 0.6),
+    fig, axes = plt.subplots(max(len(rows), 1), cols, figsize=(0.95 * cols + 1.6, 1.3 * max(len(rows), 1) + 0.6),
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -102,7 +126,7 @@ def gallery_figure(rows: list[GalleryRow], n: int, title: str, left_title: str, 
                 ax = axes[r, offset + i]
                 ax.imshow(tile)
                 if i < len(caps):
-                    ax.set_title(caps[i], fontsize=6, y=-0.22)
+                    ax.set_title(caps[i], fontsize=5.5, y=-0.36, linespacing=0.95)
         axes[r, 0].text(-0.08, 0.5, row.label, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7,
                         color=np.asarray(row.colour) / 255.0 * 0.8, fontweight="bold")
     if rows:
@@ -111,8 +135,8 @@ def gallery_figure(rows: list[GalleryRow], n: int, title: str, left_title: str, 
     else:
         axes[0, 0].text(0, 0.5, "nothing to show", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=1.5 / (0.95 * cols + 1.6), right=0.99, top=1 - 0.45 / (1.15 * max(len(rows), 1) + 0.6),
-                        bottom=0.04, wspace=0.08, hspace=0.35)
+    fig.subplots_adjust(left=1.5 / (0.95 * cols + 1.6), right=0.99, top=1 - 0.45 / (1.3 * max(len(rows), 1) + 0.6),
+                        bottom=0.06, wspace=0.08, hspace=0.5)
     return figure_to_rgb(fig)
 
 
@@ -164,7 +188,7 @@ def journey_panels(image: np.ndarray, proposal_map: np.ndarray, masks: list[dict
     by_id = {m["mask"]: m for m in masks}
     notes = {i: centroid(proposal_map == i) for i in by_id}
     panels = [Panel("image", image)]
-    panels.append(Panel("proposals (ncut score)", outline(image, proposal_map, {i: white for i in by_id}, 0.15),
+    panels.append(Panel("proposals (contrast score)", outline(image, proposal_map, {i: white for i in by_id}, 0.15),
                         [(*notes[i], f"#{i} {m.get('score', float('nan')):.2f}") for i, m in by_id.items()]))
     clustered = {i: pal[m["cluster"] + 1] for i, m in by_id.items() if m.get("cluster") is not None}
     panels.append(Panel("cluster (distance to centre)", outline(image, proposal_map, clustered, 0.45),

@@ -26,11 +26,11 @@ def main() -> None:
         sections.append(("Metrics across stages", "Hungarian-matched to the ground truth (data/10_evaluate/metrics.json)",
                          report.table_html(rows, "label map", "metrics")))
         io.write_json(out / "plots" / "miou.json", report.miou_rows(metrics))
-        per_class = io.read_json(ev / "per_class.json")
-        sections.append(("Per-class IoU", "IoU of each ground-truth class with the label map's matched class",
-                         report.table_html(per_class, "label map", "per-class")))
     else:
         sections.append(("Metrics", "", f"<p>{metrics.get('note', 'no metrics: the evaluate stage did not run')}</p>"))
+    if (ev / "per_class.json").is_file():
+        sections.append(("Per-class IoU", "IoU of each ground-truth class with the label map's matched class",
+                         report.table_html(io.read_json(ev / "per_class.json"), "label map", "per-class")))
     if data.final:
         net = data.details[data.final]
         cls = data.manifest["class_names"]

@@ -78,7 +78,7 @@ def test_journey_panels_say_what_each_stage_did_to_each_mask():
     lab = np.where(props == 1, 1, np.where(props == 2, 2, 0)).astype(np.uint8)
     panels = report.journey_panels(img, props, masks, lab, lab, lab, None, None)
     notes = {p.title: [n[2] for n in p.notes] for p in panels}
-    assert notes["proposals (ncut score)"] == ["#1 0.91", "#2 0.40"]
+    assert notes["proposals (contrast score)"] == ["#1 0.91", "#2 0.40"]
     assert notes["cluster (distance to centre)"] == ["1: d 0.20", "2: d 0.70"]
     assert notes["filtered (reliability)"] == ["kept 0.80", "dropped 0.10"]
     assert notes["merged (community)"] == ["1->3 c0"]  # the dropped mask takes no part in merging
@@ -195,3 +195,15 @@ def test_report_renders_table_and_every_image_in_headless_chromium(built, tmp_pa
     assert n_img == 6 and f'data-images-ok="{n_img}"' in dom, re.findall(r"<body[^>]*>", dom)
     metrics_table = re.search(r'<table id="metrics">.*?</table>', dom, re.S).group(0)
     assert metrics_table.count("<tr>") == 1 + 5
+
+
+def test_mask_crop_tile_centres_the_mask_in_colour_and_greys_the_rest():
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[..., 0] = 200  # red everywhere
+    mask = np.zeros((64, 64), bool)
+    mask[40:50, 10:20] = True
+    tile = report.mask_crop_tile(img, mask, np.array([0, 0, 255], np.uint8), 32)
+    assert tile.shape == (32, 32, 3)
+    assert tuple(tile[16, 16]) == (200, 0, 0)  # the mask, centred, in its own colours
+    assert tile[1, 1, 0] == tile[1, 1, 1] == tile[1, 1, 2]  # outside: grey
+    assert (tile.reshape(-1, 3) == [0, 0, 255]).all(1).any()  # outlined in the given colour
