@@ -44,6 +44,7 @@ class Paths:
     merge: str = "data/08_merge"
     train: str = "data/09_train"
     evaluate: str = "data/10_evaluate"
+    report: str = "data/11_report"
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,23 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    journey_images: list = field(default_factory=list)  # image names drawn as a journey; [] = the first journey_count
+    journey_count: int = 3  # with journey_images empty: how many images (in dataset order) get a journey
+    gallery_size: int = 6  # most and least typical masks shown per cluster, community and filtered class
+    tile_size: int = 64  # pixels of one gallery tile
+    confusion_rows: int = 1000  # rows of the dvc-plots confusion table, in proportion to the pixel counts
+
+    def __post_init__(self) -> None:
+        _check(all(isinstance(n, str) and n for n in self.journey_images), "report.journey_images",
+               "must be a list of image names (as in data/01_prepare/images, without .png)")
+        _check(self.journey_count >= 0, "report.journey_count", "must be >= 0")
+        _check(self.gallery_size >= 1, "report.gallery_size", "must be >= 1")
+        _check(self.tile_size >= 16, "report.tile_size", "must be >= 16")
+        _check(self.confusion_rows >= 10, "report.confusion_rows", "must be >= 10")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     data: DataConfig
@@ -272,6 +290,7 @@ class Params:
     merge: MergeConfig
     train: TrainConfig
     evaluate: EvaluateConfig
+    report: ReportConfig
     paths: Paths = field(default_factory=Paths)
 
 
@@ -282,6 +301,8 @@ def _type_ok(value: Any, tp: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if tp is dict or typing.get_origin(tp) is dict:
         return isinstance(value, dict)
+    if tp is list:
+        return isinstance(value, list)
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         return any(_type_ok(value, t) for t in typing.get_args(tp))
     return isinstance(value, tp)
@@ -315,6 +336,7 @@ _SECTIONS = {
     "merge": MergeConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
+    "report": ReportConfig,
 }
 
 

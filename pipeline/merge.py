@@ -77,3 +77,16 @@ def relabel_masks(mask_patch_classes: list[np.ndarray], current: np.ndarray, min
         if counts[top] / len(cls) >= min_agreement:
             out[i] = top
     return out
+
+
+def majority_share(mask_patch_values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """For each mask, a non-negative int per patch (list of (p_i,)) -> (M,) majority value (-1 for a mask
+    without patches) and (M,) float its share of the mask's patches (0 where none)."""
+    top = np.full(len(mask_patch_values), -1, np.int64)
+    share = np.zeros(len(mask_patch_values), np.float64)
+    for i, v in enumerate(mask_patch_values):
+        if len(v):
+            counts = np.bincount(v)
+            top[i] = counts.argmax()
+            share[i] = counts[top[i]] / len(v)
+    return top, share

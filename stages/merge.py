@@ -55,9 +55,12 @@ def main() -> None:
     patch_cls = comm_cls[comm[parts]]
     per_mask = [patch_cls[mask_of_patch == i] for i in range(len(records))]
     new_cls = merge.relabel_masks(per_mask, class_now, p.merge.min_agreement)
+    comm_of_patch = comm[parts]  # the report's community galleries: each mask's majority community
+    mask_comm, mask_share = merge.majority_share([comm_of_patch[mask_of_patch == i] for i in range(len(records))])
     changed = 0
-    for r, c in zip(records, new_cls):
+    for r, c, mc, ms in zip(records, new_cls, mask_comm, mask_share):
         r["merged_class"] = int(c)
+        r["community"], r["community_share"] = (int(mc), round(float(ms), 4)) if mc >= 0 else (None, None)
         changed += int(r["kept"] and c != r["cluster"] + 1)
     for name in tqdm(names, desc="merge", unit="img"):
         mask_map = io.read_label(Path(p.paths.proposals) / "masks" / f"{name}.png")
@@ -70,6 +73,7 @@ def main() -> None:
                    f"{n_parts} parts, {int(comm.max()) + 1} communities (colour: class)", p.seed)
     io.write_json(out / "merge.json", {"parts": n_parts, "communities": int(comm.max()) + 1,
                                        "community_class": comm_cls.tolist(), "masks_relabelled": changed,
+                                       "part_community": comm.tolist(),
                                        "masks": records})
     print(f"merge: {n_parts} parts -> {int(comm.max()) + 1} communities; {changed} masks relabelled -> {out}")
 

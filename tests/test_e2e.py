@@ -65,7 +65,7 @@ def outputs_digest(d) -> dict[str, str]:
 def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     d, log, _ = repo
     for stage in ("prepare", "pretrain", "features", "proposals", "cluster", "pseudolabels", "filter", "merge",
-                  "train", "evaluate"):
+                  "train", "evaluate", "report"):
         assert f"Running stage '{stage}'" in log
     name = "synth_00000.png"
     for folder in ("data/04_proposals/masks", "data/06_pseudolabels/labels", "data/07_filter/labels",
@@ -77,6 +77,7 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
         assert 0.0 <= metrics[key]["miou"] <= 1.0
     shown = run(["dvc", "metrics", "show", "--json"], d)
     assert "network" in shown
+    assert (d / "data/11_report/report.html").is_file() and (d / "data/11_report/journey/synth_00000.png").is_file()
 
 
 def test_second_repro_does_nothing(repo):
@@ -99,5 +100,5 @@ def test_a_param_change_reruns_exactly_the_dependent_stages(repo):
     run(["git", "commit", "-qm", "lock"], d)
     log = run(["dvc", "exp", "run", "-S", "cluster.k=2"], d)
     ran = {s for s in ("prepare", "pretrain", "features", "proposals", "cluster", "pseudolabels", "filter", "merge",
-                       "train", "evaluate") if f"Running stage '{s}'" in log}
-    assert ran == {"cluster", "pseudolabels", "filter", "merge", "train", "evaluate"}
+                       "train", "evaluate", "report") if f"Running stage '{s}'" in log}
+    assert ran == {"cluster", "pseudolabels", "filter", "merge", "train", "evaluate", "report"}
