@@ -97,11 +97,125 @@ class BackboneConfig:
                f"is {ps!r}; must be an integer >= 1")
 
 
+PRETRAIN_METHODS = ("dino", "deepcluster", "context", "jigsaw", "colorization", "inpainting", "multitask")
+
+
+@dataclass(frozen=True)
+class DeepClusterConfig:
+    """DeepCluster (Caron et al. 2018): k-means on the features, then learn to predict the assignments."""
+
+    k: int = 32  # k-means clusters (the paper: 10000 on ImageNet, i.e. ~100 images per cluster)
+    pca_dim: int = 64  # features are PCA-reduced to this many dims, whitened and L2-normed before k-means (paper: 256)
+    kmeans_iters: int = 20  # Lloyd iterations per re-clustering
+    recluster_epochs: int = 1  # re-cluster (and reset the classifier) every this many epochs (paper: every epoch)
+    crop_size: int = 96  # random resized crop side (multiple of the patch size)
+    crop_scale_min: float = 0.35  # RandomResizedCrop scale (min, 1)
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 2, "pretrain.deepcluster.k", "must be >= 2")
+        _check(self.pca_dim >= 2, "pretrain.deepcluster.pca_dim", "must be >= 2")
+        _check(self.kmeans_iters >= 1, "pretrain.deepcluster.kmeans_iters", "must be >= 1")
+        _check(self.recluster_epochs >= 1, "pretrain.deepcluster.recluster_epochs", "must be >= 1")
+        _check(self.crop_size >= 16, "pretrain.deepcluster.crop_size", "must be >= 16")
+        _check(0 < self.crop_scale_min <= 1, "pretrain.deepcluster.crop_scale_min", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """Context prediction (Doersch et al. 2015): the relative position (1 of 8) of two patches of an image."""
+
+    patch: int = 32  # side of each patch in pixels (multiple of the patch size); paper: 96 of ~256 px images
+    gap: int = 8  # pixels between neighbouring grid patches (paper: 48, half a patch)
+    jitter: int = 4  # each patch moves by up to this many pixels in x and y (paper: 7)
+    color_drop: bool = True  # keep one random colour channel, the other two become noise (against chromatic aberration)
+    hidden_dim: int = 256  # MLP on the two concatenated patch embeddings
+
+    def __post_init__(self) -> None:
+        for k in ("patch", "hidden_dim"):
+            _check(getattr(self, k) >= 1, f"pretrain.context.{k}", "must be >= 1")
+        for k in ("gap", "jitter"):
+            _check(getattr(self, k) >= 0, f"pretrain.context.{k}", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class JigsawConfig:
+    """Jigsaw puzzles (Noroozi & Favaro 2016): which of a fixed set of permutations shuffled 3x3 tiles."""
+
+    permutations: int = 100  # size of the permutation set, chosen greedily for large Hamming distance (paper: 100-1000)
+    tile: int = 32  # side of the tile cut at a random place inside each of the 3x3 cells (multiple of the patch size)
+    grid_crop: int = 120  # the 3x3 grid covers a random crop of this side (cells of grid_crop / 3; paper: 225 -> 75 -> 64)
+    hidden_dim: int = 256  # per-tile embedding -> concatenated -> MLP of this width -> permutation logits
+    gray_prob: float = 0.3  # chance a puzzle is shown in grayscale (against colour-aberration shortcuts)
+
+    def __post_init__(self) -> None:
+        _check(2 <= self.permutations <= 5000, "pretrain.jigsaw.permutations", "must be in 2..5000")
+        _check(self.tile >= 8, "pretrain.jigsaw.tile", "must be >= 8")
+        _check(self.grid_crop >= 3 * self.tile, "pretrain.jigsaw.grid_crop", f"must be >= 3 * tile = {3 * self.tile}")
+        _check(self.hidden_dim >= 1, "pretrain.jigsaw.hidden_dim", "must be >= 1")
+        _check(0 <= self.gray_prob <= 1, "pretrain.jigsaw.gray_prob", "must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class ColorizationConfig:
+    """Colorization as a proxy task (Larsson et al. 2017): lightness in, distributions over quantised ab out."""
+
+    grid: float = 10.0  # ab bin width (Lab units); in-gamut bins only (grid 10 -> 313 bins, as Zhang et al. 2016)
+    cells: int = 2  # each patch token predicts the colour histogram of cells x cells sub-cells of its pixels
+    crop_size: int = 96  # random resized crop side (multiple of the patch size)
+    crop_scale_min: float = 0.35  # RandomResizedCrop scale (min, 1)
+
+    def __post_init__(self) -> None:
+        _check(2.0 <= self.grid <= 60.0, "pretrain.colorization.grid", "must be in [2, 60]")
+        _check(self.cells >= 1, "pretrain.colorization.cells", "must be >= 1")
+        _check(self.crop_size >= 16, "pretrain.colorization.crop_size", "must be >= 16")
+        _check(0 < self.crop_scale_min <= 1, "pretrain.colorization.crop_scale_min", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class InpaintingConfig:
+    """Context Encoders (Pathak et al. 2016): reconstruct a masked region's pixels from its context."""
+
+    mask: str = "random_block"  # central (one square) | random_block (several random squares) | random_region (random shapes)
+    size: float = 0.5  # central: side of the square as a fraction of the image side (paper: 0.5, a quarter of the area)
+    coverage: float = 0.25  # random_block / random_region: fraction of pixels to mask (paper: ~0.25)
+    block: float = 0.25  # random_block: side of each square as a fraction of the image side
+    overlap: int = 4  # the prediction also covers this many context pixels around the hole (paper: 4 px) ...
+    overlap_weight: float = 10.0  # ... whose loss weighs this much more (paper: 10)
+    crop_size: int = 96  # random resized crop side (multiple of the patch size)
+    crop_scale_min: float = 0.35  # RandomResizedCrop scale (min, 1)
+
+    def __post_init__(self) -> None:
+        _one_of(self.mask, ("central", "random_block", "random_region"), "pretrain.inpainting.mask")
+        for k in ("size", "coverage", "block"):
+            _check(0 < getattr(self, k) < 1, f"pretrain.inpainting.{k}", "must be in (0, 1)")
+        _check(self.overlap >= 0, "pretrain.inpainting.overlap", "must be >= 0")
+        _check(self.overlap_weight > 0, "pretrain.inpainting.overlap_weight", "must be > 0")
+        _check(self.crop_size >= 16, "pretrain.inpainting.crop_size", "must be >= 16")
+        _check(0 < self.crop_scale_min <= 1, "pretrain.inpainting.crop_scale_min", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class MultitaskConfig:
+    """Multi-task self-supervision (Doersch & Zisserman 2017): a weighted sum of objectives on one shared trunk."""
+
+    tasks: dict = field(default_factory=lambda: {"context": 1.0, "colorization": 1.0, "jigsaw": 1.0,
+                                                 "inpainting": 1.0})  # objective -> loss weight (0 leaves it out)
+
+    def __post_init__(self) -> None:
+        allowed = ("deepcluster", "context", "jigsaw", "colorization", "inpainting")
+        for k, v in self.tasks.items():
+            _one_of(k, allowed, "pretrain.multitask.tasks")
+            _check(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
+                   f"pretrain.multitask.tasks.{k}", f"must be a number >= 0, got {v!r}")
+        _check(any(v > 0 for v in self.tasks.values()), "pretrain.multitask.tasks", "needs one weight > 0")
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
-    """DINO self-distillation (Caron et al. 2021); values follow the reference recipe, scaled down."""
+    """Self-supervised pretraining. Top-level keys: DINO (Caron et al. 2021, the reference recipe scaled
+    down) and the schedule shared by every method; one nested section per other objective."""
 
-    method: str = "dino"  # dino
+    method: str = "dino"  # dino | deepcluster | context | jigsaw | colorization | inpainting | multitask
     epochs: int = 100  # passes over the prepared images
     batch_size: int = 64
     lr: float = 5e-4  # peak lr at batch 256 (scaled by batch_size / 256), reached after warmup_epochs
@@ -129,9 +243,17 @@ class PretrainConfig:
     stop_after_epochs: int = 0  # stop after this many epochs, schedules still spanning `epochs` (0 = run all)
     max_minutes: float = 0.0  # stop after this wall time (0 = run all epochs)
     threads: int = 0  # torch CPU threads (0 = torch default)
+    pretext_lr: float = 1e-3  # peak AdamW lr of the non-DINO objectives (not batch-scaled), warm-up then cosine to min_lr
+    deepcluster: DeepClusterConfig = field(default_factory=DeepClusterConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    jigsaw: JigsawConfig = field(default_factory=JigsawConfig)
+    colorization: ColorizationConfig = field(default_factory=ColorizationConfig)
+    inpainting: InpaintingConfig = field(default_factory=InpaintingConfig)
+    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
 
     def __post_init__(self) -> None:
-        _one_of(self.method, ("dino",), "pretrain.method")
+        _one_of(self.method, PRETRAIN_METHODS, "pretrain.method")
+        _check(self.pretext_lr > 0, "pretrain.pretext_lr", "must be > 0")
         for k in ("epochs", "batch_size", "out_dim", "hidden_dim", "bottleneck_dim", "global_crop_size", "local_crop_size"):
             _check(getattr(self, k) >= 1, f"pretrain.{k}", "must be >= 1")
         for k in ("lr", "teacher_temp", "student_temp", "warmup_teacher_temp"):
@@ -299,7 +421,7 @@ def _type_ok(value: Any, tp: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if tp is dict or typing.get_origin(tp) is dict:
+    if tp is dict or typing.get_origin(tp) is dict or dataclasses.is_dataclass(tp):
         return isinstance(value, dict)
     if tp is list:
         return isinstance(value, list)
@@ -322,6 +444,9 @@ def build_section(cls: type, raw: Any, section: str) -> Any:
         _check(_type_ok(value, tp), f"{section}.{key}",
                f"must be of type {getattr(tp, '__name__', tp)}, got {value!r} ({type(value).__name__})")
     values = {k: (float(v) if hints[k] is float else v) for k, v in raw.items()}
+    for k, v in values.items():  # a nested section (e.g. pretrain.jigsaw) is built and checked the same way
+        if dataclasses.is_dataclass(hints[k]):
+            values[k] = build_section(hints[k], v, f"{section}.{k}")
     return cls(**values)
 
 

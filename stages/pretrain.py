@@ -1,4 +1,4 @@
-"""Stage pretrain: the backbone's weights (hub / local file / DINO on the prepared images / random) -> backbone.pth."""
+"""Stage pretrain: the backbone's weights (hub / local file / self-supervised on the prepared images / random) -> backbone.pth."""
 import hashlib
 import sys
 import time
@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from pipeline import backbone as bb, dino, io, viz  # noqa: E402
+from pipeline import backbone as bb, dino, io, pretext, viz  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 
 
@@ -24,18 +24,21 @@ def main() -> None:
     history = []
     if p.backbone.source == "pretrain":
         images = io.read_images(p.paths.prepare, manifest["names"])
-        model, history = dino.train_dino(model, images, p.pretrain, p.seed,
-                                         log=lambda r: print(f"pretrain epoch {r['epoch']}: loss {r['loss']:.4f} "
-                                                             f"({r['minutes']:.1f} min)", flush=True))
+        train = dino.train_dino if p.pretrain.method == "dino" else pretext.train
+        model, history = train(model, images, p.pretrain, p.seed,
+                               log=lambda r: print(f"pretrain {p.pretrain.method} epoch {r['epoch']}: loss {r['loss']:.4f} "
+                                                   f"({r['minutes']:.1f} min)", flush=True))
         io.write_json(out / "history.json", history)
-        viz.save_curve(out / "loss.png", [r["loss"] for r in history], "DINO loss per epoch", "epoch")
+        viz.save_curve(out / "loss.png", [r["loss"] for r in history], f"{p.pretrain.method} loss per epoch", "epoch")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with io.atomic_open(out / "backbone.pth") as f:
         torch.save(state, f)
-    info = {"source": p.backbone.source, "name": p.backbone.name, "overrides": p.backbone.overrides,
+    info = {"source": p.backbone.source, "method": p.pretrain.method if p.backbone.source == "pretrain" else None,
+            "name": p.backbone.name, "overrides": p.backbone.overrides,
             "weights": p.backbone.weights, "params": sum(v.numel() for v in state.values()),
             "sha256": hashlib.sha256((out / "backbone.pth").read_bytes()).hexdigest(),
-            "seconds": round(time.time() - start, 1), "final_loss": history[-1]["loss"] if history else None}
+            "seconds": round(time.time() - start, 1), "final_loss": history[-1]["loss"] if history else None,
+            "epochs_run": len(history)}
     io.write_json(out / "info.json", info)
     print(f"pretrain: {info['source']} backbone ({info['params']} parameters) -> {out / 'backbone.pth'}")
 

@@ -1,0 +1,49 @@
+"""Self-supervised pretext objectives that train the pipeline's ViT backbone (see `pretrain.method`).
+
+`build(method, backbone, cfg, ...)` is the one factory in front of the objectives; `train` builds one and
+runs the shared training loop. DINO (`pipeline.dino`) has its own loop (teacher, multi-crop).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from torch import nn
+
+from pipeline.config import PretrainConfig
+from pipeline.pretext.colorization import ColorizationNet
+from pipeline.pretext.common import Objective, train_objective
+from pipeline.pretext.context import ContextNet
+from pipeline.pretext.deepcluster import DeepClusterNet
+from pipeline.pretext.inpainting import ContextEncoder
+from pipeline.pretext.jigsaw import JigsawNet
+from pipeline.pretext.multitask import MultiTask
+
+METHODS = ("deepcluster", "context", "jigsaw", "colorization", "inpainting", "multitask")
+
+
+def build(method: str, backbone: nn.Module, cfg: PretrainConfig, image_size: int, num_images: int,
+          seed: int) -> Objective:
+    """The objective `method` around `backbone`, configured by its section of `cfg`."""
+    if method == "deepcluster":
+        return DeepClusterNet(backbone, cfg.deepcluster, image_size, num_images)
+    if method == "context":
+        return ContextNet(backbone, cfg.context, image_size)
+    if method == "jigsaw":
+        return JigsawNet(backbone, cfg.jigsaw, image_size, seed)
+    if method == "colorization":
+        return ColorizationNet(backbone, cfg.colorization)
+    if method == "inpainting":
+        return ContextEncoder(backbone, cfg.inpainting)
+    if method == "multitask":
+        weights = {k: float(v) for k, v in cfg.multitask.tasks.items() if v > 0}
+        tasks = {k: build(k, backbone, cfg, image_size, num_images, seed) for k in weights}
+        return MultiTask(backbone, tasks, weights)
+    raise ValueError(f"params: 'pretrain.method' is {method!r}; pretext methods: {', '.join(METHODS)}")
+
+
+def train(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, seed: int,
+          log: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
+    """Train `backbone` with objective `cfg.method` on images (N, H, W, 3) uint8 -> (backbone, per-epoch history)."""
+    objective = build(cfg.method, backbone, cfg, images.shape[1], len(images), seed)
+    return train_objective(objective, images, cfg, seed, log)
