@@ -92,6 +92,37 @@ def patch_tokens(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return tokens.reshape(x.shape[0], x.shape[2] // p, x.shape[3] // p, -1)
 
 
+def is_vit(model: nn.Module) -> bool:
+    """True for a timm ViT (patch tokens), False for a timm `features_only` CNN (feature maps)."""
+    return hasattr(model, "patch_embed") and hasattr(model, "forward_features")
+
+
+def create_dense(name: str, img_size: int, pretrained: bool = False) -> nn.Module:
+    """Any timm model as a dense encoder for `img_size` inputs (see `dense_map`): a ViT (any patch size)
+    without its head and with dynamic image size, else `features_only` with the last (deepest) stage.
+
+    pretrained: timm ImageNet weights from the hub (needs internet); False = random init, offline.
+    """
+    if name.split(".")[0] not in timm.list_models():
+        raise BackboneError(f"train.model_name {name!r} is not a timm model; e.g. resnet18, convnext_atto, "
+                            "vit_small_patch16_224")
+    if "vit" in name:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, dynamic_img_size=True, img_size=img_size)
+    return timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=(-1,))
+
+
+def dense_dim(model: nn.Module) -> int:
+    """Channels of `dense_map`'s output."""
+    return int(model.num_features) if is_vit(model) else int(model.feature_info.channels()[-1])
+
+
+def dense_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Normalised images (B, 3, H, W) -> (B, D, h, w): a ViT's patch tokens or a CNN's deepest feature map."""
+    if is_vit(model):
+        return patch_tokens(model, x).permute(0, 3, 1, 2)
+    return model(x)[-1]
+
+
 @torch.no_grad()
 def dense_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised images (B, 3, H, W) -> (tokens, keys), each (B, H/p, W/p, D).

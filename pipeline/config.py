@@ -359,9 +359,31 @@ class TrainConfig:
     crop_scale_min: float = 0.5  # random resized crop scale (min, 1)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0
+    model: str = "stage"  # stage (the pretrain stage's ViT) | timm (train.model_name) | deeplabv3 (torchvision)
+    model_name: str = ""  # timm: any model (ViT: patch tokens; resnet18, convnext_atto: last map); deeplabv3: resnet50 | resnet101 | mobilenet_v3_large
+    pretrained: bool = False  # timm/deeplabv3 only: ImageNet weights from the hub (needs internet); false = random
+    rounds: int = 1  # self-training: train, relabel the images with the model's confident pixels, retrain
+    round_epochs: int = 4  # epochs of every round after the first (which runs `epochs`), continuing its weights
+    relabel_threshold: float = 0.9  # relabelling keeps pixels with softmax confidence >= this, the rest 255
+    gpus: int | str = "auto"  # auto (every visible GPU; 1 process on CPU) | N processes under torchrun (gloo on CPU)
+    workers: int = 2  # DataLoader worker processes (0 = augment in the training process)
+    amp: bool = True  # CUDA only: bf16 autocast where supported, else fp16 with loss scaling
+    checkpoint_every: int = 50  # optimizer steps between resume checkpoints (also written at every round's end)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _one_of(self.model, ("stage", "timm", "deeplabv3"), "train.model")
+        _check(self.model == "stage" or bool(self.model_name), "train.model_name",
+               "must name a model when train.model is timm or deeplabv3")
+        if self.model == "deeplabv3":
+            _one_of(self.model_name, ("resnet50", "resnet101", "mobilenet_v3_large"), "train.model_name")
+        _check(self.rounds >= 1, "train.rounds", f"is {self.rounds}; must be >= 1")
+        _check(self.round_epochs >= 1, "train.round_epochs", "must be >= 1")
+        _check(0 < self.relabel_threshold <= 1, "train.relabel_threshold", "must be in (0, 1]")
+        _check(self.gpus == "auto" or (isinstance(self.gpus, int) and self.gpus >= 1), "train.gpus",
+               f"is {self.gpus!r}; allowed values: auto or an integer >= 1")
+        _check(self.workers >= 0, "train.workers", "must be >= 0")
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(self.lr > 0, "train.lr", "must be > 0")
         _check(self.backbone_lr >= 0, "train.backbone_lr", "must be >= 0")

@@ -25,6 +25,9 @@ def main() -> None:
     n_pred = p.cluster.k + 1
     sources = {"pseudolabels": Path(p.paths.pseudolabels) / "labels", "filter": Path(p.paths.filter) / "labels",
                "merge": Path(p.paths.merge) / "labels", "network": Path(p.paths.train) / "predictions" / "labels"}
+    # self-training (train.rounds > 1): every round's predictions, predictions/round_<r>/labels
+    rounds = sorted((Path(p.paths.train) / "predictions").glob("round_*/labels"), key=lambda f: int(f.parent.name[6:]))
+    sources.update({f"network round {f.parent.name[6:]}": f for f in rounds})
     results, coverage = {}, {}
     for key, folder in sources.items():
         maps = io.read_labels(folder, names)

@@ -1,18 +1,44 @@
-"""Stage train: the segmentation network on the merged pseudo-labels (255 ignored), then predict every image."""
+"""Stage train: the segmentation network on the merged pseudo-labels (255 ignored), train.rounds self-training
+rounds, then predict every image. Resumes from data/09_train/checkpoints/ when a run was interrupted.
+
+With train.gpus > 1 (or auto and several GPUs) the stage re-launches itself under torchrun, one process per
+GPU; started by torchrun itself (several nodes) it joins the given process group. Rank 0 alone writes.
+"""
+import dataclasses
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from dvclive import Live  # noqa: E402
+import torch.distributed as dist  # noqa: E402
 
-from pipeline import backbone as bb, io, segnet, viz  # noqa: E402
+from pipeline import backbone as bb, checkpoint, io, segnet, viz  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
+
+
+def processes(gpus: int | str) -> int:
+    """train.gpus -> how many processes to run (auto: one per visible GPU, at least one)."""
+    return max(torch.cuda.device_count(), 1) if gpus == "auto" else int(gpus)
 
 
 def main() -> None:
     p = load_params()
+    n = processes(p.train.gpus)
+    if n > 1 and "LOCAL_RANK" not in os.environ:  # not yet under torchrun: start it, one process per GPU
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", __file__]
+        print("train:", " ".join(cmd), flush=True)
+        sys.exit(subprocess.call(cmd))
+    device = bb.pick_device(p.train.device)
+    if "LOCAL_RANK" in os.environ:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, world_size = segnet.world()
+    main_rank = rank == 0
     out = Path(p.paths.train)
     if p.train.threads:
         torch.set_num_threads(p.train.threads)
@@ -21,23 +47,64 @@ def main() -> None:
     images = io.read_images(p.paths.prepare, names)
     labels = io.read_labels(Path(p.paths.merge) / "labels", names)
     torch.manual_seed(p.seed)
-    backbone = bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth", manifest["image_size"])
-    model = segnet.SegNet(backbone, p.cluster.k + 1, p.train.decoder_dim)
-    device = bb.pick_device(p.train.device)
-    with Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        def log(rec: dict) -> None:
-            for key in ("loss", "lr", "images_per_second"):
-                live.log_metric(f"train/{key}", rec[key])
-            live.next_step()
-            print(f"train epoch {rec['epoch']}: loss {rec['loss']:.4f} ({rec['images_per_second']:.1f} img/s)", flush=True)
+    model = segnet.build_model(p.train, p.cluster.k + 1, manifest["image_size"],
+                               lambda: bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth",
+                                                     manifest["image_size"]))
+    # Settings that change speed but not the result may differ between a run and its resumption.
+    result_cfg = {k: v for k, v in dataclasses.asdict(p.train).items()
+                  if k not in ("device", "threads", "gpus", "workers", "checkpoint_every")}
+    key = checkpoint.fingerprint({"train": result_cfg, "seed": p.seed, "classes": p.cluster.k + 1}, [images, labels], model)
+    ckpt = out / "checkpoints" / "last.pt"
+    resume, why = checkpoint.load(ckpt, key)
+    steps_per_round = [len(images) // min(p.train.batch_size, len(images)) * e
+                       for e in [p.train.epochs] + [p.train.round_epochs] * (p.train.rounds - 1)]
+    offset = sum(steps_per_round[:resume["round"]]) + resume["fit"]["step"] if resume else 0
+    if main_rank:
+        print(f"train: {why}" + (f" at round {resume['round'] + 1}, step {offset}" if resume else ""), flush=True)
+        if resume:
+            checkpoint.truncate_live(out / "live", offset)
 
-        history = segnet.train(model, images, labels, p.train, p.seed, device, log)
-    with io.atomic_open(out / "model.pt") as f:
-        torch.save({"state_dict": model.state_dict(), "num_classes": p.cluster.k + 1}, f)
-    preds = segnet.predict(model, images, p.train.batch_size, device)
-    viz.write_maps(out / "predictions", names, preds, images)
-    io.write_json(out / "history.json", history)
-    print(f"train: {p.train.epochs} epochs on {device}, final loss {history[-1]['loss']:.4f} -> {out}")
+    from dvclive import Live
+    live = Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume is not None) \
+        if main_rank else None
+    if live is not None:
+        live.step = offset
+
+    def log(rec: dict) -> None:
+        if live is None:
+            return
+        for k in ("loss", "lr", "images_per_second"):
+            live.log_metric(f"train/{k}", rec[k])
+        live.next_step()
+        if rec["step"] % 10 == 0:
+            print(f"train round {rec['round']} epoch {rec['epoch']} step {rec['step']}: loss {rec['loss']:.4f} "
+                  f"({rec['images_per_second']:.1f} img/s)", flush=True)
+
+    def save(state: dict) -> None:
+        if main_rank:
+            checkpoint.save(ckpt, state, key)
+
+    rounds = segnet.self_train(model, images, labels, p.train, p.seed, device, resume=resume, on_step=log, save=save)
+    if main_rank:
+        for rd in rounds:
+            live.log_metric(f"round_{rd['round']}/relabel_kept", rd["kept"], plot=False)
+            live.log_metric(f"round_{rd['round']}/final_loss", rd["history"][-1]["loss"] if rd["history"] else 0.0,
+                            plot=False)
+        live.end()
+        with io.atomic_open(out / "model.pt") as f:
+            torch.save({"state_dict": model.state_dict(), "num_classes": p.cluster.k + 1}, f)
+        viz.write_maps(out / "predictions", names, rounds[-1]["pred"], images)
+        if len(rounds) > 1:
+            for rd in rounds:
+                viz.write_maps(out / "predictions" / f"round_{rd['round']}", names, rd["pred"], images)
+        io.write_json(out / "history.json", [{**e, "round": rd["round"]} for rd in rounds
+                                             for e in segnet.epoch_summary(rd["history"])])
+        ckpt.unlink(missing_ok=True)  # finished: the outputs above are the result
+        final = rounds[-1]["history"][-1]["loss"] if rounds[-1]["history"] else float("nan")
+        print(f"train: {len(rounds)} round(s) on {device} x{world_size}, final loss {final:.4f} -> {out}")
+    if world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

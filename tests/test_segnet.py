@@ -1,9 +1,16 @@
-import numpy as np
-import torch
+import dataclasses
 
-from pipeline import segnet
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from pipeline import checkpoint, segnet
 from pipeline.backbone import create_backbone
-from pipeline.config import BackboneConfig, TrainConfig
+from pipeline.config import BackboneConfig, ConfigError, TrainConfig
+
+CPU = torch.device("cpu")
 
 
 def tiny_net(classes: int = 3) -> segnet.SegNet:
@@ -11,6 +18,23 @@ def tiny_net(classes: int = 3) -> segnet.SegNet:
     cfg = BackboneConfig(name="vit_tiny_patch16_224", source="random",
                          overrides={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2})
     return segnet.SegNet(create_backbone(cfg, 32), classes, 16)
+
+
+def tiny_data(n: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Noise images with a bright square labelled 1 (a few pixels ignored), 32 px."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (n, 32, 32, 3)).astype(np.uint8)
+    labels = np.zeros((n, 32, 32), np.uint8)
+    for i in range(n):
+        y, x = rng.integers(0, 16, 2)
+        labels[i, y:y + 16, x:x + 16] = 1
+        images[i, y:y + 16, x:x + 16] = 250
+    labels[:, :2] = 255
+    return images, labels
+
+
+TINY = TrainConfig(epochs=2, batch_size=4, lr=3e-3, workers=0, checkpoint_every=2, rounds=2, round_epochs=1,
+                   relabel_threshold=0.5)
 
 
 def test_logits_have_the_input_resolution():
@@ -26,17 +50,21 @@ def test_ignore_pixels_contribute_nothing_to_the_loss():
     other[0, :, :2] = torch.randn(3, 2, 4) * 10  # anything where the target is ignored
     assert torch.isclose(segnet.segmentation_loss(logits, changed), segnet.segmentation_loss(other, changed))
     assert segnet.segmentation_loss(logits, torch.full((1, 4, 4), 255)).item() == 0.0
+    # the sum form divides by the given count: with the count of valid pixels it is the mean
+    ce = -torch.log_softmax(logits, 1).gather(1, changed.clamp(max=2)[:, None])[:, 0][changed != 255]
+    assert torch.isclose(segnet.segmentation_loss(logits, changed, normalizer=8.0), ce.sum() / 8)
 
 
-def test_training_lowers_the_loss_on_a_tiny_batch():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (4, 32, 32, 3)).astype(np.uint8)
-    labels = np.zeros((4, 32, 32), np.uint8)
-    labels[:, 8:24, 8:24] = 1
-    images[:, 8:24, 8:24] = 250  # the class is visible
-    hist = segnet.train(tiny_net(2), images, labels, TrainConfig(epochs=8, batch_size=4, lr=3e-3, crop_scale_min=1.0),
-                        seed=0, device=torch.device("cpu"))
-    assert hist[-1]["loss"] < hist[0]["loss"] * 0.7
+def test_one_training_step_lowers_the_loss_on_a_tiny_batch():
+    images, labels = tiny_data(4)
+    net = tiny_net(2)
+    x, y = segnet.make_batch(images, labels, None)
+    net.train()
+    before = segnet.segmentation_loss(net(x), y).item()
+    history, finished = segnet.fit(net, images, labels, dataclasses.replace(TINY, crop_scale_min=1.0), 0, CPU, epochs=1)
+    assert finished and len(history) == 1
+    net.train()
+    assert segnet.segmentation_loss(net(x), y).item() < before
 
 
 def test_joint_augmentation_keeps_labels_integer_and_aligned():
@@ -49,3 +77,142 @@ def test_joint_augmentation_keeps_labels_integer_and_aligned():
     assert set(y.unique().tolist()) <= {0, 1}
     bright = x[0].mean(0) > 0.5  # normalised white vs black
     assert (bright == (y[0] == 1)).float().mean() > 0.9
+
+
+def test_batches_of_two_processes_together_are_the_single_process_batch():
+    one, steps = segnet.batch_plan(10, 4, 2, seed=5, rank=0, world_size=1)
+    halves = [segnet.batch_plan(10, 4, 2, seed=5, rank=r, world_size=2)[0] for r in (0, 1)]
+    assert steps == 2 and len(one) == 4
+    for s in range(4):
+        assert sorted(one[s]) == sorted(halves[0][s] + halves[1][s])
+    with pytest.raises(ValueError, match="split evenly"):
+        segnet.batch_plan(10, 3, 1, 0, 0, 2)
+
+
+def test_relabel_marks_low_confidence_pixels_ignore():
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 1, 0, 0] = 5.0   # confident class 1: softmax 0.993
+    logits[0, 0, 0, 1] = 0.2   # unsure class 0: softmax 0.55
+    logits[0, 1, 1, :] = 1.0   # class 1 at 0.73
+    conf, pred = logits.softmax(1).max(1)
+    out = segnet.relabel(pred.to(torch.uint8).numpy(), conf.numpy(), 0.7)
+    np.testing.assert_array_equal(out, [[[1, 255], [1, 1]]])
+    np.testing.assert_array_equal(segnet.relabel(pred.to(torch.uint8).numpy(), conf.numpy(), 0.9), [[[1, 255], [255, 255]]])
+
+
+def test_predict_with_confidence_is_the_softmax_maximum():
+    images, _ = tiny_data(3)
+    net = tiny_net().eval()
+    pred, conf = segnet.predict_with_confidence(net, images, 2, CPU)
+    x, _ = segnet.make_batch(images, np.zeros(images.shape[:3], np.uint8), None)
+    with torch.no_grad():
+        prob = net(x).softmax(1)
+    np.testing.assert_allclose(conf, prob.max(1).values.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(pred, prob.argmax(1).numpy())
+
+
+def test_self_training_trains_on_the_relabelled_maps_of_the_previous_round():
+    images, labels = tiny_data()
+    rounds = segnet.self_train(tiny_net(2), images, labels, TINY, 0, CPU)
+    assert [r["round"] for r in rounds] == [1, 2]
+    r1 = rounds[0]
+    assert np.all((r1["relabel"] == 255) | (r1["relabel"] == r1["pred"]))
+    assert r1["kept"] == pytest.approx(float((r1["relabel"] != 255).mean()))
+    assert len(r1["history"]) == 4 and len(rounds[1]["history"]) == 2  # 8 images / batch 4 x epochs
+
+
+def test_resume_after_a_kill_at_step_n_continues_from_n_and_reaches_the_same_weights(tmp_path):
+    images, labels = tiny_data()
+    full = tiny_net(2)
+    ref = segnet.self_train(full, images, labels, TINY, 0, CPU)
+    path, key = tmp_path / "last.pt", "run-1"
+
+    net = tiny_net(2)
+    assert segnet.self_train(net, images, labels, TINY, 0, CPU, save=lambda s: checkpoint.save(path, s, key),
+                             max_steps=3) is None  # stopped after step 3; the last checkpoint is at step 2
+    state, why = checkpoint.load(path, key)
+    assert why == "resuming" and state["round"] == 0 and state["fit"]["step"] == 2
+    assert checkpoint.load(path, "another-run")[0] is None
+
+    steps = []
+    again = tiny_net(2)
+    out = segnet.self_train(again, images, labels, TINY, 0, CPU, resume=state, on_step=lambda r: steps.append(r["step"]))
+    assert steps == [3, 4, 1, 2]  # round 1 from step 2 on, then all of round 2
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
+    np.testing.assert_array_equal(out[-1]["pred"], ref[-1]["pred"])
+
+    # killed after round 1 finished: resumes into round 2, loss history of round 1 intact
+    net = tiny_net(2)
+    segnet.self_train(net, images, labels, TINY, 0, CPU, save=lambda s: checkpoint.save(path, s, key), max_steps=5)
+    state, _ = checkpoint.load(path, key)
+    assert state["round"] == 1 and len(state["rounds"]) == 1
+    again = tiny_net(2)
+    segnet.self_train(again, images, labels, TINY, 0, CPU, resume=state)
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_checkpoint_fingerprint_changes_with_config_data_and_weights():
+    images, labels = tiny_data(2)
+    key = checkpoint.fingerprint({"lr": 1}, [images, labels], tiny_net())
+    assert key == checkpoint.fingerprint({"lr": 1}, [images, labels], tiny_net())
+    assert key != checkpoint.fingerprint({"lr": 2}, [images, labels], tiny_net())
+    assert key != checkpoint.fingerprint({"lr": 1}, [images, labels[::-1]], tiny_net())
+    assert key != checkpoint.fingerprint({"lr": 1}, [images, labels], tiny_net(4))
+
+
+def eval_logits(net: torch.nn.Module, images: np.ndarray) -> torch.Tensor:
+    x, _ = segnet.make_batch(images, np.zeros(images.shape[:3], np.uint8), None)
+    with torch.no_grad():
+        return net.eval()(x)
+
+
+def _ddp_worker(rank: int, rdzv: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=2)
+    images, labels = tiny_data()
+    net = tiny_net(2)
+    rounds = segnet.self_train(net, images, labels, TINY, 0, CPU)
+    if rank == 0:
+        torch.save({"logits": eval_logits(net, images), "model": net.state_dict(), "pred": torch.from_numpy(rounds[-1]["pred"]),
+                    "loss": [r["loss"] for r in rounds[0]["history"]]}, out)
+    dist.destroy_process_group()
+
+
+def test_two_gloo_processes_train_the_same_weights_as_one_process(tmp_path):
+    images, labels = tiny_data()
+    net = tiny_net(2)
+    rounds = segnet.self_train(net, images, labels, TINY, 0, CPU)
+    out = tmp_path / "ddp.pt"
+    # fork: the children start at once instead of importing torch again
+    mp.start_processes(_ddp_worker, args=(f"file://{tmp_path / 'rdzv'}", str(out)), nprocs=2, start_method="fork")
+    got = torch.load(out, weights_only=True)
+    assert isinstance(net.head[1], torch.nn.BatchNorm2d)
+    # Batch statistics and the loss normaliser are synchronised: the same weights up to rounding.
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(got["model"][k], v, rtol=1e-4, atol=1e-5)
+    ref = eval_logits(net, images)
+    assert (got["logits"] - ref).abs().max().item() < 1e-4 * ref.abs().max().item()
+    np.testing.assert_allclose(got["loss"], [r["loss"] for r in rounds[0]["history"]], rtol=1e-5)
+    assert (got["pred"].numpy() == rounds[-1]["pred"]).mean() > 0.999
+
+
+@pytest.mark.parametrize("model, name", [("timm", "resnet18"), ("timm", "vit_tiny_patch16_224"),
+                                         ("deeplabv3", "mobilenet_v3_large")])
+def test_alternative_backbones_give_logits_at_input_resolution(model, name):
+    cfg = TrainConfig(model=model, model_name=name, decoder_dim=16)
+    net = segnet.build_model(cfg, 3, 64, stage_backbone=lambda: None)
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+    assert list(segnet.optimizer(net, cfg).param_groups[0]["params"])  # a decoder head to train
+
+
+def test_train_config_rejects_bad_process_counts_and_models():
+    with pytest.raises(ConfigError, match="train.gpus"):
+        TrainConfig(gpus="two")
+    with pytest.raises(ConfigError, match="train.model_name"):
+        TrainConfig(model="timm")
+    with pytest.raises(ConfigError, match="train.model_name"):
+        TrainConfig(model="deeplabv3", model_name="vgg")
