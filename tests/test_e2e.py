@@ -89,7 +89,7 @@ def test_second_repro_does_nothing(repo):
 def test_a_forced_second_run_gives_identical_masks_and_metrics(repo):
     d, _, first = repo
     log = run(["dvc", "repro", "--force"], d)  # every stage runs again (no run-cache restore)
-    assert log.count("Running stage") == 10
+    assert log.count("Running stage") == len(yaml.safe_load((d / "dvc.yaml").read_text())["stages"])
     second = outputs_digest(d)
     assert len(first) > 24 * 5 and second == first  # same params and seed on the CPU: byte-identical
 
