@@ -49,9 +49,9 @@ class Paths:
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "synthetic"  # synthetic (generated here from `seed`) | folder (images/ + optional labels/) | voc2012 | coco
-    root: str = ""  # folder: holds images/ (+ labels/); voc2012: the VOCdevkit folder; coco: holds annotations/ and <split>2017/
-    split: str = "val"  # voc2012: train | val | trainval | trainaug; coco: train | val (ignored by synthetic and folder)
+    name: str = "synthetic"  # synthetic (generated here from `seed`) | folder (images/ + optional labels/) | voc2012 | coco | synthetic_video | video
+    root: str = ""  # folder: holds images/ (+ labels/); voc2012: the VOCdevkit folder; coco: holds annotations/ and <split>2017/; video: the folder of videos
+    split: str = "val"  # voc2012: train | val | trainval | trainaug; coco: train | val (ignored by the others)
     download: bool = False  # voc2012: fetch VOCtrainval_11-May-2012.tar into root when missing (needs internet, 2 GB)
     image_size: int = 128  # every image is resized to image_size x image_size pixels
     num_classes: int = 5  # ground-truth classes including background 0 (evaluation only)
@@ -62,8 +62,8 @@ class DataConfig:
     min_image_side: int = 16  # folder: an image whose shorter side has fewer pixels is a bad image
 
     def __post_init__(self) -> None:
-        _one_of(self.name, ("synthetic", "folder", "voc2012", "coco"), "data.name")
-        _check(self.name == "synthetic" or bool(self.root), "data.root", f"must name a folder when data.name is {self.name}")
+        _one_of(self.name, ("synthetic", "folder", "voc2012", "coco", "synthetic_video", "video"), "data.name")
+        _check(self.name in ("synthetic", "synthetic_video") or bool(self.root), "data.root", f"must name a folder when data.name is {self.name}")
         if self.name == "voc2012":
             _one_of(self.split, ("train", "val", "trainval", "trainaug"), "data.split")
             _check(self.num_classes == 21, "data.num_classes", f"is {self.num_classes}; voc2012 has 21 classes (20 + background)")
@@ -293,8 +293,13 @@ class ProposalsConfig:
     min_score: float = 0.01  # a proposal whose contrast (inside minus between similarity) is not above this is dropped
     refine: str = "grabcut"  # grabcut (OpenCV, pixel-accurate borders) | none (bilinear upsampling only)
     refine_iters: int = 3
+    sources: list = field(default_factory=lambda: ["saliency"])  # saliency (normalized cut) and/or motion (video only); earlier ranks higher
 
     def __post_init__(self) -> None:
+        _check(bool(self.sources) and len(set(self.sources)) == len(self.sources), "proposals.sources",
+               f"is {self.sources!r}; must list saliency and/or motion, each once")
+        for s in self.sources:
+            _one_of(s, ("saliency", "motion"), "proposals.sources")
         _one_of(self.affinity, ("keys", "tokens"), "proposals.affinity")
         _check(-1 <= self.tau < 1, "proposals.tau", "must be in [-1, 1)")
         _check(self.eps > 0, "proposals.eps", "must be > 0")
@@ -305,6 +310,69 @@ class ProposalsConfig:
         _check(0 <= self.min_score < 2, "proposals.min_score", f"is {self.min_score}; must be in [0, 2)")
         _one_of(self.refine, ("grabcut", "none"), "proposals.refine")
         _check(self.refine_iters >= 1, "proposals.refine_iters", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Video datasets (data.name synthetic_video | video): frame sampling and the generated clips."""
+
+    stride: int = 2  # keep every stride-th frame of each video (motion is measured between kept frames)
+    max_frames: int = 0  # keep at most this many frames per video after striding (0 = all)
+    synth_clips: int = 16  # synthetic_video: how many clips to generate
+    synth_frames: int = 12  # synthetic_video: frames per clip before striding
+    synth_camera_speed: float = 1.5  # synthetic_video: camera drift, pixels per frame at most
+    synth_object_speed: list = field(default_factory=lambda: [1.0, 2.0])  # synthetic_video: objects' own speed range, px/frame
+
+    def __post_init__(self) -> None:
+        _check(self.stride >= 1, "video.stride", "must be >= 1")
+        _check(self.max_frames >= 0, "video.max_frames", "must be >= 0")
+        _check(self.synth_clips >= 1, "video.synth_clips", "must be >= 1")
+        _check(self.synth_frames >= 2, "video.synth_frames", "must be >= 2")
+        _check(self.synth_camera_speed >= 0, "video.synth_camera_speed", "must be >= 0")
+        sp = self.synth_object_speed
+        _check(len(sp) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in sp)
+               and 0 < sp[0] <= sp[1], "video.synth_object_speed", f"is {sp!r}; must be [min, max] with 0 < min <= max")
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    """Motion proposals (proposals.sources contains motion): flow, camera fit, grouping. Pixels at data.image_size."""
+
+    flow: str = "dis"  # dis | farneback (OpenCV dense optical flow)
+    dis_finest_scale: int = 0  # dis: finest pyramid level computed (0 = full resolution; 1+ faster, coarser)
+    dis_patch_size: int = 6  # dis: patch side, pixels
+    dis_patch_stride: int = 2  # dis: distance between patches, pixels (< dis_patch_size)
+    farneback_window: int = 5  # farneback: averaging window, pixels
+    camera: str = "homography"  # homography | affine: the dominant motion model fitted with RANSAC
+    grid_step: int = 4  # the camera is fitted to the flow at points every grid_step pixels
+    ransac_threshold: float = 1.0  # RANSAC inlier distance, pixels
+    min_inliers: float = 0.4  # a camera fit must explain this share of the points, else the frame gets no masks
+    threshold: float = 1.0  # a pixel moves independently when its flow differs from the camera's by more (pixels)
+    morph: int = 3  # opening + closing kernel of the moving pixels, pixels (0 = none)
+    min_area: float = 0.005  # a mask covers at least this share of the frame
+    max_per_image: int = 4
+    refine: str = "grabcut"  # grabcut (refine mask borders on the image colours) | none
+    refine_band: int = 3  # grabcut: decides this many pixels either side of the border
+    refine_iters: int = 3
+
+    def __post_init__(self) -> None:
+        _one_of(self.flow, ("dis", "farneback"), "motion.flow")
+        _check(self.dis_finest_scale >= 0, "motion.dis_finest_scale", "must be >= 0")
+        _check(self.dis_patch_size >= 2, "motion.dis_patch_size", "must be >= 2")
+        _check(1 <= self.dis_patch_stride < self.dis_patch_size, "motion.dis_patch_stride",
+               "must be in 1..dis_patch_size - 1")
+        _check(self.farneback_window >= 3, "motion.farneback_window", "must be >= 3")
+        _one_of(self.camera, ("homography", "affine"), "motion.camera")
+        _check(self.grid_step >= 1, "motion.grid_step", "must be >= 1")
+        _check(self.ransac_threshold > 0, "motion.ransac_threshold", "must be > 0")
+        _check(0 <= self.min_inliers <= 1, "motion.min_inliers", "must be in [0, 1]")
+        _check(self.threshold > 0, "motion.threshold", "must be > 0")
+        _check(self.morph >= 0, "motion.morph", "must be >= 0")
+        _check(0 < self.min_area < 1, "motion.min_area", "must be in (0, 1)")
+        _check(self.max_per_image >= 1, "motion.max_per_image", "must be >= 1")
+        _one_of(self.refine, ("none", "grabcut"), "motion.refine")
+        _check(self.refine_band >= 1, "motion.refine_band", "must be >= 1")
+        _check(self.refine_iters >= 1, "motion.refine_iters", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -435,6 +503,8 @@ class Params:
     train: TrainConfig
     evaluate: EvaluateConfig
     report: ReportConfig
+    video: VideoConfig = field(default_factory=VideoConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
     paths: Paths = field(default_factory=Paths)
 
 
@@ -484,6 +554,8 @@ _SECTIONS = {
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
     "report": ReportConfig,
+    "video": VideoConfig,
+    "motion": MotionConfig,
 }
 
 

@@ -1,39 +1,64 @@
-"""Stage proposals: normalized-cut object masks per image -> masks/<name>.png (0 none, i = proposal i), scores."""
+"""Stage proposals: object masks per image from the sources in proposals.sources -> masks/<name>.png
+(0 none, i = proposal i), overlays, scores. saliency: normalized cut on patch features; motion (video
+datasets): what moves against the camera between neighbouring frames (residual pictures in motion/)."""
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from pipeline import io, proposals, viz  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline import io, motion, proposals, video, viz  # noqa: E402
+from pipeline.config import ConfigError, load_params  # noqa: E402
 
 
 def main() -> None:
     p = load_params()
     out = Path(p.paths.proposals)
     manifest = io.read_manifest(p.paths.prepare)
+    sources = p.proposals.sources
+    if "motion" in sources and "videos" not in manifest:
+        raise ConfigError(f"params: 'proposals.sources' includes motion but data.name is {manifest['dataset']!r} "
+                          f"(still images); motion needs data.name {' or '.join(video.KINDS)}, else use [saliency]")
+    near = video.neighbours(manifest["videos"]) if "motion" in sources else {}
+    frame = lru_cache(maxsize=8)(lambda n: io.read_image(Path(p.paths.prepare) / "images" / f"{n}.png"))
     key = "keys" if p.proposals.affinity == "keys" else "tokens"
-    table, count = {}, 0
+    table, count, by_source = {}, 0, {s: 0 for s in sources}
     bar = tqdm(total=len(manifest["names"]), desc="proposals", unit="img")
     for names, feats in io.iter_shards(p.paths.features, key):
         for name, f in zip(names, feats):
-            image = io.read_image(Path(p.paths.prepare) / "images" / f"{name}.png")
+            image = frame(name)
             patch = image.shape[0] // f.shape[0]
-            cands = proposals.patch_proposals(f, p.proposals)
-            mask_map, kept = proposals.pixel_masks(image, cands, patch, p.proposals)
+            lists, extras, min_pixels = [], [], []
+            for src in sources:
+                if src == "saliency":
+                    cands = proposals.patch_proposals(f, p.proposals)
+                    sal_map, kept = proposals.pixel_masks(image, cands, patch, p.proposals)
+                    lists.append([(sal_map == i + 1, k.score) for i, k in enumerate(kept)])
+                    extras.append([{"eigenvector": k.eig} for k in kept])
+                    min_pixels.append(p.proposals.min_patches * patch * patch // 2)
+                else:
+                    moving, residual = motion.frame_masks(image, [frame(n) for n in near[name]], p.motion)
+                    io.write_image(out / "motion" / f"{name}.jpg", motion.residual_picture(residual, p.motion.threshold))
+                    lists.append([(m.mask, m.score) for m in moving])
+                    extras.append([{"residual_px": round(m.residual, 3)} for m in moving])
+                    min_pixels.append(int(p.motion.min_area * image.shape[0] * image.shape[1]))
+            mask_map, kept = motion.combine(lists, image.shape[:2], p.proposals.nms_iou, min_pixels)
             io.write_label(out / "masks" / f"{name}.png", mask_map)
             io.write_image(out / "overlays" / f"{name}.jpg", viz.overlay(image, mask_map))
-            table[name] = [{"id": i + 1, "score": round(k.score, 4), "eigenvector": k.eig,
-                            "pixels": int((mask_map == i + 1).sum())} for i, k in enumerate(kept)]
+            table[name] = [{"id": i + 1, "source": sources[s], "score": round(score, 4), **extras[s][j],
+                            "pixels": int((mask_map == i + 1).sum())} for i, (s, j, score) in enumerate(kept)]
             count += len(kept)
+            for s, _, _ in kept:
+                by_source[sources[s]] += 1
             bar.update(1)
     bar.close()
     io.write_json(out / "proposals.json", table)
     empty = sum(1 for v in table.values() if not v)
-    io.write_json(out / "summary.json", {"images": len(table), "proposals": count, "images_without_proposal": empty})
-    print(f"proposals: {count} masks on {len(table)} images ({empty} without any) -> {out}")
+    io.write_json(out / "summary.json", {"images": len(table), "proposals": count, "images_without_proposal": empty,
+                                         "by_source": by_source})
+    print(f"proposals: {count} masks ({by_source}) on {len(table)} images ({empty} without any) -> {out}")
 
 
 if __name__ == "__main__":

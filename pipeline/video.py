@@ -1,0 +1,153 @@
+"""Video datasets for the prepare stage: the generated clips (synthetic_video) or a folder of videos (video).
+
+Every video is sampled every `video.stride` frames (at most `video.max_frames` kept); a kept frame becomes a
+prepared image named `<video>__f<index>` (index in the original video, 5 digits), so the frames of one video
+sort in time order and the manifest can list which prepared images are consecutive.
+
+Folder layout (`data.root`): video files OpenCV can read (mp4, avi, mov, mkv, ...) and/or folders of frame
+images (frames in file-name order), side by side; optional ground truth in `labels/<video>/`, one 8-bit class
+PNG per kept frame: `f<index>.png` for a video file (f00012.png), the frame's own stem for a frame folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from pipeline import io, synth, synth_video
+from pipeline.config import DataConfig, VideoConfig
+from pipeline.datasets import Sample, resize_pair
+
+KINDS = ("synthetic_video", "video")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ogv")
+LABELS = "labels"
+
+
+def frame_name(video: str, index: int) -> str:
+    """('clip_0003', 12) -> 'clip_0003__f00012', the prepared image's name."""
+    return f"{video}__f{index:05d}"
+
+
+def sequences(names: list[str]) -> dict[str, list[str]]:
+    """Prepared frame names -> {video: its frame names in the given (time) order}."""
+    out: dict[str, list[str]] = {}
+    for n in names:
+        video, sep, frame = n.rpartition("__")
+        if not sep or not frame.startswith("f"):
+            raise ValueError(f"sequences: {n!r} is not a frame name <video>__f<index>")
+        out.setdefault(video, []).append(n)
+    return out
+
+
+def neighbours(videos: dict[str, list[str]]) -> dict[str, list[str]]:
+    """{video: frame names in order} -> {frame: [previous frame, next frame] (those that exist)}."""
+    out = {}
+    for frames in videos.values():
+        for i, n in enumerate(frames):
+            out[n] = [frames[j] for j in (i - 1, i + 1) if 0 <= j < len(frames)]
+    return out
+
+
+def list_videos(root: str | Path) -> list[tuple[str, Path]]:
+    """`root` -> sorted [(video name, path)]: video files (name = stem) and folders holding images (name = folder
+    name), `labels/` excepted. Raises InputError when there are none or two share a name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise io.InputError(f"{root}: folder not found (data.root must hold videos or folders of frames)")
+    found = []
+    for p in sorted(root.iterdir()):
+        if p.is_file() and p.suffix.lower() in VIDEO_EXTS:
+            found.append((p.stem, p))
+        elif p.is_dir() and p.name != LABELS and io.list_images(p):
+            found.append((p.name, p))
+    if not found:
+        raise io.InputError(f"{root}: no videos found (expected files {', '.join(VIDEO_EXTS)} or folders of frame images)")
+    names = [n for n, _ in found]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise io.InputError(f"{root}: two videos share the name {dup[0]!r} (a file and a folder?); rename one")
+    return found
+
+
+def read_frames(path: str | Path, stride: int, max_frames: int = 0) -> Iterator[tuple[int, str, np.ndarray]]:
+    """Every stride-th frame of a video file or frame folder -> (index, label stem, (H, W, 3) uint8 RGB),
+    at most max_frames of them (0 = all). Label stem: f<index> for a file, the frame's file stem for a folder."""
+    path = Path(path)
+    kept = 0
+    if path.is_dir():
+        for i, f in enumerate(io.list_images(path)):
+            if max_frames and kept == max_frames:
+                return
+            if i % stride == 0:
+                kept += 1
+                yield i, f.stem, io.read_image(f)
+        return
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise io.InputError(f"{path}: OpenCV cannot open this video (codec missing or not a video file)")
+    try:
+        i = 0
+        while not (max_frames and kept == max_frames):
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if i % stride == 0:
+                kept += 1
+                yield i, f"f{i:05d}", np.ascontiguousarray(bgr[..., ::-1])
+            i += 1
+    finally:
+        cap.release()
+    if i == 0:
+        raise io.InputError(f"{path}: OpenCV opened the video but read no frame from it")
+
+
+def folder_videos(data: DataConfig, video: VideoConfig) -> Iterator[Sample]:
+    """data.root's videos -> (frame name, image (S, S, 3), label (S, S) or None) for every kept frame."""
+    root = Path(data.root)
+    labels_dir = root / LABELS
+    for vname, path in list_videos(root):
+        for index, stem, image in read_frames(path, video.stride, video.max_frames):
+            label = None
+            if labels_dir.is_dir():
+                lpath = labels_dir / vname / f"{stem}.png"
+                label = io.read_label(lpath)
+                if label.shape != image.shape[:2]:
+                    raise io.InputError(f"{lpath}: label is {label.shape[1]}x{label.shape[0]}, its frame is "
+                                        f"{image.shape[1]}x{image.shape[0]}")
+                bad = (label != io.IGNORE) & (label >= data.num_classes)
+                if bad.any():
+                    raise io.InputError(f"{lpath}: holds class {int(label[bad].max())} but data.num_classes is "
+                                        f"{data.num_classes}")
+            image, label = resize_pair(image, label, data.image_size)
+            yield frame_name(vname, index), image, label
+
+
+def synthetic_videos(data: DataConfig, video: VideoConfig, seed: int) -> Iterator[Sample]:
+    """The generated clips (pipeline/synth_video.py) from `seed`, sampled like any video."""
+    clips = synth_video.generate_video_set(seed, video.synth_clips, video.synth_frames, data.image_size,
+                                           data.synth_max_objects, video.synth_camera_speed,
+                                           tuple(video.synth_object_speed))
+    for vname, clip in clips:
+        kept = range(0, len(clip.frames), video.stride)
+        if video.max_frames:
+            kept = kept[:video.max_frames]
+        for t in kept:
+            yield frame_name(vname, t), clip.frames[t], clip.labels[t]
+
+
+def load(data: DataConfig, video: VideoConfig, seed: int) -> Iterator[Sample]:
+    """The video dataset named by data.name (synthetic_video | video)."""
+    if data.name == "synthetic_video":
+        return synthetic_videos(data, video, seed)
+    if data.name == "video":
+        return folder_videos(data, video)
+    raise ValueError(f"video.load: data.name {data.name!r} is not a video dataset ({', '.join(KINDS)})")
+
+
+def class_names(data: DataConfig) -> list[str]:
+    """The synthetic classes for synthetic_video, class_0..class_{C-1} for a folder of videos."""
+    if data.name == "synthetic_video":
+        return list(synth.CLASS_NAMES)
+    return [f"class_{i}" for i in range(data.num_classes)]

@@ -1,0 +1,198 @@
+"""Video datasets: the generated clips, the video-folder reader, frame names and neighbours, config checks,
+and the prepare + proposals stages with motion masks on a tiny generated set."""
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT
+from pipeline import io, synth_video, video
+from pipeline.config import ConfigError, DataConfig, VideoConfig, parse_params
+
+
+def test_generated_clips_are_reproducible_and_labelled_with_known_classes():
+    a = list(synth_video.generate_video_set(3, 2, 4, 64, 3, 1.5, (1.0, 2.0)))
+    b = list(synth_video.generate_video_set(3, 2, 4, 64, 3, 1.5, (1.0, 2.0)))
+    assert [n for n, _ in a] == ["clip_0000", "clip_0001"]
+    assert all(np.array_equal(x.frames, y.frames) and np.array_equal(x.labels, y.labels) for (_, x), (_, y) in zip(a, b))
+    for _, c in a:
+        assert c.frames.shape == (4, 64, 64, 3) and c.labels.shape == (4, 64, 64) and c.camera.shape == (4, 2, 3)
+        assert set(np.unique(c.labels)) <= {0, 1, 2, 3, 4} and (c.labels > 0).any()
+
+
+def test_background_moves_exactly_as_the_camera_maps_say():
+    """Frame t+1 at p shows the canvas point A_{t+1} p, which frame t shows at A_t^-1 A_{t+1} p: warping frame t
+    that way reproduces frame t+1 on background pixels up to sensor noise, unlike leaving it in place."""
+    c = synth_video.generate_clip(np.random.default_rng(0), 3, 96, 0, 1.5, (1.0, 2.0))
+    a0, a1 = np.vstack([c.camera[0], [0, 0, 1]]), np.vstack([c.camera[1], [0, 0, 1]])
+    m = (np.linalg.inv(a0) @ a1)[:2]
+    warped = cv2.warpAffine(c.frames[0].astype(np.float32), m, (96, 96), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    inner = (slice(8, -8), slice(8, -8))
+    moved = np.abs(warped[inner] - c.frames[1][inner]).mean()
+    still = np.abs(c.frames[0][inner].astype(np.float32) - c.frames[1][inner]).mean()
+    assert moved < 5 and still > 2 * moved
+
+
+def test_objects_move_against_the_background():
+    """Every object's true mask moves between frames by more than the background does around it."""
+    c = synth_video.generate_clip(np.random.default_rng(2), 2, 96, 1, 1.5, (2.0, 3.0))
+    y0, x0 = np.argwhere(c.labels[0] > 0).mean(0)
+    y1, x1 = np.argwhere(c.labels[1] > 0).mean(0)
+    a0, a1 = np.vstack([c.camera[0], [0, 0, 1]]), np.vstack([c.camera[1], [0, 0, 1]])
+    bx, by, _ = np.linalg.inv(a1) @ a0 @ [x0, y0, 1]  # where the background under the object goes
+    assert np.hypot(x1 - bx, y1 - by) > 1.0
+
+
+def test_synthetic_video_dataset_samples_every_stride_th_frame():
+    data = DataConfig(name="synthetic_video", image_size=48)
+    vid = VideoConfig(stride=3, synth_clips=2, synth_frames=7)
+    names = [n for n, img, lab in video.load(data, vid, 0)]
+    assert names == [f"clip_000{c}__f0000{t}" for c in range(2) for t in (0, 3, 6)]
+    capped = VideoConfig(stride=3, max_frames=2, synth_clips=1, synth_frames=7)
+    assert [n for n, _, _ in video.load(data, capped, 0)] == ["clip_0000__f00000", "clip_0000__f00003"]
+
+
+def test_sequences_and_neighbours_follow_time_order():
+    names = ["a__b__f00000", "a__b__f00002", "a__b__f00004", "c__f00001"]
+    seqs = video.sequences(names)
+    assert seqs == {"a__b": names[:3], "c": ["c__f00001"]}
+    assert video.neighbours(seqs) == {"a__b__f00000": ["a__b__f00002"], "a__b__f00002": ["a__b__f00000", "a__b__f00004"],
+                                      "a__b__f00004": ["a__b__f00002"], "c__f00001": []}
+    with pytest.raises(ValueError, match="not a frame name"):
+        video.sequences(["plain_image"])
+
+
+def write_video(path, frames, fourcc="MJPG"):
+    h, w = frames[0].shape[:2]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (w, h))
+    assert out.isOpened()
+    for f in frames:
+        out.write(np.ascontiguousarray(f[..., ::-1]))
+    out.release()
+
+
+def test_video_folder_reads_files_and_frame_folders_with_stride_and_labels(tmp_path):
+    frames = [np.full((40, 50, 3), 20 * i, np.uint8) for i in range(7)]
+    write_video(tmp_path / "cam.avi", frames)
+    (tmp_path / "walk").mkdir()
+    for i, f in enumerate(frames[:5]):
+        io.write_image(tmp_path / "walk" / f"img{i:03d}.png", f)
+    for i in (0, 2, 4, 6):
+        io.write_label(tmp_path / "labels" / "cam" / f"f{i:05d}.png", np.full((40, 50), i % 2, np.uint8))
+    for i in (0, 2, 4):
+        io.write_label(tmp_path / "labels" / "walk" / f"img{i:03d}.png", np.ones((40, 50), np.uint8))
+    data = DataConfig(name="video", root=str(tmp_path), image_size=32, num_classes=2)
+    out = list(video.load(data, VideoConfig(stride=2), 0))
+    assert [n for n, _, _ in out] == ["cam__f00000", "cam__f00002", "cam__f00004", "cam__f00006",
+                                      "walk__f00000", "walk__f00002", "walk__f00004"]
+    grey = [int(img.mean()) for _, img, _ in out]
+    assert all(abs(g - e) <= 3 for g, e in zip(grey, [0, 40, 80, 120, 0, 40, 80]))  # MJPG is lossy
+    assert all(img.shape == (32, 32, 3) and lab.shape == (32, 32) for _, img, lab in out)
+
+
+def test_video_folder_errors_name_the_problem(tmp_path):
+    data = DataConfig(name="video", root=str(tmp_path), image_size=32)
+    with pytest.raises(io.InputError, match="no videos found"):
+        list(video.load(data, VideoConfig(), 0))
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(io.InputError, match="broken.mp4"):
+        list(video.load(data, VideoConfig(), 0))
+    (tmp_path / "broken.mp4").unlink()
+    write_video(tmp_path / "v.avi", [np.zeros((40, 50, 3), np.uint8)] * 2)
+    (tmp_path / "labels" / "v").mkdir(parents=True)
+    with pytest.raises(io.InputError, match=r"labels/v/f00000.png"):
+        list(video.load(data, VideoConfig(), 0))
+
+
+def raw_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize("section, key, value, pattern", [
+    ("proposals", "sources", ["saliency", "flow"], r"proposals\.sources.*allowed values: saliency, motion"),
+    ("proposals", "sources", [], r"proposals\.sources"),
+    ("proposals", "sources", ["motion", "motion"], r"proposals\.sources"),
+    ("motion", "flow", "lk", r"motion\.flow.*dis, farneback"),
+    ("motion", "camera", "similarity", r"motion\.camera.*homography, affine"),
+    ("video", "stride", 0, r"video\.stride"),
+    ("video", "synth_object_speed", [2.0, 1.0], r"video\.synth_object_speed"),
+    ("data", "name", "video", r"data\.root.*video"),
+])
+def test_video_and_motion_params_are_checked(section, key, value, pattern):
+    raw = raw_params()
+    raw[section][key] = value
+    with pytest.raises(ConfigError, match=pattern):
+        parse_params(raw)
+
+
+TINY = {
+    "data": {"name": "synthetic_video", "image_size": 64},
+    "video": {"synth_clips": 2, "synth_frames": 6, "stride": 2},
+    "backbone": {"source": "random", "weights": "", "overrides": {"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}},
+    "features": {"batch_size": 8},
+    "proposals": {"refine_iters": 1, "sources": ["motion", "saliency"]},
+}
+
+
+def run_stage(name: str, cwd) -> str:
+    out = subprocess.run([sys.executable, f"stages/{name}.py"], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def video_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("unseg_video")
+    for name in ("pipeline", "stages"):
+        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
+    params = raw_params()
+    for section, values in TINY.items():
+        params[section].update(values)
+    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for stage in ("prepare", "pretrain", "features", "proposals"):
+        run_stage(stage, d)
+    return d, params
+
+
+def test_prepare_writes_frames_and_which_are_consecutive(video_run):
+    d, _ = video_run
+    manifest = io.read_json(d / "data/01_prepare/manifest.json")
+    assert manifest["videos"] == {f"clip_000{c}": [f"clip_000{c}__f0000{t}" for t in (0, 2, 4)] for c in range(2)}
+    assert manifest["class_names"][1] == "disc" and manifest["has_labels"]
+    assert (d / "data/01_prepare/gt/clip_0001__f00004.png").is_file()
+
+
+def test_proposals_stage_puts_motion_masks_first_and_saliency_after(video_run):
+    d, params = video_run
+    table = io.read_json(d / "data/04_proposals/proposals.json")
+    summary = io.read_json(d / "data/04_proposals/summary.json")
+    assert summary["by_source"]["motion"] >= 4  # 6 frames with 1..3 moving objects each
+    for name, masks in table.items():
+        sources = [m["source"] for m in masks]
+        assert sources == sorted(sources, key=["motion", "saliency"].index)  # motion ranks first
+        mask_map = io.read_label(d / "data/04_proposals/masks" / f"{name}.png")
+        assert [int((mask_map == m["id"]).sum()) for m in masks] == [m["pixels"] for m in masks]
+        assert (d / "data/04_proposals/motion" / f"{name}.jpg").is_file()
+    on_objects = moving = 0
+    for name, masks in table.items():
+        gt = io.read_label(d / "data/01_prepare/gt" / f"{name}.png")
+        mask_map = io.read_label(d / "data/04_proposals/masks" / f"{name}.png")
+        m = np.isin(mask_map, [r["id"] for r in masks if r["source"] == "motion"])
+        on_objects += int((gt[m] > 0).sum())
+        moving += int(m.sum())
+    assert on_objects > 0.8 * moving  # motion masks lie on the objects (measured 0.96 at 64 px)
+
+
+def test_motion_on_still_images_is_a_clear_error(video_run, tmp_path):
+    d, params = video_run
+    work = tmp_path / "still"
+    shutil.copytree(d, work)
+    params = dict(params, data=dict(params["data"], name="synthetic", synth_images=8))
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_stage("prepare", work)
+    out = subprocess.run([sys.executable, "stages/proposals.py"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "proposals.sources' includes motion but data.name is 'synthetic'" in out.stderr
