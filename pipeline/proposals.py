@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from scipy.linalg import eigh
+from scipy.sparse.linalg import eigsh
 
 from pipeline.config import ProposalsConfig
 
@@ -37,13 +38,23 @@ def affinity(feats: np.ndarray) -> np.ndarray:
 def ncut_vectors(sim: np.ndarray, tau: float, eps: float, num_eigs: int) -> np.ndarray:
     """Cosine similarities (n, n) -> (n, num_eigs) generalized eigenvectors 1..num_eigs of (D - W, D).
 
-    W = 1 where sim > tau else eps (TokenCut). Eigenvector 0 is constant and skipped.
+    W = 1 where sim > tau else eps (TokenCut). Eigenvector 0 is constant and skipped. Solved as the
+    largest eigenvectors u of the normalised affinity D^-1/2 W D^-1/2 (v = D^-1/2 u, so v'Dv = 1, as
+    the generalized solver normalises): Lanczos (ARPACK) needs only products with W and is 10-100x
+    faster than the dense generalized eigensolver at 196-784 patches; tiny graphs use the dense solver.
     """
     w = np.where(sim > tau, 1.0, eps)
-    d = np.diag(w.sum(1))
-    k = min(num_eigs, sim.shape[0] - 1)
-    _, vecs = eigh(d - w, d, subset_by_index=[1, k])
-    return vecs
+    n = sim.shape[0]
+    k = min(num_eigs, n - 1)
+    s = 1.0 / np.sqrt(w.sum(1))
+    a = s[:, None] * w * s[None, :]
+    if k + 2 < n:
+        v0 = np.linspace(1.0, 2.0, n)  # fixed start vector: the same input gives the same output
+        vals, u = eigsh(a, k=k + 1, which="LA", v0=v0)
+    else:
+        vals, u = eigh(a)
+    order = np.argsort(-vals)[1:k + 1]
+    return s[:, None] * u[:, order]
 
 
 def foreground_side(vec: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

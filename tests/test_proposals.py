@@ -76,3 +76,19 @@ def test_patch_fractions_are_area_shares():
     m[0:8, 0:4] = 1
     frac = proposals.patch_fractions(m, 1, (2, 2))
     assert np.allclose(frac[0], [[0.5, 0], [0, 0]])
+
+
+def test_ncut_vectors_equal_the_dense_generalized_eigenvectors():
+    from scipy.linalg import eigh
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(150, 16))
+    x[:50] += 1.5
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sim = x @ x.T
+    got = proposals.ncut_vectors(sim, tau=0.2, eps=1e-5, num_eigs=2)
+    w = np.where(sim > 0.2, 1.0, 1e-5)
+    d = np.diag(w.sum(1))
+    _, ref = eigh(d - w, d, subset_by_index=[1, 2])
+    for j in range(2):  # equal up to sign, with the same D-normalisation
+        assert np.allclose(abs(got[:, j] @ d @ ref[:, j]), 1.0, atol=1e-6)
+        assert np.allclose(got[:, j].T @ d @ got[:, j], 1.0, atol=1e-8)

@@ -1,0 +1,385 @@
+"""Benchmarks: per-stage speed and memory, scaling with the number of images, against the machine's limit.
+
+Not a test: it measures and prints tables, and writes them as JSON (default benchmarks/results.json).
+
+    python benchmarks/bench.py                      # everything at the default sizes (< 10 min on 2 cores)
+    python benchmarks/bench.py --sections gemm features
+    python benchmarks/bench.py --stage-sizes 100 --scaling-sizes 1000 3000
+
+Sections
+  gemm      float32 matrix-multiply FLOP/s of this machine (square, and shaped like ViT-S's linear layers)
+  features  vit_small_patch16_224 (random weights) dense features at 224 and 448 px through the pipeline's own
+            code path (pipeline.backbone.dense_features): images/s per batch size against the GEMM bound
+            (GEMM FLOP/s / model FLOPs per image, FLOPs from torch's flop counter)
+  proposals per-image cost of the affinity graph and the normalized-cut eigenproblem at 196 and 784 patches
+  stages    every DVC stage script of the default pipeline (tiny ViT, 128 px) on N generated images, each in its
+            own process: wall time, images/s, peak resident memory, bytes written (train runs one epoch)
+  scaling   cluster + filter + merge library calls on generated mask data for N images (each N in its own
+            process): time and peak memory must grow linearly with N
+  project   a projection of the whole pipeline on PASCAL VOC train_aug (10,582 images) from the measured
+            per-image costs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+VOC_TRAIN_AUG = 10582
+STAGES = ["prepare", "pretrain", "features", "proposals", "cluster", "pseudolabels", "filter", "merge", "train", "evaluate"]
+
+
+def best_time(fn, repeats: int, warmup: int = 1) -> float:
+    """Smallest wall time of fn() over `repeats` calls, after `warmup` calls, in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    """Rows of dicts -> a markdown table over `cols`."""
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- machine and GEMM bound
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return info
+
+
+def gemm(repeats: int = 5) -> dict:
+    """float32 GEMM FLOP/s: a 2048^3 square product and the shapes of ViT-S/16's linear layers at batch 32."""
+    out = {}
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out["square_2048"] = 2 * n ** 3 / best_time(lambda: a @ b, repeats)
+    m = 32 * 197  # tokens in a batch of 32 images at 224 px
+    shaped = []
+    for k, nn_ in ((384, 1152), (384, 384), (384, 1536), (1536, 384)):  # qkv, proj, fc1, fc2
+        x, w = torch.randn(m, k), torch.randn(k, nn_)
+        shaped.append(2 * m * k * nn_ / best_time(lambda: x @ w, repeats))
+    out["vit_s_linear_shapes"] = float(np.mean(shaped))
+    out["bound"] = max(out.values())
+    if torch.cuda.is_available():
+        a, b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16), torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+
+        def mm():
+            a @ b
+            torch.cuda.synchronize()
+        out["cuda_bf16_8192"] = 2 * 8192 ** 3 / best_time(mm, repeats)
+    return out
+
+
+# ---------------------------------------------------------------- features
+def model_flops(model: torch.nn.Module, size: int) -> float:
+    """Forward FLOPs of one image (torch's flop counter: 2 * M * N * K per matmul, attention included)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pipeline import backbone as bb
+    x = torch.randn(1, 3, size, size)
+    with FlopCounterMode(display=False) as fc:
+        bb.dense_features(model, x)
+    return float(fc.get_total_flops())
+
+
+def features(gemm_bound: float, batches: list[int], seconds: float) -> list[dict]:
+    """Images/s of vit_small_patch16_224 dense features at 224 and 448 px per batch size, vs the GEMM bound."""
+    import timm
+
+    from pipeline import backbone as bb
+    rows = []
+    for size in (224, 448):
+        model = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0,
+                                  dynamic_img_size=True, img_size=size).eval()
+        flops = model_flops(model, size)
+        bound = gemm_bound / flops
+        for bsz in batches:
+            x = torch.randn(bsz, 3, size, size)
+            per_call = best_time(lambda: bb.dense_features(model, x), repeats=1)
+            reps = max(2, int(seconds / max(per_call, 1e-3)))
+            t = best_time(lambda: bb.dense_features(model, x), repeats=min(reps, 10), warmup=0)
+            ips = bsz / t
+            rows.append({"model": "vit_small_patch16_224", "px": size, "batch": bsz, "GFLOP/img": flops / 1e9,
+                         "img/s": ips, "bound img/s": bound, "% of bound": 100 * ips / bound, "device": "cpu fp32"})
+        if torch.cuda.is_available():
+            m = model.cuda()
+            for bsz in (64, 256):
+                x = torch.randn(bsz, 3, size, size, device="cuda")
+
+                def run():
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        bb.dense_features(m, x)
+                    torch.cuda.synchronize()
+                t = best_time(run, repeats=5)
+                rows.append({"model": "vit_small_patch16_224", "px": size, "batch": bsz, "GFLOP/img": flops / 1e9,
+                             "img/s": bsz / t, "device": "cuda bf16"})
+    return rows
+
+
+# ---------------------------------------------------------------- proposals
+def proposals_cost(images: int) -> list[dict]:
+    """Per-image seconds of the ncut steps at 196 (224 px / 16) and 784 (448 px / 16) patches, on features of a
+    random ViT-S over generated scenes (random features would make the eigenproblem unrealistically easy)."""
+    import timm
+
+    from pipeline import backbone as bb, proposals, synth
+    from pipeline.config import ProposalsConfig
+    cfg = ProposalsConfig()
+    rows = []
+    for size in (224, 448):
+        model = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0,
+                                  dynamic_img_size=True, img_size=size).eval()
+        scenes = synth.generate_dataset(0, images, size, 3)
+        imgs = np.stack([s[1] for s in scenes])
+        _, keys = bb.dense_features(model, bb.normalize(bb.to_tensor(imgs)))
+        keys = keys.numpy()
+        h = keys.shape[1]
+        t_aff = t_eig = t_all = t_px = 0.0
+        for img, k in zip(imgs, keys):
+            t0 = time.perf_counter()
+            sim = proposals.affinity(k)
+            t1 = time.perf_counter()
+            proposals.ncut_vectors(sim, cfg.tau, cfg.eps, cfg.num_eigs)
+            t2 = time.perf_counter()
+            props = proposals.patch_proposals(k, cfg)
+            t3 = time.perf_counter()
+            proposals.pixel_masks(img, props, size // h, cfg)
+            t4 = time.perf_counter()
+            t_aff += t1 - t0
+            t_eig += t2 - t1
+            t_all += t3 - t2
+            t_px += t4 - t3
+        n = len(imgs)
+        rows.append({"px": size, "patches": h * h, "affinity ms": 1e3 * t_aff / n, "eigen ms": 1e3 * t_eig / n,
+                     "patch_proposals ms": 1e3 * t_all / n, "grabcut ms": 1e3 * t_px / n,
+                     "img/s": n / (t_all + t_px)})
+    return rows
+
+
+# ---------------------------------------------------------------- stages, each in its own process
+def run_child(cmd: list[str], cwd: Path) -> tuple[float, int, int]:
+    """Run cmd; -> (wall seconds, peak RSS of that process in bytes, exit code). stdout/err go to cwd/log.txt."""
+    with open(cwd / "log.txt", "ab") as log:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+    return wall, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status)
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def stages(sizes: list[int], train_epochs: int, keep: bool) -> list[dict]:
+    """Every stage script on the default params with data.synth_images = N, in a scratch copy of the project."""
+    rows = []
+    for n in sizes:
+        work = Path(tempfile.mkdtemp(prefix=f"unseg_bench_{n}_"))
+        for item in ("pipeline", "stages", "models"):
+            shutil.copytree(ROOT / item, work / item)
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params["data"]["synth_images"] = n
+        params["train"]["epochs"] = train_epochs
+        (work / "params.yaml").write_text(yaml.safe_dump(params))
+        for stage in STAGES:
+            wall, rss, rc = run_child([sys.executable, f"stages/{stage}.py"], work)
+            if rc != 0:
+                raise RuntimeError(f"stage {stage} failed at N={n}; see {work / 'log.txt'}")
+            out = work / "data" / next(p.name for p in (work / "data").iterdir() if p.name.endswith(stage))
+            rows.append({"images": n, "stage": stage, "wall s": wall, "img/s": n / wall,
+                         "peak RSS MB": rss / 2 ** 20, "written MB": dir_bytes(out) / 2 ** 20})
+            print(f"  N={n} {stage}: {wall:.1f} s, {rss / 2 ** 20:.0f} MB", flush=True)
+        if not keep:
+            shutil.rmtree(work)
+    return rows
+
+
+# ---------------------------------------------------------------- cluster / filter / merge scaling
+def scaling_child(n: int, seed: int = 0) -> dict:
+    """Cluster, filter and merge library calls on generated data for n images (16 x 16 patches, 192-d tokens,
+    1-3 masks per image), with the default params; -> seconds per step. Runs inside its own process."""
+    from pipeline import cluster, filtering, merge
+    from pipeline.config import load_params
+    p = load_params(ROOT / "params.yaml")
+    rng = np.random.default_rng(seed)
+    h, d, classes = 16, 192, p.cluster.k
+    centres = rng.normal(0, 1, (classes + 1, d)).astype(np.float32)
+    t = {}
+    t0 = time.perf_counter()
+    embs, grids, tokens_fg, mask_of_patch, offset = [], [], [], [], 0
+    for _ in range(n):
+        grid = np.zeros((h, h), np.int64)
+        tok = centres[0] + rng.normal(0, 1.5, (h, h, d)).astype(np.float32)
+        nm = int(rng.integers(1, 4))
+        for m in range(1, nm + 1):
+            y, x, s = int(rng.integers(0, h - 4)), int(rng.integers(0, h - 4)), int(rng.integers(3, 8))
+            grid[y:y + s, x:x + s] = m
+            c = int(rng.integers(1, classes + 1))
+            tok[y:y + s, x:x + s] = centres[c] + rng.normal(0, 1.5, (min(s, h - y), min(s, h - x), d))
+        present = [m for m in range(1, nm + 1) if (grid == m).any()]
+        frac = np.stack([(grid == m).astype(np.float32) for m in present])
+        embs.append(cluster.mask_embeddings(tok, frac))
+        g = np.zeros_like(grid)
+        for i, m in enumerate(present):
+            g[grid == m] = offset + i + 1
+        offset += len(present)
+        grids.append(g)
+        tokens_fg.append(tok[g > 0].astype(np.float16))
+        mask_of_patch.append(g[g > 0] - 1)
+    t["generate"] = time.perf_counter() - t0
+    emb = np.concatenate(embs)
+    t0 = time.perf_counter()
+    labels, _, dist = cluster.cluster_embeddings(emb, p.cluster, p.seed)
+    t["cluster"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rel = filtering.reliability(emb, labels, dist, p.filter, p.seed)
+    kept = filtering.keep_mask(rel["score"], labels, p.filter.keep)
+    t["filter"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    feats = np.concatenate(tokens_fg)
+    mop = np.concatenate(mask_of_patch)
+    parts = merge.overcluster(feats, p.merge.parts, p.seed)
+    n_parts = int(parts.max()) + 1
+    part_grids, start = [], 0
+    for g in grids:
+        pg = np.full(g.shape, -1, np.int64)
+        k = int((g > 0).sum())
+        pg[g > 0] = parts[start:start + k]
+        start += k
+        part_grids.append(pg)
+    graph = merge.part_graph(part_grids, grids, n_parts, p.merge)
+    comm = merge.communities(graph, p.merge.resolution, p.seed)
+    cls = merge.community_classes(comm[parts], labels[mop] + 1, int(comm.max()) + 1)
+    patch_cls = cls[comm[parts]]
+    order = np.argsort(mop, kind="stable")
+    per_mask = np.split(patch_cls[order], np.cumsum(np.bincount(mop, minlength=len(emb)))[:-1])
+    merge.relabel_masks(per_mask, labels + 1, p.merge.min_agreement)
+    t["merge"] = time.perf_counter() - t0
+    return {"images": n, "masks": int(len(emb)), "fg patches": int(len(feats)), "kept": int(kept.sum()),
+            **{f"{k} s": v for k, v in t.items()},
+            "peak RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def scaling(sizes: list[int]) -> list[dict]:
+    rows = []
+    for n in sizes:
+        res = subprocess.run([sys.executable, __file__, "--scaling-child", str(n)], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(res.stderr[-2000:])
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(f"  scaling N={n}: {rows[-1]}", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------- projection
+def project(results: dict, voc_images: int = VOC_TRAIN_AUG) -> list[dict]:
+    """Whole-pipeline time on VOC train_aug at 224 px with ViT-S/16, from the measured per-image costs.
+
+    features: CPU img/s measured here (GPU: the bf16 rate measured when a GPU was present, else unknown);
+    proposals: CPU per-image ncut + GrabCut at 196 patches (the stage runs on the CPU); cluster/filter/merge: the
+    largest scaling run, scaled linearly; train: per-image per-epoch cost of the ViT-S/16 forward+backward taken
+    as 3x the forward, 12 epochs."""
+    rows = []
+    feat = [r for r in results.get("features", []) if r["px"] == 224 and r["device"] == "cpu fp32"]
+    gpu = [r for r in results.get("features", []) if r["px"] == 224 and r["device"] == "cuda bf16"]
+    prop = [r for r in results.get("proposals", []) if r["px"] == 224]
+    scal = results.get("scaling", [])
+    if feat:
+        cpu_ips = max(r["img/s"] for r in feat)
+        rows.append({"stage": "features", "device": "cpu", "hours": voc_images / cpu_ips / 3600})
+        rows.append({"stage": "train (12 epochs)", "device": "cpu", "hours": 12 * 3 * voc_images / cpu_ips / 3600})
+    if gpu:
+        g = max(r["img/s"] for r in gpu)
+        rows.append({"stage": "features", "device": "gpu bf16", "hours": voc_images / g / 3600})
+        rows.append({"stage": "train (12 epochs)", "device": "gpu bf16", "hours": 12 * 3 * voc_images / g / 3600})
+    if prop:
+        rows.append({"stage": "proposals (ncut + grabcut)", "device": "cpu", "hours": voc_images / prop[0]["img/s"] / 3600})
+    if scal:
+        big = scal[-1]
+        per = (big["cluster s"] + big["filter s"] + big["merge s"]) / big["images"]
+        rows.append({"stage": "cluster + filter + merge", "device": "cpu", "hours": voc_images * per / 3600})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sections", nargs="+", default=["gemm", "features", "proposals", "stages", "scaling", "project"])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32], help="feature batch sizes")
+    ap.add_argument("--seconds", type=float, default=3.0, help="time spent per feature measurement")
+    ap.add_argument("--proposal-images", type=int, default=12)
+    ap.add_argument("--stage-sizes", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--train-epochs", type=int, default=1, help="train stage epochs in the stage runs")
+    ap.add_argument("--scaling-sizes", type=int, nargs="+", default=[1000, 3000, 10000])
+    ap.add_argument("--keep", action="store_true", help="keep the stage runs' scratch folders")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
+    ap.add_argument("--scaling-child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.scaling_child:
+        print(json.dumps(scaling_child(args.scaling_child)))
+        return
+    t_start = time.perf_counter()
+    results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    print(json.dumps(results["machine"]))
+    if "gemm" in args.sections or "features" in args.sections:
+        results["gemm"] = gemm()
+        print("GEMM GFLOP/s: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in results["gemm"].items()), flush=True)
+    if "features" in args.sections:
+        results["features"] = features(results["gemm"]["bound"], args.batches, args.seconds)
+        print(table(results["features"], ["model", "px", "batch", "device", "GFLOP/img", "img/s", "bound img/s", "% of bound"]), flush=True)
+    if "proposals" in args.sections:
+        results["proposals"] = proposals_cost(args.proposal_images)
+        print(table(results["proposals"], ["px", "patches", "affinity ms", "eigen ms", "patch_proposals ms", "grabcut ms", "img/s"]), flush=True)
+    if "stages" in args.sections:
+        results["stages"] = stages(args.stage_sizes, args.train_epochs, args.keep)
+        print(table(results["stages"], ["images", "stage", "wall s", "img/s", "peak RSS MB", "written MB"]), flush=True)
+    if "scaling" in args.sections:
+        results["scaling"] = scaling(args.scaling_sizes)
+        print(table(results["scaling"], ["images", "masks", "fg patches", "cluster s", "filter s", "merge s", "peak RSS MB"]), flush=True)
+    if "project" in args.sections:
+        results["project"] = project(results)
+        print(table(results["project"], ["stage", "device", "hours"]), flush=True)
+    results["total_seconds"] = time.perf_counter() - t_start
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"total {results['total_seconds']:.0f} s -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
