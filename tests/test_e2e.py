@@ -16,7 +16,7 @@ TINY = {
     "cluster": {"k": 3, "n_init": 2},
     "filter": {"folds": 2},
     "merge": {"parts": 8},
-    "train": {"epochs": 1, "batch_size": 8, "decoder_dim": 16},
+    "train": {"epochs": 1, "batch_size": 8, "decoder_dim": 16, "rounds": 2, "round_epochs": 1, "workers": 0},
     "evaluate": {"baseline_pixels": 2000, "baseline_kmeans_init": 1},
 }
 
@@ -64,6 +64,10 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
         assert 0.0 <= metrics[key]["miou"] <= 1.0
     shown = run(["dvc", "metrics", "show", "--json"], d)
     assert "network" in shown
+    assert 0.0 <= metrics["network round 1"]["miou"] <= 1.0  # train.rounds: 2, each round evaluated
+    assert metrics["network round 2"] == metrics["network"]
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], d))
+    assert any("loss.tsv" in k for k in plots), list(plots)
 
 
 def test_second_repro_does_nothing(repo):
