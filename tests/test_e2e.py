@@ -17,7 +17,7 @@ TINY = {
     "cluster": {"k": 3, "n_init": 2},
     "filter": {"folds": 2},
     "merge": {"parts": 8},
-    "train": {"epochs": 1, "batch_size": 8, "decoder_dim": 16},
+    "train": {"epochs": 1, "batch_size": 8, "decoder_dim": 16, "rounds": 2, "round_epochs": 1, "workers": 0},
     "evaluate": {"baseline_pixels": 2000, "baseline_kmeans_init": 1},
 }
 
@@ -78,6 +78,10 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     shown = run(["dvc", "metrics", "show", "--json"], d)
     assert "network" in shown
     assert (d / "data/11_report/report.html").is_file() and (d / "data/11_report/journey/synth_00000.png").is_file()
+    assert 0.0 <= metrics["network round 1"]["miou"] <= 1.0  # train.rounds: 2, each round evaluated
+    assert metrics["network round 2"] == metrics["network"]
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], d))
+    assert any(k.endswith("train/loss.tsv") for k in plots["data"]), plots
 
 
 def test_second_repro_does_nothing(repo):
