@@ -190,6 +190,7 @@ def train_dino(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, see
     history: list[dict] = []
     start = time.time()
     step = 0
+    out_of_time = False
     for epoch in range(cfg.epochs):
         student.train()
         order = rng.permutation(n)
@@ -202,13 +203,16 @@ def train_dino(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, see
             losses.append(train_step(student, teacher, loss_fn, opt, crops, float(temps[epoch]), float(moms[step]),
                                      cfg.clip_grad, epoch < cfg.freeze_last_layer_epochs))
             step += 1
-        rec = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": float(lrs[step - 1]),
+            if cfg.max_minutes and time.time() - start >= cfg.max_minutes * 60:
+                out_of_time = True  # checked after every step, so a wall-time budget holds
+                break
+        rec = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": float(lrs[step - 1]), "steps": step,
                "teacher_temp": float(temps[epoch]), "minutes": (time.time() - start) / 60}
         history.append(rec)
         if log:
             log(rec)
         if cfg.stop_after_epochs and epoch + 1 >= cfg.stop_after_epochs:
             break
-        if cfg.max_minutes and rec["minutes"] >= cfg.max_minutes:
+        if out_of_time:
             break
     return teacher.backbone, history

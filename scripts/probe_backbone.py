@@ -1,9 +1,14 @@
 """Probe: how well a backbone's patch features cluster on the synthetic default (patch-level k-means mIoU).
 
 python scripts/probe_backbone.py [WEIGHTS.pth]   (no argument: a randomly initialised backbone)
-Prints k-means mIoU of patch features and of pixel colours against the synthetic ground truth.
+Prints k-means mIoU of patch features and of pixel colours against the synthetic ground truth, computed as the
+evaluate stage's baselines (float16 tokens as the features stage stores them, evaluate.baseline_kmeans_init).
 """
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: python scripts/probe_backbone.py
+
 import numpy as np
 import torch
 from pipeline import backbone as bb, baselines, metrics, synth
@@ -21,11 +26,12 @@ def main() -> None:
     toks = []
     for i in range(0, len(images), 32):
         t, _ = bb.dense_features(model, bb.normalize(bb.to_tensor(images[i:i + 32])))
-        toks.append(t.numpy())
+        toks.append(t.numpy().astype(np.float16))
     toks = np.concatenate(toks)
     k = p.data.num_classes
-    pl = baselines.upsample_labels(baselines.kmeans_patches(toks, k, p.seed, 3), p.data.image_size)
-    cl = baselines.kmeans_colours(images, k, p.seed, 100000, 2)
+    n_init = p.evaluate.baseline_kmeans_init
+    pl = baselines.upsample_labels(baselines.kmeans_patches(toks, k, p.seed, n_init), p.data.image_size)
+    cl = baselines.kmeans_colours(images, k, p.seed, p.evaluate.baseline_pixels, n_init)
     print(f"patch-feature kmeans mIoU {metrics.evaluate_maps(pl, labels, k, k)['miou']:.3f}  "
           f"colour kmeans mIoU {metrics.evaluate_maps(cl, labels, k, k)['miou']:.3f}")
 

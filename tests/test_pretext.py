@@ -295,3 +295,11 @@ def test_nested_pretrain_sections_are_checked_like_the_others():
     raw = raw_params()
     raw["pretrain"]["context"] = {"gap": 2}  # a partial section keeps the other defaults
     assert parse_params(raw).pretrain.context.gap == 2 and parse_params(raw).pretrain.context.patch == 32
+
+
+def test_dino_also_stops_within_the_time_budget_after_a_step():
+    from pipeline import dino
+    cfg = PretrainConfig(epochs=50, batch_size=4, out_dim=16, hidden_dim=16, bottleneck_dim=8, global_crop_size=32,
+                         local_crop_size=16, local_crops=1, max_minutes=1e-9)
+    _, history = dino.train_dino(tiny_backbone(), tiny_images(), cfg, seed=0)
+    assert len(history) == 1 and history[0]["steps"] == 1
