@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -193,14 +192,40 @@ def proposals_cost(images: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------- stages, each in its own process
-def run_child(cmd: list[str], cwd: Path) -> tuple[float, int, int]:
-    """Run cmd; -> (wall seconds, peak RSS of that process in bytes, exit code). stdout/err go to cwd/log.txt."""
+# Runs a stage script and records its own peak resident memory. VmHWM of /proc/self/status is the peak of this
+# process image only; ru_maxrss would also count the benchmark process it was forked from.
+LAUNCH = """
+import atexit, runpy, sys
+from pathlib import Path
+def peak():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            Path(sys.argv[2]).write_text(str(int(line.split()[1]) * 1024))
+atexit.register(peak)
+stage = sys.argv[1]
+sys.argv = [stage]
+runpy.run_path(stage, run_name="__main__")
+"""
+
+
+def run_child(script: str, cwd: Path) -> tuple[float, int, int]:
+    """Run a stage script in its own process; -> (wall seconds, its peak RSS in bytes, exit code).
+    stdout/err go to cwd/log.txt."""
+    peak_file = cwd / "peak_rss.txt"
+    peak_file.unlink(missing_ok=True)
     with open(cwd / "log.txt", "ab") as log:
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=log)
-        _, status, usage = os.wait4(proc.pid, 0)
+        rc = subprocess.call([sys.executable, "-c", LAUNCH, script, str(peak_file)], cwd=cwd, stdout=log, stderr=log)
         wall = time.perf_counter() - t
-    return wall, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status)
+    return wall, int(peak_file.read_text()) if peak_file.exists() else 0, rc
+
+
+def vm_hwm() -> int:
+    """Peak resident memory of this process image in bytes (Linux /proc/self/status VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def dir_bytes(path: Path) -> int:
@@ -219,7 +244,7 @@ def stages(sizes: list[int], train_epochs: int, keep: bool) -> list[dict]:
         params["train"]["epochs"] = train_epochs
         (work / "params.yaml").write_text(yaml.safe_dump(params))
         for stage in STAGES:
-            wall, rss, rc = run_child([sys.executable, f"stages/{stage}.py"], work)
+            wall, rss, rc = run_child(f"stages/{stage}.py", work)
             if rc != 0:
                 raise RuntimeError(f"stage {stage} failed at N={n}; see {work / 'log.txt'}")
             out = work / "data" / next(p.name for p in (work / "data").iterdir() if p.name.endswith(stage))
@@ -294,7 +319,7 @@ def scaling_child(n: int, seed: int = 0) -> dict:
     t["merge"] = time.perf_counter() - t0
     return {"images": n, "masks": int(len(emb)), "fg patches": int(len(feats)), "kept": int(kept.sum()),
             **{f"{k} s": v for k, v in t.items()},
-            "peak RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak RSS MB": vm_hwm() / 2 ** 20}
 
 
 def scaling(sizes: list[int]) -> list[dict]:
