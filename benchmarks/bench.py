@@ -40,7 +40,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 VOC_TRAIN_AUG = 10582
-STAGES = ["prepare", "pretrain", "features", "proposals", "cluster", "pseudolabels", "filter", "merge", "train", "evaluate"]
+STAGES = ["prepare", "pretrain", "features", "proposals", "cluster", "pseudolabels", "filter", "merge", "train", "evaluate", "report"]
 
 
 def best_time(fn, repeats: int, warmup: int = 1) -> float:
@@ -197,12 +197,12 @@ def proposals_cost(images: int) -> list[dict]:
 LAUNCH = """
 import atexit, runpy, sys
 from pathlib import Path
+stage, peak_file = sys.argv[1], sys.argv[2]
 def peak():
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            Path(sys.argv[2]).write_text(str(int(line.split()[1]) * 1024))
+            Path(peak_file).write_text(str(int(line.split()[1]) * 1024))
 atexit.register(peak)
-stage = sys.argv[1]
 sys.argv = [stage]
 runpy.run_path(stage, run_name="__main__")
 """
@@ -334,7 +334,7 @@ def scaling(sizes: list[int]) -> list[dict]:
 
 
 # ---------------------------------------------------------------- projection
-def project(results: dict, voc_images: int = VOC_TRAIN_AUG) -> list[dict]:
+def project(results: dict, gpu_tflops: float, voc_images: int = VOC_TRAIN_AUG) -> list[dict]:
     """Whole-pipeline time on VOC train_aug at 224 px with ViT-S/16, from the measured per-image costs.
 
     features: CPU img/s measured here (GPU: the bf16 rate measured when a GPU was present, else unknown);
@@ -343,6 +343,7 @@ def project(results: dict, voc_images: int = VOC_TRAIN_AUG) -> list[dict]:
     as 3x the forward, 12 epochs."""
     rows = []
     feat = [r for r in results.get("features", []) if r["px"] == 224 and r["device"] == "cpu fp32"]
+    flops = feat[0]["GFLOP/img"] * 1e9 if feat else None
     gpu = [r for r in results.get("features", []) if r["px"] == 224 and r["device"] == "cuda bf16"]
     prop = [r for r in results.get("proposals", []) if r["px"] == 224]
     scal = results.get("scaling", [])
@@ -352,8 +353,13 @@ def project(results: dict, voc_images: int = VOC_TRAIN_AUG) -> list[dict]:
         rows.append({"stage": "train (12 epochs)", "device": "cpu", "hours": 12 * 3 * voc_images / cpu_ips / 3600})
     if gpu:
         g = max(r["img/s"] for r in gpu)
-        rows.append({"stage": "features", "device": "gpu bf16", "hours": voc_images / g / 3600})
-        rows.append({"stage": "train (12 epochs)", "device": "gpu bf16", "hours": 12 * 3 * voc_images / g / 3600})
+        rows.append({"stage": "features", "device": "gpu bf16 (measured)", "hours": voc_images / g / 3600})
+        rows.append({"stage": "train (12 epochs)", "device": "gpu bf16 (measured)", "hours": 12 * 3 * voc_images / g / 3600})
+    elif flops:  # no GPU here: the model's counted FLOPs at an assumed sustained GPU rate (--gpu-tflops)
+        g = gpu_tflops * 1e12 / flops
+        dev = f"gpu, assumed {gpu_tflops:g} TFLOP/s"
+        rows.append({"stage": "features", "device": dev, "hours": voc_images / g / 3600})
+        rows.append({"stage": "train (12 epochs)", "device": dev, "hours": 12 * 3 * voc_images / g / 3600})
     if prop:
         rows.append({"stage": "proposals (ncut + grabcut)", "device": "cpu", "hours": voc_images / prop[0]["img/s"] / 3600})
     if scal:
@@ -372,6 +378,8 @@ def main() -> None:
     ap.add_argument("--stage-sizes", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--train-epochs", type=int, default=1, help="train stage epochs in the stage runs")
     ap.add_argument("--scaling-sizes", type=int, nargs="+", default=[1000, 3000, 10000])
+    ap.add_argument("--gpu-tflops", type=float, default=200.0, help="sustained bf16 TFLOP/s assumed for the GPU "
+                    "projection when no GPU is present (an H100 peaks near 990 dense; ViTs sustain a fraction)")
     ap.add_argument("--keep", action="store_true", help="keep the stage runs' scratch folders")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     ap.add_argument("--scaling-child", type=int, help=argparse.SUPPRESS)
@@ -380,7 +388,12 @@ def main() -> None:
         print(json.dumps(scaling_child(args.scaling_child)))
         return
     t_start = time.perf_counter()
-    results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    out = Path(args.out)
+    # Sections not run this time keep their latest results from --out; "dates" says when each was measured.
+    results: dict = json.loads(out.read_text()) if out.is_file() else {}
+    results["machine"] = machine()
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results.setdefault("dates", {}).update({s: now for s in args.sections})
     print(json.dumps(results["machine"]))
     if "gemm" in args.sections or "features" in args.sections:
         results["gemm"] = gemm()
@@ -398,12 +411,12 @@ def main() -> None:
         results["scaling"] = scaling(args.scaling_sizes)
         print(table(results["scaling"], ["images", "masks", "fg patches", "cluster s", "filter s", "merge s", "peak RSS MB"]), flush=True)
     if "project" in args.sections:
-        results["project"] = project(results)
+        results["project"] = project(results, args.gpu_tflops)
         print(table(results["project"], ["stage", "device", "hours"]), flush=True)
     results["total_seconds"] = time.perf_counter() - t_start
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    print(f"total {results['total_seconds']:.0f} s -> {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"total {results['total_seconds']:.0f} s -> {out}")
 
 
 if __name__ == "__main__":
