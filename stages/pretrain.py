@@ -37,10 +37,12 @@ def main() -> None:
             "name": p.backbone.name, "overrides": p.backbone.overrides,
             "weights": p.backbone.weights, "params": sum(v.numel() for v in state.values()),
             "sha256": hashlib.sha256((out / "backbone.pth").read_bytes()).hexdigest(),
-            "seconds": round(time.time() - start, 1), "final_loss": history[-1]["loss"] if history else None,
+            "final_loss": history[-1]["loss"] if history else None,
             "epochs_run": len(history)}
     io.write_json(out / "info.json", info)
-    print(f"pretrain: {info['source']} backbone ({info['params']} parameters) -> {out / 'backbone.pth'}")
+    # Wall time is printed, not stored: info.json stays identical between runs, so dvc.lock does too.
+    print(f"pretrain: {info['source']} backbone ({info['params']} parameters) in {time.time() - start:.1f} s "
+          f"-> {out / 'backbone.pth'}")
 
 
 if __name__ == "__main__":
