@@ -302,13 +302,7 @@ def scaling_child(n: int, seed: int = 0) -> dict:
     mop = np.concatenate(mask_of_patch)
     parts = merge.overcluster(feats, p.merge.parts, p.seed)
     n_parts = int(parts.max()) + 1
-    part_grids, start = [], 0
-    for g in grids:
-        pg = np.full(g.shape, -1, np.int64)
-        k = int((g > 0).sum())
-        pg[g > 0] = parts[start:start + k]
-        start += k
-        part_grids.append(pg)
+    part_grids = merge.part_grids(grids, parts)
     graph = merge.part_graph(part_grids, grids, n_parts, p.merge)
     comm = merge.communities(graph, p.merge.resolution, p.seed)
     cls = merge.community_classes(comm[parts], labels[mop] + 1, int(comm.max()) + 1)

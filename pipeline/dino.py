@@ -163,6 +163,15 @@ def train_step(student: DINOModel, teacher: DINOModel, loss_fn: DINOLoss, opt: t
     return float(loss.detach())
 
 
+def decay_groups(module: nn.Module) -> list[dict]:
+    """AdamW parameter groups of a module: weights decay (group 0), biases, norms, position embeddings and
+    tokens do not (group 1, weight_decay 0)."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        (decay if p.ndim > 1 and "pos_embed" not in name and "token" not in name else no_decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def train_dino(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, seed: int,
                log: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
     """Self-distil `backbone` on images (N, H, W, 3) uint8 -> (the EMA teacher's backbone, per-epoch history).
@@ -182,10 +191,7 @@ def train_dino(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, see
     wds = cosine_schedule(cfg.weight_decay, cfg.weight_decay_end, total)
     moms = cosine_schedule(cfg.momentum_teacher, 1.0, total)
     temps = teacher_temp_schedule(cfg, cfg.epochs)
-    decay, no_decay = [], []  # no weight decay on biases, norms, position embeddings and tokens
-    for name, p in student.named_parameters():
-        (decay if p.ndim > 1 and "pos_embed" not in name and "token" not in name else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    opt = torch.optim.AdamW(decay_groups(student), lr=lr)
     glob, local = multicrop_transforms(cfg)
     history: list[dict] = []
     start = time.time()

@@ -21,6 +21,19 @@ def overcluster(feats: np.ndarray, parts: int, seed: int) -> np.ndarray:
     return MiniBatchKMeans(k, n_init=3, random_state=seed, batch_size=2048).fit_predict(x).astype(np.int64)
 
 
+def part_grids(mask_grids: list[np.ndarray], parts: np.ndarray) -> list[np.ndarray]:
+    """Per-image (h, w) int grids (> 0 = foreground patch) and the part id of every foreground patch, in image
+    then row-major order (P,) -> per-image (h, w) int64 part maps (-1 = no part)."""
+    out, start = [], 0
+    for grid in mask_grids:
+        pg = np.full(grid.shape, -1, np.int64)
+        n = int((grid > 0).sum())
+        pg[grid > 0] = parts[start:start + n]
+        start += n
+        out.append(pg)
+    return out
+
+
 def part_graph(part_maps: list[np.ndarray], mask_maps: list[np.ndarray], n_parts: int, cfg: MergeConfig) -> nx.Graph:
     """Per-image part maps (h, w) int (-1 = no part) and mask maps (h, w) int (0 = none) -> weighted graph.
 

@@ -42,13 +42,7 @@ def main() -> None:
     class_now = np.array([r["cluster"] + 1 for r in records], np.int64)
     parts = merge.overcluster(feats_all, p.merge.parts, p.seed)
     n_parts = int(parts.max()) + 1 if len(parts) else 1  # no foreground patch: one empty part, no relabelling
-    part_grids, start = [], 0
-    for grid in mask_grids:
-        pg = np.full(grid.shape, -1, np.int64)
-        n = int((grid > 0).sum())
-        pg[grid > 0] = parts[start:start + n]
-        start += n
-        part_grids.append(pg)
+    part_grids = merge.part_grids(mask_grids, parts)
     g = merge.part_graph(part_grids, mask_grids, n_parts, p.merge)
     comm = merge.communities(g, p.merge.resolution, p.seed)
     comm_cls = merge.community_classes(comm[parts], class_now[mask_of_patch], int(comm.max()) + 1)

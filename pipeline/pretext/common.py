@@ -15,7 +15,7 @@ from torchvision.transforms import v2
 
 from pipeline.backbone import normalize, patch_size
 from pipeline.config import PretrainConfig
-from pipeline.dino import cosine_schedule
+from pipeline.dino import cosine_schedule, decay_groups
 
 
 class Objective(nn.Module):
@@ -91,11 +91,7 @@ def train_objective(objective: Objective, images: np.ndarray, cfg: PretrainConfi
     steps_per_epoch = max(n // bs, 1)
     total = cfg.epochs * steps_per_epoch
     lrs = cosine_schedule(cfg.pretext_lr, cfg.min_lr, total, cfg.warmup_epochs * steps_per_epoch)
-    decay, no_decay = [], []  # no weight decay on biases, norms, position embeddings and tokens
-    for name, p in objective.named_parameters():
-        (decay if p.ndim > 1 and "pos_embed" not in name and "token" not in name else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.pretext_lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(decay_groups(objective), lr=cfg.pretext_lr, weight_decay=cfg.weight_decay)
     history: list[dict] = []
     start = time.time()
     step = 0
