@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,13 @@ def create_backbone(cfg: BackboneConfig, img_size: int, source: str | None = Non
         if not path.is_file():
             raise BackboneError(f"backbone.weights: {path} not found; rebuild it (see README, 'The shipped backbone') "
                                 "or use backbone.source=pretrain / hub")
+        # timm's checkpoint loader with the model's own filter (it resamples position embeddings to img_size);
+        # pretrained_cfg_overlay=dict(file=...) did the same, but timm 1.0.29 refuses plain .pth files there.
+        model = timm.create_model(cfg.name, pretrained=False, **kwargs)
+        filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
         try:
-            return timm.create_model(cfg.name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+            timm.models.load_checkpoint(model, str(path), strict=True, filter_fn=filter_fn)
+            return model
         except RuntimeError as e:
             raise BackboneError(f"backbone.weights: {path} does not fit {cfg.name} with overrides {cfg.overrides}: {e}") from e
     return timm.create_model(cfg.name, pretrained=False, **kwargs)

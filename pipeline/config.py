@@ -243,6 +243,7 @@ class PretrainConfig:
     stop_after_epochs: int = 0  # stop after this many epochs, schedules still spanning `epochs` (0 = run all)
     max_minutes: float = 0.0  # stop after this wall time (0 = run all epochs)
     threads: int = 0  # torch CPU threads (0 = torch default)
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda: where DINO trains (the pretext objectives train on the CPU)
     pretext_lr: float = 1e-3  # peak AdamW lr of the non-DINO objectives (not batch-scaled), warm-up then cosine to min_lr
     deepcluster: DeepClusterConfig = field(default_factory=DeepClusterConfig)
     context: ContextConfig = field(default_factory=ContextConfig)
@@ -253,6 +254,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         _one_of(self.method, PRETRAIN_METHODS, "pretrain.method")
+        _one_of(self.device, ("auto", "cpu", "cuda"), "pretrain.device")
         _check(self.pretext_lr > 0, "pretrain.pretext_lr", "must be > 0")
         for k in ("epochs", "batch_size", "out_dim", "hidden_dim", "bottleneck_dim", "global_crop_size", "local_crop_size"):
             _check(getattr(self, k) >= 1, f"pretrain.{k}", "must be >= 1")

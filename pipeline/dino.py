@@ -173,15 +173,19 @@ def decay_groups(module: nn.Module) -> list[dict]:
 
 
 def train_dino(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, seed: int,
-               log: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
-    """Self-distil `backbone` on images (N, H, W, 3) uint8 -> (the EMA teacher's backbone, per-epoch history).
+               log: Callable[[dict], None] | None = None,
+               device: torch.device = torch.device("cpu")) -> tuple[nn.Module, list[dict]]:
+    """Self-distil `backbone` on images (N, H, W, 3) uint8 -> (the EMA teacher's backbone on the CPU, per-epoch
+    history).
 
-    The teacher's backbone is returned, as in the paper (it is the better of the two).
+    The teacher's backbone is returned, as in the paper (it is the better of the two). On `device` live the
+    images, the crops (made there) and both networks.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     student, teacher, loss_fn = build(backbone, cfg)
-    data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    student, teacher, loss_fn = student.to(device), teacher.to(device), loss_fn.to(device)
+    data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
     n = len(data)
     bs = min(cfg.batch_size, n)
     steps_per_epoch = max(n // bs, 1)
@@ -202,7 +206,7 @@ def train_dino(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, see
         order = rng.permutation(n)
         losses = []
         for b in range(steps_per_epoch):
-            idx = order[b * bs:(b + 1) * bs]
+            idx = torch.from_numpy(order[b * bs:(b + 1) * bs]).to(device)
             crops = make_crops(data[idx].float() / 255.0, glob, local, cfg.local_crops)
             opt.param_groups[0]["lr"] = opt.param_groups[1]["lr"] = float(lrs[step])
             opt.param_groups[0]["weight_decay"] = float(wds[step])
@@ -221,4 +225,4 @@ def train_dino(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, see
             break
         if out_of_time:
             break
-    return teacher.backbone, history
+    return teacher.backbone.cpu(), history

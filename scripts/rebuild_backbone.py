@@ -29,6 +29,8 @@ def main() -> None:
                     "colorization, inpainting, multitask)")
     ap.add_argument("--max-minutes", type=float, default=None, help="override pretrain.max_minutes (wall-time budget)")
     ap.add_argument("--stop-after-epochs", type=int, default=None, help="override pretrain.stop_after_epochs (0 = off)")
+    ap.add_argument("--device", default=None, help="override pretrain.device (auto, cpu, cuda)")
+    ap.add_argument("--seed", type=int, default=None, help="override seed (the generated images and every random choice)")
     ap.add_argument("--out", default=None, help="where to write (default: params.yaml's backbone.weights)")
     args = ap.parse_args()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -38,9 +40,11 @@ def main() -> None:
     if args.epochs:
         params["pretrain"]["epochs"] = args.epochs
     for key, value in (("method", args.method), ("max_minutes", args.max_minutes),
-                       ("stop_after_epochs", args.stop_after_epochs)):
+                       ("stop_after_epochs", args.stop_after_epochs), ("device", args.device)):
         if value is not None:
             params["pretrain"][key] = value
+    if args.seed is not None:
+        params["seed"] = args.seed
     with tempfile.TemporaryDirectory(prefix="unseg-rebuild-") as tmp:
         work = Path(tmp)
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
