@@ -300,16 +300,7 @@ def scaling_child(n: int, seed: int = 0) -> dict:
     t0 = time.perf_counter()
     feats = np.concatenate(tokens_fg)
     mop = np.concatenate(mask_of_patch)
-    parts = merge.overcluster(feats, p.merge.parts, p.seed)
-    n_parts = int(parts.max()) + 1
-    part_grids = merge.part_grids(grids, parts)
-    graph = merge.part_graph(part_grids, grids, n_parts, p.merge)
-    comm = merge.communities(graph, p.merge.resolution, p.seed)
-    cls = merge.community_classes(comm[parts], labels[mop] + 1, int(comm.max()) + 1)
-    patch_cls = cls[comm[parts]]
-    order = np.argsort(mop, kind="stable")
-    per_mask = np.split(patch_cls[order], np.cumsum(np.bincount(mop, minlength=len(emb)))[:-1])
-    merge.relabel_masks(per_mask, labels + 1, p.merge.min_agreement)
+    merge.refine(feats, grids, mop, labels + 1, p.merge, p.seed)
     t["merge"] = time.perf_counter() - t0
     return {"images": n, "masks": int(len(emb)), "fg patches": int(len(feats)), "kept": int(kept.sum()),
             **{f"{k} s": v for k, v in t.items()},

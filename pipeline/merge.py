@@ -2,6 +2,8 @@
 on a part graph (co-occurrence in masks + spatial adjacency, Louvain in networkx), relabel masks."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import networkx as nx
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
@@ -19,6 +21,21 @@ def overcluster(feats: np.ndarray, parts: int, seed: int) -> np.ndarray:
     x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-8
     k = min(parts, len(x))
     return MiniBatchKMeans(k, n_init=3, random_state=seed, batch_size=2048).fit_predict(x).astype(np.int64)
+
+
+def mask_grid(frac: np.ndarray, mask_index: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """One image's mask coverage of its patches (m, h, w) float (proposals.patch_fractions), each mask's
+    dataset-wide index (m,) int and whether it was kept (m,) bool -> (h, w) int64 grid: index + 1 where a
+    kept mask covers at least half the patch and covers it most, else 0."""
+    grid = np.zeros(frac.shape[1:], np.int64)
+    if len(frac) == 0:
+        return grid
+    best = frac.argmax(0)
+    half = frac.max(0) >= 0.5
+    for m in range(len(frac)):
+        if kept[m]:
+            grid[(best == m) & half] = mask_index[m] + 1
+    return grid
 
 
 def part_grids(mask_grids: list[np.ndarray], parts: np.ndarray) -> list[np.ndarray]:
@@ -103,3 +120,48 @@ def majority_share(mask_patch_values: list[np.ndarray]) -> tuple[np.ndarray, np.
             top[i] = counts.argmax()
             share[i] = counts[top[i]] / len(v)
     return top, share
+
+
+def per_mask(values: np.ndarray, mask_of_patch: np.ndarray, n_masks: int) -> list[np.ndarray]:
+    """A value per foreground patch (P,) and its mask index (P,) in 0..n_masks-1 -> per mask, its patches'
+    values (list of n_masks arrays, patch order kept)."""
+    if n_masks == 0:
+        return []
+    order = np.argsort(mask_of_patch, kind="stable")
+    return np.split(values[order], np.cumsum(np.bincount(mask_of_patch, minlength=n_masks))[:-1])
+
+
+@dataclass
+class Refined:
+    """What `refine` computes: parts, their graph and communities, and each mask's new class."""
+
+    n_parts: int
+    part_grids: list[np.ndarray]  # per image (h, w) int64 part ids, -1 = no part
+    graph: nx.Graph
+    part_community: np.ndarray  # (n_parts,) community of each part
+    community_class: np.ndarray  # (n_communities,) majority class of each community
+    new_class: np.ndarray  # (M,) class of each mask after relabelling
+    mask_community: np.ndarray  # (M,) majority community of each mask's patches (-1 = none)
+    mask_community_share: np.ndarray  # (M,) that community's share of the mask's patches
+
+
+def refine(feats: np.ndarray, mask_grids: list[np.ndarray], mask_of_patch: np.ndarray, mask_class: np.ndarray,
+           cfg: MergeConfig, seed: int) -> Refined:
+    """Leopart's refinement end to end.
+
+    feats (P, D): foreground patch features in image then row-major order; mask_grids: per image (h, w) int
+    (mask index + 1, 0 = background) whose > 0 cells are those P patches; mask_of_patch (P,) mask index;
+    mask_class (M,) current class of each mask -> over-cluster into cfg.parts parts, graph, Louvain
+    communities, community classes by majority vote, masks relabelled where cfg.min_agreement holds.
+    """
+    parts = overcluster(feats, cfg.parts, seed)
+    n_parts = int(parts.max()) + 1 if len(parts) else 1  # no foreground patch: one empty part, no relabelling
+    grids = part_grids(mask_grids, parts)
+    g = part_graph(grids, mask_grids, n_parts, cfg)
+    comm = communities(g, cfg.resolution, seed)
+    comm_of_patch = comm[parts]
+    comm_cls = community_classes(comm_of_patch, mask_class[mask_of_patch], int(comm.max()) + 1)
+    n_masks = len(mask_class)
+    new_cls = relabel_masks(per_mask(comm_cls[comm_of_patch], mask_of_patch, n_masks), mask_class, cfg.min_agreement)
+    mask_comm, share = majority_share(per_mask(comm_of_patch, mask_of_patch, n_masks))
+    return Refined(n_parts, grids, g, comm, comm_cls, new_cls, mask_comm, share)

@@ -36,3 +36,37 @@ def test_overcluster_gives_part_ids_in_range():
     x = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
     parts = merge.overcluster(x, 7, seed=0)
     assert parts.shape == (200,) and parts.min() == 0 and parts.max() == 6
+
+
+def test_mask_grid_keeps_patches_a_kept_mask_covers_most_and_at_least_half():
+    frac = np.array([[[0.9, 0.4, 0.0], [0.5, 0.0, 0.0]],    # mask 0 (kept, global index 7)
+                     [[0.1, 0.45, 0.0], [0.0, 1.0, 0.6]]],  # mask 1 (dropped, global index 8)
+                    np.float32)
+    grid = merge.mask_grid(frac, np.array([7, 8]), np.array([True, False]))
+    # (0,0) and (1,0): mask 0 holds the most and >= 0.5 -> 7 + 1; (0,1): nobody reaches half; mask 1 is dropped
+    assert grid.tolist() == [[8, 0, 0], [8, 0, 0]]
+    assert merge.mask_grid(np.zeros((0, 2, 3), np.float32), np.zeros(0, np.int64), np.zeros(0, bool)).tolist() == [[0] * 3] * 2
+
+
+def test_per_mask_groups_patch_values_by_mask_in_patch_order():
+    groups = merge.per_mask(np.array([5, 6, 7, 8]), np.array([2, 0, 2, 0]), 4)
+    assert [g.tolist() for g in groups] == [[6, 8], [], [5, 7], []]
+    assert merge.per_mask(np.zeros(0, np.int64), np.zeros(0, np.int64), 0) == []
+
+
+def test_refine_moves_a_mask_to_the_class_of_the_masks_whose_parts_it_shares():
+    # Two images, each with masks of two looks (features A and B) side by side. Masks 0, 2 look like A and
+    # have class 1; mask 1 looks like B with class 2; mask 3 looks like A but was clustered as class 2.
+    rng = np.random.default_rng(0)
+    a, b = np.eye(8)[0] * 10, np.eye(8)[1] * 10
+    g0 = np.array([[1, 1, 2, 2], [1, 1, 2, 2]])  # masks 0 (left) and 1 (right)
+    g1 = np.array([[3, 3, 4, 4], [3, 3, 4, 4]])  # masks 2 and 3
+    feats = np.concatenate([np.stack([a if m in (1, 3, 4) else b for m in g.ravel()]) for g in (g0, g1)])
+    feats = feats + rng.normal(0, 0.1, feats.shape)
+    mask_of_patch = np.concatenate([g0.ravel(), g1.ravel()]) - 1
+    cfg = MergeConfig(parts=2, resolution=1.0, min_agreement=0.5, weight_cooccur=1.0, weight_adjacent=0.0)
+    res = merge.refine(feats, [g0, g1], mask_of_patch, np.array([1, 2, 1, 2]), cfg, seed=0)
+    assert res.n_parts == 2 and res.part_community[0] != res.part_community[1]  # A parts and B parts apart
+    assert res.new_class.tolist() == [1, 2, 1, 1]
+    assert res.mask_community_share.tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert res.mask_community[0] == res.mask_community[2] == res.mask_community[3] != res.mask_community[1]
