@@ -243,7 +243,7 @@ class PretrainConfig:
     stop_after_epochs: int = 0  # stop after this many epochs, schedules still spanning `epochs` (0 = run all)
     max_minutes: float = 0.0  # stop after this wall time (0 = run all epochs)
     threads: int = 0  # torch CPU threads (0 = torch default)
-    device: str = "auto"  # auto (cuda when present) | cpu | cuda: where DINO trains (the pretext objectives train on the CPU)
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda: where the backbone trains
     pretext_lr: float = 1e-3  # peak AdamW lr of the non-DINO objectives (not batch-scaled), warm-up then cosine to min_lr
     deepcluster: DeepClusterConfig = field(default_factory=DeepClusterConfig)
     context: ContextConfig = field(default_factory=ContextConfig)

@@ -26,12 +26,10 @@ def main() -> None:
         images = io.read_images(p.paths.prepare, manifest["names"])
         log = lambda r: print(f"pretrain {p.pretrain.method} epoch {r['epoch']}: loss {r['loss']:.4f} "  # noqa: E731
                               f"({r['minutes']:.1f} min)", flush=True)
-        if p.pretrain.method == "dino":
-            device = bb.pick_device(p.pretrain.device)
-            print(f"pretrain dino on {device}", flush=True)
-            model, history = dino.train_dino(model, images, p.pretrain, p.seed, log, device)
-        else:
-            model, history = pretext.train(model, images, p.pretrain, p.seed, log)
+        device = bb.pick_device(p.pretrain.device)
+        print(f"pretrain {p.pretrain.method} on {device}", flush=True)
+        train = dino.train_dino if p.pretrain.method == "dino" else pretext.train
+        model, history = train(model, images, p.pretrain, p.seed, log, device)
         io.write_json(out / "history.json", history)
         viz.save_curve(out / "loss.png", [r["loss"] for r in history], f"{p.pretrain.method} loss per epoch", "epoch")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

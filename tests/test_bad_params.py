@@ -35,6 +35,7 @@ def raw_params() -> dict:
     ("data", "min_image_side", 0, r"'data\.min_image_side' is 0; must be >= 1"),
     ("cluster", "method", "dbscan", r"'cluster\.method' is 'dbscan'; allowed values: kmeans, spectral"),
     ("features", "device", "tpu", r"'features\.device' is 'tpu'; allowed values: auto, cpu, cuda"),
+    ("pretrain", "device", "gpu", r"'pretrain\.device' is 'gpu'; allowed values: auto, cpu, cuda"),
 ])
 def test_out_of_range_value_names_the_key_and_what_is_allowed(section, key, value, pattern):
     raw = raw_params()

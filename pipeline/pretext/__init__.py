@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import torch
 from torch import nn
 
 from pipeline.config import PretrainConfig
@@ -43,7 +44,9 @@ def build(method: str, backbone: nn.Module, cfg: PretrainConfig, image_size: int
 
 
 def train(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, seed: int,
-          log: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
-    """Train `backbone` with objective `cfg.method` on images (N, H, W, 3) uint8 -> (backbone, per-epoch history)."""
+          log: Callable[[dict], None] | None = None,
+          device: torch.device = torch.device("cpu")) -> tuple[nn.Module, list[dict]]:
+    """Train `backbone` with objective `cfg.method` on images (N, H, W, 3) uint8 on `device` -> (backbone on the
+    CPU, per-epoch history)."""
     objective = build(cfg.method, backbone, cfg, images.shape[1], len(images), seed)
-    return train_objective(objective, images, cfg, seed, log)
+    return train_objective(objective, images, cfg, seed, log, device)

@@ -27,9 +27,9 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     lin = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
     m = torch.tensor([[0.412453, 0.357580, 0.180423],
                       [0.212671, 0.715160, 0.072169],
-                      [0.019334, 0.119193, 0.950227]], dtype=rgb.dtype)
+                      [0.019334, 0.119193, 0.950227]], dtype=rgb.dtype, device=rgb.device)
     xyz = torch.einsum("ij,...jhw->...ihw", m, lin)
-    white = torch.tensor([0.950456, 1.0, 1.088754], dtype=rgb.dtype).view(3, 1, 1)
+    white = torch.tensor([0.950456, 1.0, 1.088754], dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
     t = xyz / white
     eps = (6 / 29) ** 3
     f = torch.where(t > eps, t.clamp_min(eps) ** (1 / 3), t / (3 * (6 / 29) ** 2) + 4 / 29)
@@ -84,11 +84,12 @@ def colour_histograms(rgb: torch.Tensor, grid: float, cell: int) -> torch.Tensor
     b, _, h, w = rgb.shape
     centres, _ = gamut_bins(grid)
     q = len(centres)
-    ab = rgb_to_lab(rgb)[:, 1:].permute(0, 2, 3, 1).numpy()
-    bins = torch.from_numpy(ab_to_bin(ab, grid))  # (B, H, W)
+    ab = rgb_to_lab(rgb)[:, 1:].permute(0, 2, 3, 1).cpu().numpy()
+    bins = torch.from_numpy(ab_to_bin(ab, grid)).to(rgb.device)  # (B, H, W)
     hb, wb = h // cell, w // cell
-    block = (torch.arange(h)[:, None] // cell) * wb + torch.arange(w)[None, :] // cell  # (H, W)
-    flat = (torch.arange(b)[:, None, None] * (hb * wb) + block) * q + bins
+    ar = lambda n: torch.arange(n, device=rgb.device)  # noqa: E731
+    block = (ar(h)[:, None] // cell) * wb + ar(w)[None, :] // cell  # (H, W)
+    flat = (ar(b)[:, None, None] * (hb * wb) + block) * q + bins
     counts = torch.bincount(flat.reshape(-1), minlength=b * hb * wb * q).float()
     return (counts.view(b, hb, wb, q) / (cell * cell)).permute(0, 3, 1, 2)
 

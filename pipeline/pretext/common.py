@@ -77,15 +77,17 @@ def mlp(dims: list[int]) -> nn.Sequential:
 
 
 def train_objective(objective: Objective, images: np.ndarray, cfg: PretrainConfig, seed: int,
-                    log: Callable[[dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
-    """Train `objective` on images (N, H, W, 3) uint8 -> (its backbone, per-epoch history).
+                    log: Callable[[dict], None] | None = None,
+                    device: torch.device = torch.device("cpu")) -> tuple[nn.Module, list[dict]]:
+    """Train `objective` on images (N, H, W, 3) uint8 -> (its backbone on the CPU, per-epoch history).
 
     AdamW at peak `pretext_lr` after `warmup_epochs`, cosine to `min_lr` over `epochs`, gradient clipping;
     stops early at `stop_after_epochs` or `max_minutes` (checked after every step, so a time budget holds).
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    data = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+    objective.to(device)
+    data = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
     n = len(data)
     bs = min(cfg.batch_size, n)
     steps_per_epoch = max(n // bs, 1)
@@ -105,7 +107,7 @@ def train_objective(objective: Objective, images: np.ndarray, cfg: PretrainConfi
         losses: list[float] = []
         extras: dict[str, list[float]] = {}
         for b in range(steps_per_epoch):
-            idx = torch.from_numpy(np.asarray(order[b * bs:(b + 1) * bs]))
+            idx = torch.from_numpy(np.asarray(order[b * bs:(b + 1) * bs])).to(device)
             for g in opt.param_groups:
                 g["lr"] = float(lrs[step])
             loss, extra = objective.loss(data[idx].float() / 255.0, idx)
@@ -128,7 +130,7 @@ def train_objective(objective: Objective, images: np.ndarray, cfg: PretrainConfi
             log(rec)
         if out_of_time or (cfg.stop_after_epochs and epoch + 1 >= cfg.stop_after_epochs):
             break
-    return objective.backbone, history
+    return objective.backbone.cpu(), history
 
 
 __all__ = ["Objective", "embed", "check_multiple", "random_crops", "to_gray", "mlp", "normalize", "train_objective"]

@@ -46,15 +46,15 @@ def context_pairs(images: torch.Tensor, patch: int, gap: int, jitter: int, gen: 
     corners = torch.stack([oy, ox], -1)[:, None, :] + cells * step + jit
     crops = [torch.stack([images[i, :, y:y + patch, x:x + patch] for y, x in corners[i].tolist()]) for i in range(b)]
     crops_t = torch.stack(crops)  # (B, 2, 3, p, p)
-    return crops_t[:, 0], crops_t[:, 1], labels, corners
+    return crops_t[:, 0], crops_t[:, 1], labels.to(images.device), corners
 
 
 def color_drop(x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
     """Normalised patches (B, 3, p, p) -> one random channel kept per patch, the others Gaussian noise with
     1/100 of the kept channel's standard deviation (the paper's colour dropping)."""
-    keep = torch.randint(0, 3, (x.shape[0],), generator=gen)
+    keep = torch.randint(0, 3, (x.shape[0],), generator=gen).to(x.device)  # drawn on the CPU: same stream everywhere
     kept = x[torch.arange(len(x)), keep][:, None]  # (B, 1, p, p)
-    noise = torch.randn(x.shape, generator=gen) * kept.std(dim=(-1, -2), keepdim=True) / 100
+    noise = torch.randn(x.shape, generator=gen).to(x.device) * kept.std(dim=(-1, -2), keepdim=True) / 100
     mask = F.one_hot(keep, 3).bool()[:, :, None, None]
     return torch.where(mask, x, noise)
 

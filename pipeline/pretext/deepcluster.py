@@ -111,14 +111,14 @@ class DeepClusterNet(Objective):
         if epoch % self.cfg.recluster_epochs:
             return []
         feats = torch.cat([self.features(normalize(data[i:i + 64].float() / 255.0)) for i in range(0, len(data), 64)])
-        z = pca_whiten(feats, self.cfg.pca_dim)
+        z = pca_whiten(feats.cpu(), self.cfg.pca_dim)  # k-means on the CPU, as the paper's Faiss step
         labels, _, self.splits = kmeans(z, self.cfg.k, self.cfg.kmeans_iters)
         self.labels.copy_(labels)
         self.classifier.reset_parameters()
         return list(self.classifier.parameters())
 
     def sample_order(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return uniform_over_clusters(self.labels.numpy(), n, rng)
+        return uniform_over_clusters(self.labels.cpu().numpy(), n, rng)
 
     def loss(self, batch: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         x = normalize(random_crops(batch, self.cfg.crop_size, self.cfg.crop_scale_min))

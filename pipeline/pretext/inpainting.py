@@ -91,7 +91,7 @@ class ContextEncoder(Objective):
 
     def loss(self, batch: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         x = normalize(random_crops(batch, self.cfg.crop_size, self.cfg.crop_scale_min))
-        masks = make_masks(self.cfg, len(x), self.cfg.crop_size)
+        masks = make_masks(self.cfg, len(x), self.cfg.crop_size).to(x.device)
         weights = loss_weights(masks, self.cfg.overlap, self.cfg.overlap_weight)[:, None]
         pred = self(x.masked_fill(masks[:, None], 0.0))
         loss = (weights * (pred - x) ** 2).sum() / (3 * weights.sum())

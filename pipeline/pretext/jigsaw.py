@@ -73,11 +73,11 @@ def jigsaw_puzzles(images: torch.Tensor, perms: torch.Tensor, grid_crop: int, ti
     cols = torch.arange(TILES) % 3
     cell_origin = torch.stack([y0[:, None] + rows * cell, x0[:, None] + cols * cell], -1) + jit  # (B, 9, 2)
     labels = torch.randint(0, len(perms), (b,), generator=gen)
-    order = perms[labels]  # (B, 9): the cell shown at each position
+    order = perms.cpu()[labels]  # (B, 9): the cell shown at each position
     origins = torch.gather(cell_origin, 1, order[..., None].expand(-1, -1, 2))
     tiles = torch.stack([torch.stack([images[i, :, y:y + tile, x:x + tile] for y, x in origins[i].tolist()])
                          for i in range(b)])
-    return tiles, labels, origins
+    return tiles, labels.to(images.device), origins
 
 
 def normalize_tiles(tiles: torch.Tensor) -> torch.Tensor:
@@ -109,7 +109,7 @@ class JigsawNet(Objective):
 
     def loss(self, batch: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         tiles, labels, _ = jigsaw_puzzles(batch, self.perms, self.cfg.grid_crop, self.cfg.tile)
-        gray = torch.rand(len(tiles)) < self.cfg.gray_prob
+        gray = (torch.rand(len(tiles)) < self.cfg.gray_prob).to(tiles.device)
         tiles = torch.where(gray[:, None, None, None, None], to_gray(tiles), tiles)
         logits = self(normalize_tiles(tiles))
         acc = float((logits.argmax(1) == labels).float().mean())

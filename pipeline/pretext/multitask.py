@@ -31,7 +31,7 @@ class MultiTask(Objective):
         return rng.permutation(n)
 
     def loss(self, batch: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        total = torch.zeros(())
+        total = torch.zeros((), device=batch.device)
         extras: dict[str, float] = {}
         for name, t in self.tasks.items():
             loss, _ = t.loss(batch, idx)
