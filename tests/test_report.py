@@ -109,13 +109,16 @@ def test_read_curves_reads_dvclive_tsv(tmp_path):
 
 # ---------------------------------------------------------------- a tiny fake data folder, the real stage on it
 
-def _fake_project(d):
-    """Every file the report stage reads, for 3 images of 32 px with 2 proposals each, metrics with 5 rows."""
+def _fake_project(d, journey_images=("b",)):
+    """Every file the report stage reads, for 3 images of 32 px with 2 proposals each, metrics with 5 rows;
+    journey_images None keeps params.yaml's own report.journey_images."""
     rng = np.random.default_rng(0)
     names = ["a", "b", "c"]
     shutil.copy(ROOT / "params.yaml", d / "params.yaml")
     params = yaml.safe_load((d / "params.yaml").read_text())
-    params["report"].update(journey_images=["b"], gallery_size=2, tile_size=32, confusion_rows=50)
+    params["report"].update(gallery_size=2, tile_size=32, confusion_rows=50)
+    if journey_images is not None:
+        params["report"]["journey_images"] = list(journey_images)
     (d / "params.yaml").write_text(yaml.safe_dump(params))
     data = d / "data"
     props = np.zeros((32, 32), np.uint8)
@@ -169,6 +172,18 @@ def test_report_stage_writes_page_journeys_galleries_and_plot_tables(built):
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 1 + 1 + 1 + 3  # conf, curves, journey, 3 galleries
     assert [r["label_map"] for r in json.loads((built / "plots/miou.json").read_text())][-1] == "network round 2"
     assert len(json.loads((built / "plots/confusion.json").read_text())) == 50
+
+
+def test_default_params_draw_journeys_of_the_first_images_of_any_dataset(tmp_path):
+    # params.yaml's report section as shipped must fit a dataset whose names are not synth_*, e.g. a folder.
+    _fake_project(tmp_path, journey_images=None)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["report"]["journey_count"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = subprocess.run([sys.executable, str(ROOT / "stages/report.py")], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "data/11_report/journey").iterdir()) == ["a.png", "b.png"]
 
 
 def test_unknown_journey_image_is_a_clear_error(tmp_path, monkeypatch, capsys):
