@@ -43,17 +43,23 @@ def order_classes() -> tuple[np.ndarray, np.ndarray]:
     return perms, np.array([ids[c] for c in canon], dtype=np.int64)
 
 
+def window_probabilities(weights: np.ndarray, span: int) -> np.ndarray:
+    """Per-frame motion (L,) -> probability of each window start (L - w + 1,), w = min(span, L) (span 0: L):
+    proportional to the mean motion of the window's frames plus WEIGHT_FLOOR."""
+    w = min(span, len(weights)) if span else len(weights)
+    p = np.array([weights[s:s + w].mean() for s in range(len(weights) - w + 1)], dtype=np.float64) + WEIGHT_FLOOR
+    return p / p.sum()
+
+
 def sample_positions(length: int, count: int, span: int, weights: np.ndarray | None,
                      gen: torch.Generator | None = None) -> list[int]:
     """`count` distinct sorted time positions in 0..length-1, inside a window of min(span, length) positions
-    (span 0: the whole video) whose start is drawn with probability proportional to its frames' mean weight."""
+    (span 0: the whole video) whose start is drawn by `window_probabilities` (uniformly when weights is None)."""
     w = min(span, length) if span else length
-    starts = length - w + 1
-    if weights is None or starts == 1:
-        start = int(torch.randint(0, starts, (1,), generator=gen))
+    if weights is None:
+        start = int(torch.randint(0, length - w + 1, (1,), generator=gen))
     else:
-        p = np.array([weights[s:s + w].mean() for s in range(starts)], dtype=np.float64) + WEIGHT_FLOOR
-        start = int(torch.multinomial(torch.from_numpy(p), 1, generator=gen))
+        start = int(torch.multinomial(torch.from_numpy(window_probabilities(weights, span)), 1, generator=gen))
     return sorted((start + torch.randperm(w, generator=gen)[:count]).tolist())
 
 
