@@ -231,6 +231,7 @@ class TrackingConfig:
     out_dim: int = 128  # ... to the embedding compared by cosine (paper: 1024)
     hard_negatives: int = 4  # hard negative mining: each anchor's K hardest other-video patches of the batch (paper: 4; 0 = off)
     hard_after_epochs: int = 2  # mining starts at this epoch, random negatives before (paper: after 10 epochs)
+    negatives: str = "other_video"  # other_video (paper: a random patch of another video) | same_frame (a patch of the positive's frame not overlapping it)
 
     def __post_init__(self) -> None:
         _check(self.patch >= 8, "pretrain.tracking.patch", "must be >= 8")
@@ -241,6 +242,7 @@ class TrackingConfig:
             _check(getattr(self, k) >= 1, f"pretrain.tracking.{k}", "must be >= 1")
         for k in ("hard_negatives", "hard_after_epochs"):
             _check(getattr(self, k) >= 0, f"pretrain.tracking.{k}", "must be >= 0")
+        _one_of(self.negatives, ("other_video", "same_frame"), "pretrain.tracking.negatives")
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,26 @@ def test_query_patches_fall_back_to_one_random_patch_where_nothing_moves():
     assert 40 <= q[1][0] <= 44 and 2 <= q[1][1] <= 6
 
 
+def test_negatives_come_from_other_videos_or_from_the_positive_frame_away_from_it():
+    images, videos = tiny_videos()
+    data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    for negatives in ("other_video", "same_frame"):
+        cfg = dataclasses.replace(PretrainConfig().tracking, patch=16, track_frames=2, negatives=negatives)
+        obj = tr.TrackingNet(tiny_backbone(), cfg, 64, videos, MotionConfig(), seed=0)
+        obj.epoch_start(data, 0)
+        t = obj.tracks
+        rows = np.arange(len(t))
+        frames, yx, vids = obj.negatives(rows, torch.Generator().manual_seed(0))
+        assert ((yx >= 0) & (yx <= 64 - 16)).all()
+        if negatives == "other_video":
+            assert (vids != t.video).all() and (fr.video_of_frame(videos, 15)[frames] == vids).all()
+        else:
+            assert (frames == t.positive_frame).all() and (vids == t.video).all()
+            apart = np.abs(yx - t.positive_yx) >= 16
+            assert (apart[:, 0] | apart[:, 1]).all()  # no overlap with the positive patch
+    assert tr.apart_corner(48, 48, 16, (4, 6), tries=0) == (32, 32)  # no draw: the corner farthest from the box
+
+
 def test_triplet_loss_matches_the_formula():
     torch.manual_seed(0)
     a, p, n = torch.randn(5, 7), torch.randn(5, 7), torch.randn(5, 3, 7)
@@ -213,14 +233,16 @@ def tiny_videos() -> tuple[np.ndarray, list[np.ndarray]]:
     return images, [np.arange(5 * i, 5 * i + 5) for i in range(3)]
 
 
-@pytest.mark.parametrize("method,mode", [("temporal_order", "shuffle"), ("temporal_order", "sort"), ("tracking", None)])
+@pytest.mark.parametrize("method,mode", [("temporal_order", "shuffle"), ("temporal_order", "sort"),
+                                         ("tracking", "other_video"), ("tracking", "same_frame")])
 def test_training_steps_lower_the_video_losses_on_a_fixed_batch(method, mode):
     images, videos = tiny_videos()
     d = PretrainConfig()
-    cfg = PretrainConfig(method=method, temporal_order=dataclasses.replace(d.temporal_order, mode=mode or "shuffle",
+    order_mode, negatives = (mode, "other_video") if method == "temporal_order" else ("shuffle", mode)
+    cfg = PretrainConfig(method=method, temporal_order=dataclasses.replace(d.temporal_order, mode=order_mode,
                                                                            crop_size=32, hidden_dim=32),
                          tracking=dataclasses.replace(d.tracking, patch=16, track_frames=2, hidden_dim=32, out_dim=16,
-                                                      hard_after_epochs=0))
+                                                      hard_after_epochs=0, negatives=negatives))
     obj = pretext.build(method, tiny_backbone(), cfg, 64, len(images), seed=0, videos=videos, motion=MotionConfig())
     data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     obj.eval()

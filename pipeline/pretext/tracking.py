@@ -8,7 +8,9 @@ all its pixels when the patch itself is not moving); a track leaving the frame i
 the first patch (anchor) and the tracked one (positive) together and pushes a random patch of another video
 (negative) away with the paper's ranking loss max(0, D(a, p) - D(a, n) + margin), D = 1 - cosine of the
 embeddings (backbone class token -> MLP). From `hard_after_epochs` on, each anchor instead takes the
-`hard_negatives` hardest patches of other videos in the batch (the paper's hard negative mining).
+`hard_negatives` hardest among its own negative and the batch's patches of other videos (the paper's hard
+negative mining). `negatives: same_frame` (not in the paper) takes the negative from the positive's own frame,
+away from it: the embedding must then tell the object from its surroundings, not one video from another.
 """
 from __future__ import annotations
 
@@ -118,6 +120,20 @@ def build_tracks(data: torch.Tensor, videos: list[np.ndarray], cfg: TrackingConf
                   np.array(a[4], np.int64), np.stack([a[5], a[6]], 1).astype(np.int64), np.array(a[7], bool))
 
 
+def apart_corner(h: int, w: int, patch: int, box: tuple[int, int], gen: torch.Generator | None = None,
+                 tries: int = 50) -> tuple[int, int]:
+    """A random top-left (y, x) of a patch x patch box inside h x w that does not overlap the box at `box`
+    (drawn uniformly, up to `tries` times; then the frame corner farthest from it)."""
+    by, bx = box
+    for _ in range(tries):
+        y = int(torch.randint(0, h - patch + 1, (1,), generator=gen))
+        x = int(torch.randint(0, w - patch + 1, (1,), generator=gen))
+        if abs(y - by) >= patch or abs(x - bx) >= patch:
+            return y, x
+    corners = [(0, 0), (0, w - patch), (h - patch, 0), (h - patch, w - patch)]
+    return max(corners, key=lambda c: abs(c[0] - by) + abs(c[1] - bx))
+
+
 def cosine_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(..., D), (..., D) -> (...): 1 - cosine similarity."""
     return 1 - (F.normalize(x, dim=-1) * F.normalize(y, dim=-1)).sum(-1)
@@ -192,26 +208,36 @@ class TrackingNet(Objective):
             out.append(int(pool[int(torch.randint(0, len(pool), (1,), generator=gen))]))
         return np.array(out, np.int64)
 
-    def negatives(self, vids: np.ndarray, avoid: np.ndarray, gen: torch.Generator | None = None
+    def negatives(self, rows: np.ndarray, gen: torch.Generator | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per anchor video (B,) -> (frame (B,), top-left (B, 2), video (B,)) of a random patch in a random frame
-        of another video (of another frame of the same video, avoid (B, 2), when there is one video only)."""
-        assert self.data is not None
+        """Track rows (B,) -> (frame (B,), top-left (B, 2), video (B,)) of each one's negative patch.
+
+        other_video: a random patch of a random frame of another video (of another frame of the same video when
+        there is one video only); same_frame: a patch of the positive's frame that does not overlap the positive."""
+        assert self.data is not None and self.tracks is not None
+        t = self.tracks
         _, _, h, w = self.data.shape
         p = self.cfg.patch
-        frames, vs = [], []
-        for v, av in zip(vids.tolist(), avoid.tolist()):
+        frames, yxs, vs = [], [], []
+        for r in rows.tolist():
+            v = int(t.video[r])
+            if self.cfg.negatives == "same_frame":
+                frames.append(int(t.positive_frame[r]))
+                yxs.append(apart_corner(h, w, p, tuple(t.positive_yx[r].tolist()), gen))
+                vs.append(v)
+                continue
             others = [u for u in range(len(self.videos)) if u != v]
             if others:
                 u = others[int(torch.randint(0, len(others), (1,), generator=gen))]
                 pool = self.videos[u]
             else:
-                u, pool = v, np.array([f for f in self.videos[v] if f not in av]) if len(self.videos[v]) > 2 else self.videos[v]
+                u, av = v, (t.anchor_frame[r], t.positive_frame[r])
+                pool = np.array([f for f in self.videos[v] if f not in av]) if len(self.videos[v]) > 2 else self.videos[v]
             frames.append(int(pool[int(torch.randint(0, len(pool), (1,), generator=gen))]))
+            yxs.append((int(torch.randint(0, h - p + 1, (1,), generator=gen)),
+                        int(torch.randint(0, w - p + 1, (1,), generator=gen))))
             vs.append(u)
-        yx = torch.stack([torch.randint(0, h - p + 1, (len(vids),), generator=gen),
-                          torch.randint(0, w - p + 1, (len(vids),), generator=gen)], 1).numpy()
-        return np.array(frames, np.int64), yx.astype(np.int64), np.array(vs, np.int64)
+        return np.array(frames, np.int64), np.array(yxs, np.int64).reshape(-1, 2), np.array(vs, np.int64)
 
     def patches(self, frames: np.ndarray, yx: np.ndarray, device: torch.device) -> torch.Tensor:
         """Frames (M,) and top-lefts (M, 2) -> normalised patches (M, 3, p, p) on `device`."""
@@ -227,7 +253,7 @@ class TrackingNet(Objective):
         t = self.tracks
         rows = self.pick(idx)
         vids = t.video[rows]
-        nf, nyx, nv = self.negatives(vids, np.stack([t.anchor_frame[rows], t.positive_frame[rows]], 1))
+        nf, nyx, nv = self.negatives(rows)
         b = len(rows)
         x = torch.cat([self.patches(t.anchor_frame[rows], t.anchor_yx[rows], batch.device),
                        self.patches(t.positive_frame[rows], t.positive_yx[rows], batch.device),
@@ -235,9 +261,10 @@ class TrackingNet(Objective):
         e = self.embed(x)
         a, p, n = e[:b], e[b:2 * b], e[2 * b:]
         hard = self.cfg.hard_negatives > 0 and self.epoch >= self.cfg.hard_after_epochs
-        if hard:  # candidates: every positive and negative patch of the batch from another video than the anchor's
+        if hard:  # candidates: the anchor's own negative and every patch of the batch from another video
             cand_video = torch.as_tensor(np.concatenate([vids, nv]), device=e.device)
             allowed = cand_video[None, :] != torch.as_tensor(vids, device=e.device)[:, None]
+            allowed[torch.arange(b, device=e.device), b + torch.arange(b, device=e.device)] = True
             ind, valid = hardest_negatives(a.detach(), torch.cat([p, n]).detach(), allowed, self.cfg.hard_negatives)
             loss = triplet_loss(a, p, torch.cat([p, n])[ind], self.cfg.margin, valid)
         else:
