@@ -182,10 +182,8 @@ class TrackingNet(Objective):
         self.data, self.epoch = data, epoch
         if self.tracks is None:
             self.tracks = build_tracks(data, self.videos, self.cfg, self.motion_cfg, self.seed)
-            self.by_frame: dict[int, np.ndarray] = {}
-            for i, f in enumerate(self.tracks.anchor_frame.tolist()):
-                self.by_frame.setdefault(f, []).append(i)  # type: ignore[attr-defined]
-            self.by_frame = {f: np.array(v) for f, v in self.by_frame.items()}
+            anchors = self.tracks.anchor_frame
+            self.by_frame = {f: np.flatnonzero(anchors == f) for f in np.unique(anchors).tolist()}
             self.by_video = {v: np.flatnonzero(self.tracks.video == v) for v in np.unique(self.tracks.video).tolist()}
             self.video_of = fr.video_of_frame(self.videos, len(data))
         return []
