@@ -97,7 +97,8 @@ class BackboneConfig:
                f"is {ps!r}; must be an integer >= 1")
 
 
-PRETRAIN_METHODS = ("dino", "deepcluster", "context", "jigsaw", "colorization", "inpainting", "multitask")
+PRETRAIN_METHODS = ("dino", "deepcluster", "context", "jigsaw", "colorization", "inpainting", "multitask",
+                    "temporal_order", "tracking")
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,56 @@ class InpaintingConfig:
 
 
 @dataclass(frozen=True)
+class TemporalOrderConfig:
+    """Temporal order of video frames: Shuffle and Learn (Misra et al. 2016) or sequence sorting (Lee et al. 2017)."""
+
+    mode: str = "shuffle"  # shuffle (3 frames: is the middle one in order? binary) | sort (4 shuffled frames: which of 12 orders)
+    positive_fraction: float = 0.5  # shuffle: share of in-order tuples (the rest have the middle frame from outside the span)
+    span: int = 6  # frames come from a window of this many kept frames, drawn by its residual motion (0 = whole video)
+    motion_weighted: bool = True  # windows drawn with probability proportional to their motion against the camera (papers: high-motion windows)
+    crop_size: int = 96  # side the shared crop box is resized to (a multiple of the patch size)
+    crop_scale_min: float = 0.35  # the box covers a share in [crop_scale_min, 1] of the frame's area
+    jitter: int = 4  # each frame's box moves by up to this many pixels per axis (0 = identical boxes)
+    channel_split: bool = True  # each frame shows one random colour channel in all three (OPN, against colour shortcuts)
+    hidden_dim: int = 256  # per-frame fc width (and the pair fc / MLP width)
+
+    def __post_init__(self) -> None:
+        _one_of(self.mode, ("shuffle", "sort"), "pretrain.temporal_order.mode")
+        _check(0 < self.positive_fraction < 1, "pretrain.temporal_order.positive_fraction", "must be in (0, 1)")
+        _check(self.span == 0 or self.span >= 4, "pretrain.temporal_order.span", f"is {self.span}; must be 0 or >= 4")
+        _check(self.crop_size >= 16, "pretrain.temporal_order.crop_size", "must be >= 16")
+        _check(0 < self.crop_scale_min <= 1, "pretrain.temporal_order.crop_scale_min", "must be in (0, 1]")
+        _check(self.jitter >= 0, "pretrain.temporal_order.jitter", "must be >= 0")
+        _check(self.hidden_dim >= 1, "pretrain.temporal_order.hidden_dim", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Tracking (Wang & Gupta 2015): patches followed by optical flow stay close, other videos' patches far."""
+
+    patch: int = 32  # side of the tracked patches, pixels (a multiple of the patch size)
+    track_frames: int = 3  # the positive is the patch this many kept frames after the anchor (fewer in shorter videos)
+    queries_per_frame: int = 2  # non-overlapping patches started per frame where residual motion > motion.threshold (else 1 random)
+    margin: float = 0.5  # ranking-loss margin on the cosine distance (paper: 0.5)
+    hidden_dim: int = 256  # MLP on the class token ...
+    out_dim: int = 128  # ... to the embedding compared by cosine (paper: 1024)
+    hard_negatives: int = 4  # hard negative mining: each anchor's K hardest other-video patches of the batch (paper: 4; 0 = off)
+    hard_after_epochs: int = 2  # mining starts at this epoch, random negatives before (paper: after 10 epochs)
+    negatives: str = "other_video"  # other_video (paper: a random patch of another video) | same_frame (a patch of the positive's frame not overlapping it)
+
+    def __post_init__(self) -> None:
+        _check(self.patch >= 8, "pretrain.tracking.patch", "must be >= 8")
+        _check(self.track_frames >= 1, "pretrain.tracking.track_frames", "must be >= 1")
+        _check(self.queries_per_frame >= 1, "pretrain.tracking.queries_per_frame", "must be >= 1")
+        _check(0 < self.margin <= 2, "pretrain.tracking.margin", "must be in (0, 2]")
+        for k in ("hidden_dim", "out_dim"):
+            _check(getattr(self, k) >= 1, f"pretrain.tracking.{k}", "must be >= 1")
+        for k in ("hard_negatives", "hard_after_epochs"):
+            _check(getattr(self, k) >= 0, f"pretrain.tracking.{k}", "must be >= 0")
+        _one_of(self.negatives, ("other_video", "same_frame"), "pretrain.tracking.negatives")
+
+
+@dataclass(frozen=True)
 class MultitaskConfig:
     """Multi-task self-supervision (Doersch & Zisserman 2017): a weighted sum of objectives on one shared trunk."""
 
@@ -202,7 +253,7 @@ class MultitaskConfig:
                                                  "inpainting": 1.0})  # objective -> loss weight (0 leaves it out)
 
     def __post_init__(self) -> None:
-        allowed = ("deepcluster", "context", "jigsaw", "colorization", "inpainting")
+        allowed = ("deepcluster", "context", "jigsaw", "colorization", "inpainting", "temporal_order", "tracking")
         for k, v in self.tasks.items():
             _one_of(k, allowed, "pretrain.multitask.tasks")
             _check(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
@@ -215,7 +266,7 @@ class PretrainConfig:
     """Self-supervised pretraining. Top-level keys: DINO (Caron et al. 2021, the reference recipe scaled
     down) and the schedule shared by every method; one nested section per other objective."""
 
-    method: str = "dino"  # dino | deepcluster | context | jigsaw | colorization | inpainting | multitask
+    method: str = "dino"  # dino | deepcluster | context | jigsaw | colorization | inpainting | multitask | temporal_order | tracking (videos)
     epochs: int = 100  # passes over the prepared images
     batch_size: int = 64
     lr: float = 5e-4  # peak lr at batch 256 (scaled by batch_size / 256), reached after warmup_epochs
@@ -251,6 +302,8 @@ class PretrainConfig:
     colorization: ColorizationConfig = field(default_factory=ColorizationConfig)
     inpainting: InpaintingConfig = field(default_factory=InpaintingConfig)
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
+    temporal_order: TemporalOrderConfig = field(default_factory=TemporalOrderConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         _one_of(self.method, PRETRAIN_METHODS, "pretrain.method")

@@ -50,6 +50,20 @@ def neighbours(videos: dict[str, list[str]]) -> dict[str, list[str]]:
     return out
 
 
+def frame_indices(videos: dict[str, list[str]], names: list[str]) -> list[np.ndarray]:
+    """manifest["videos"] ({video: frame names in time order}) and manifest["names"] -> one int64 array per
+    video (in the dict's order) of the frames' positions in `names`, in time order (what the video pretext
+    objectives consume). Raises ValueError naming a frame that is not among the prepared images."""
+    pos = {n: i for i, n in enumerate(names)}
+    out = []
+    for vname, frames in videos.items():
+        missing = [f for f in frames if f not in pos]
+        if missing:
+            raise ValueError(f"frame_indices: video {vname!r} lists {missing[0]!r}, which is not a prepared image")
+        out.append(np.array([pos[f] for f in frames], dtype=np.int64))
+    return out
+
+
 def list_videos(root: str | Path) -> list[tuple[str, Path]]:
     """`root` -> sorted [(video name, path)]: video files (name = stem) and folders holding images (name = folder
     name), `labels/` excepted. Raises InputError when there are none or two share a name."""

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from pipeline import backbone as bb, dino, io, pretext, viz  # noqa: E402
+from pipeline import backbone as bb, dino, io, pretext, video, viz  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 
 
@@ -28,8 +28,12 @@ def main() -> None:
                               f"({r['minutes']:.1f} min)", flush=True)
         device = bb.pick_device(p.pretrain.device)
         print(f"pretrain {p.pretrain.method} on {device}", flush=True)
-        train = dino.train_dino if p.pretrain.method == "dino" else pretext.train
-        model, history = train(model, images, p.pretrain, p.seed, log, device)
+        if p.pretrain.method == "dino":
+            model, history = dino.train_dino(model, images, p.pretrain, p.seed, log, device)
+        else:  # the video objectives need the frames of each video in time order (None on still images)
+            videos = video.frame_indices(manifest["videos"], manifest["names"]) if "videos" in manifest else None
+            model, history = pretext.train(model, images, p.pretrain, p.seed, log=log, videos=videos, motion=p.motion,
+                                           device=device)
         io.write_json(out / "history.json", history)
         viz.save_curve(out / "loss.png", [r["loss"] for r in history], f"{p.pretrain.method} loss per epoch", "epoch")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -1,7 +1,9 @@
 """Self-supervised pretext objectives that train the pipeline's ViT backbone (see `pretrain.method`).
 
 `build(method, backbone, cfg, ...)` is the one factory in front of the objectives; `train` builds one and
-runs the shared training loop. DINO (`pipeline.dino`) has its own loop (teacher, multi-crop).
+runs the shared training loop. DINO (`pipeline.dino`) has its own loop (teacher, multi-crop). The video
+objectives (temporal_order, tracking) also need `videos`: one int64 array per video of its frames' dataset
+indices in time order (`pipeline.video.frame_indices`), and the `motion` config for their optical flow.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import PretrainConfig
+from pipeline.config import MotionConfig, PretrainConfig
 from pipeline.pretext.colorization import ColorizationNet
 from pipeline.pretext.common import Objective, train_objective
 from pipeline.pretext.context import ContextNet
@@ -19,13 +21,18 @@ from pipeline.pretext.deepcluster import DeepClusterNet
 from pipeline.pretext.inpainting import ContextEncoder
 from pipeline.pretext.jigsaw import JigsawNet
 from pipeline.pretext.multitask import MultiTask
+from pipeline.pretext.temporal_order import TemporalOrderNet
+from pipeline.pretext.tracking import TrackingNet
 
-METHODS = ("deepcluster", "context", "jigsaw", "colorization", "inpainting", "multitask")
+METHODS = ("deepcluster", "context", "jigsaw", "colorization", "inpainting", "multitask", "temporal_order", "tracking")
+VIDEO_METHODS = ("temporal_order", "tracking")
 
 
 def build(method: str, backbone: nn.Module, cfg: PretrainConfig, image_size: int, num_images: int,
-          seed: int) -> Objective:
-    """The objective `method` around `backbone`, configured by its section of `cfg`."""
+          seed: int, videos: list[np.ndarray] | None = None, motion: MotionConfig | None = None) -> Objective:
+    """The objective `method` around `backbone`, configured by its section of `cfg`; a video objective
+    without `videos` raises ConfigError naming the data.name that provides them."""
+    motion = motion or MotionConfig()
     if method == "deepcluster":
         return DeepClusterNet(backbone, cfg.deepcluster, image_size, num_images)
     if method == "context":
@@ -36,17 +43,23 @@ def build(method: str, backbone: nn.Module, cfg: PretrainConfig, image_size: int
         return ColorizationNet(backbone, cfg.colorization)
     if method == "inpainting":
         return ContextEncoder(backbone, cfg.inpainting)
+    if method == "temporal_order":
+        return TemporalOrderNet(backbone, cfg.temporal_order, image_size, videos, motion)
+    if method == "tracking":
+        return TrackingNet(backbone, cfg.tracking, image_size, videos, motion, seed)
     if method == "multitask":
         weights = {k: float(v) for k, v in cfg.multitask.tasks.items() if v > 0}
-        tasks = {k: build(k, backbone, cfg, image_size, num_images, seed) for k in weights}
+        tasks = {k: build(k, backbone, cfg, image_size, num_images, seed, videos, motion) for k in weights}
         return MultiTask(backbone, tasks, weights)
     raise ValueError(f"params: 'pretrain.method' is {method!r}; pretext methods: {', '.join(METHODS)}")
 
 
 def train(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, seed: int,
-          log: Callable[[dict], None] | None = None,
+          log: Callable[[dict], None] | None = None, videos: list[np.ndarray] | None = None,
+          motion: MotionConfig | None = None,
           device: torch.device = torch.device("cpu")) -> tuple[nn.Module, list[dict]]:
     """Train `backbone` with objective `cfg.method` on images (N, H, W, 3) uint8 on `device` -> (backbone on the
-    CPU, per-epoch history)."""
-    objective = build(cfg.method, backbone, cfg, images.shape[1], len(images), seed)
+    CPU, per-epoch history). videos: time-ordered dataset indices per video (the video objectives need them),
+    motion: their flow settings."""
+    objective = build(cfg.method, backbone, cfg, images.shape[1], len(images), seed, videos, motion)
     return train_objective(objective, images, cfg, seed, log, device)
