@@ -8,10 +8,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, fixed_batch_losses, tiny_backbone
 from pipeline import pretext
-from pipeline.backbone import create_backbone
-from pipeline.config import BackboneConfig, ConfigError, PretrainConfig, parse_params
+from pipeline.config import ConfigError, PretrainConfig, parse_params
 from pipeline.pretext import colorization as col, context as ctx, deepcluster as dc, inpainting as inp, jigsaw as jig
 
 
@@ -190,11 +189,6 @@ def test_pca_whitening_gives_unit_vectors_of_the_asked_dims():
 
 # ---- training -------------------------------------------------------------------------------------------
 
-def tiny_backbone():
-    torch.manual_seed(0)
-    cfg = BackboneConfig(source="random", overrides={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2})
-    return create_backbone(cfg, 64)
-
 
 def tiny_cfg(method: str) -> PretrainConfig:
     d = PretrainConfig()
@@ -229,15 +223,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(method):
     obj.epoch_start(data, 0)
     obj.train()
     batch, idx = data.float() / 255.0, torch.arange(len(images))
-    opt = torch.optim.Adam(obj.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(5):
-        torch.manual_seed(1)  # the same puzzles, pairs, crops and masks every step: a fixed batch
-        loss, _ = obj.loss(batch, idx)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = fixed_batch_losses(obj, batch, idx)
     assert losses[-1] < losses[0], losses
 
 

@@ -8,10 +8,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, fixed_batch_losses, tiny_backbone
 from pipeline import pretext, synth_video, video
-from pipeline.backbone import create_backbone
-from pipeline.config import BackboneConfig, ConfigError, MotionConfig, PretrainConfig, parse_params
+from pipeline.config import ConfigError, MotionConfig, PretrainConfig, parse_params
 from pipeline.pretext import frames as fr, temporal_order as to, tracking as tr
 
 
@@ -220,11 +219,6 @@ def test_hard_negatives_are_the_nearest_allowed_candidates():
 
 # ---- training -------------------------------------------------------------------------------------------
 
-def tiny_backbone():
-    torch.manual_seed(0)
-    cfg = BackboneConfig(source="random", overrides={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2})
-    return create_backbone(cfg, 64)
-
 
 def tiny_videos() -> tuple[np.ndarray, list[np.ndarray]]:
     """3 generated clips of 5 frames at 64 px -> (frames (15, 64, 64, 3) uint8, videos)."""
@@ -250,15 +244,7 @@ def test_training_steps_lower_the_video_losses_on_a_fixed_batch(method, mode):
     obj.train()
     idx = torch.from_numpy(obj.sample_order(8, np.random.default_rng(0)))
     batch = data[idx].float() / 255.0
-    opt = torch.optim.Adam(obj.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(5):
-        torch.manual_seed(1)  # the same tuples, crops, tracks and negatives every step: a fixed batch
-        loss, _ = obj.loss(batch, idx)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = fixed_batch_losses(obj, batch, idx)
     assert losses[-1] < losses[0], losses
 
 
