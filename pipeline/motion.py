@@ -77,6 +77,16 @@ def camera_flow(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return moved - np.stack([xs, ys], -1)
 
 
+def camera_residual(flow: np.ndarray, cfg: MotionConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """Flow (H, W, 2) -> ((H, W) float32 magnitude of the flow minus the fitted camera motion in pixels, (H, W, 2)
+    the camera's flow), or None when the camera fit explains less than cfg.min_inliers of the grid."""
+    m, share = fit_camera(flow, cfg.grid_step, cfg.camera, cfg.ransac_threshold)
+    if m is None or share < cfg.min_inliers:
+        return None
+    cam = camera_flow(m, flow.shape[:2])
+    return np.linalg.norm(flow - cam, axis=2).astype(np.float32), cam
+
+
 def residual_motion(frame: np.ndarray, neighbours: list[np.ndarray], cfg: MotionConfig) -> np.ndarray | None:
     """Frame (H, W, 3) uint8 and its neighbouring sampled frames -> (H, W) float32 independent motion in pixels
     (per-pixel minimum over the neighbours whose camera fit explains at least cfg.min_inliers of the grid), or
@@ -86,13 +96,11 @@ def residual_motion(frame: np.ndarray, neighbours: list[np.ndarray], cfg: Motion
     fitted = False
     ys, xs = np.mgrid[0:h, 0:w]
     for other in neighbours:
-        flow = dense_flow(frame, other, cfg)
-        m, share = fit_camera(flow, cfg.grid_step, cfg.camera, cfg.ransac_threshold)
-        if m is None or share < cfg.min_inliers:
+        fit = camera_residual(dense_flow(frame, other, cfg), cfg)
+        if fit is None:
             continue
         fitted = True
-        cam = camera_flow(m, (h, w))
-        res = np.linalg.norm(flow - cam, axis=2)
+        res, cam = fit
         tx, ty = xs + cam[..., 0], ys + cam[..., 1]
         inside = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)  # still in view in the other frame
         best = np.where(inside, np.minimum(best, res), best)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import ConfigError, MotionConfig
-from pipeline.motion import camera_flow, dense_flow, fit_camera
+from pipeline.motion import camera_residual, dense_flow
 
 
 def require_videos(videos: list[np.ndarray] | None, method: str, min_frames: int) -> list[np.ndarray]:
@@ -38,12 +38,10 @@ def video_of_frame(videos: list[np.ndarray], n: int) -> np.ndarray:
 
 
 def residual_from_flow(flow: np.ndarray, cfg: MotionConfig) -> np.ndarray | None:
-    """Flow (H, W, 2) -> (H, W) float32 magnitude of the flow minus the fitted camera motion (pixels), or None
+    """Flow (H, W, 2) -> (H, W) float32 residual motion against the camera (`motion.camera_residual`), or None
     when the camera fit explains less than cfg.min_inliers of the grid (then nothing tells objects apart)."""
-    m, share = fit_camera(flow, cfg.grid_step, cfg.camera, cfg.ransac_threshold)
-    if m is None or share < cfg.min_inliers:
-        return None
-    return np.linalg.norm(flow - camera_flow(m, flow.shape[:2]), axis=2).astype(np.float32)
+    fit = camera_residual(flow, cfg)
+    return None if fit is None else fit[0]
 
 
 def to_numpy_frames(data: torch.Tensor, idx: np.ndarray) -> np.ndarray:
