@@ -36,6 +36,15 @@ def raw_params() -> dict:
     ("cluster", "method", "dbscan", r"'cluster\.method' is 'dbscan'; allowed values: kmeans, spectral"),
     ("features", "device", "tpu", r"'features\.device' is 'tpu'; allowed values: auto, cpu, cuda"),
     ("pretrain", "device", "gpu", r"'pretrain\.device' is 'gpu'; allowed values: auto, cpu, cuda"),
+    # video datasets and motion proposals
+    ("proposals", "sources", ["saliency", "flow"], r"proposals\.sources.*allowed values: saliency, motion"),
+    ("proposals", "sources", [], r"proposals\.sources"),
+    ("proposals", "sources", ["motion", "motion"], r"proposals\.sources"),
+    ("motion", "flow", "lk", r"motion\.flow.*dis, farneback"),
+    ("motion", "camera", "similarity", r"motion\.camera.*homography, affine"),
+    ("video", "stride", 0, r"video\.stride"),
+    ("video", "synth_object_speed", [2.0, 1.0], r"video\.synth_object_speed"),
+    ("data", "name", "video", r"data\.root.*video"),
 ])
 def test_out_of_range_value_names_the_key_and_what_is_allowed(section, key, value, pattern):
     raw = raw_params()
