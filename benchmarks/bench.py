@@ -9,7 +9,7 @@ Not a test: it measures and prints tables, and writes them as JSON (default benc
 Sections
   gemm      float32 matrix-multiply FLOP/s of this machine (square, and shaped like ViT-S's linear layers)
   features  vit_small_patch16_224 (random weights) dense features at 224 and 448 px through the pipeline's own
-            code path (pipeline.backbone.dense_features): images/s per batch size against the GEMM bound
+            code path (pipeline.backbone.factory.dense_features): images/s per batch size against the GEMM bound
             (GEMM FLOP/s / model FLOPs per image, FLOPs from torch's flop counter)
   proposals per-image cost of the affinity graph and the normalized-cut eigenproblem at 196 and 784 patches
   stages    every DVC stage script of the default pipeline (tiny ViT, 128 px) on N generated images, each in its
@@ -33,11 +33,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import numpy as np
+import torch
+import yaml
 
 VOC_TRAIN_AUG = 10582
 STAGES = ["prepare", "pretrain", "features", "proposals", "cluster", "pseudolabels", "filter", "merge", "train", "evaluate", "report"]
@@ -110,7 +109,7 @@ def model_flops(model: torch.nn.Module, size: int) -> float:
     """Forward FLOPs of one image (torch's flop counter: 2 * M * N * K per matmul, attention included)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pipeline import backbone as bb
+    from pipeline.backbone import factory as bb
     x = torch.randn(1, 3, size, size)
     with FlopCounterMode(display=False) as fc:
         bb.dense_features(model, x)
@@ -121,7 +120,7 @@ def features(gemm_bound: float, batches: list[int], seconds: float) -> list[dict
     """Images/s of vit_small_patch16_224 dense features at 224 and 448 px per batch size, vs the GEMM bound."""
     import timm
 
-    from pipeline import backbone as bb
+    from pipeline.backbone import factory as bb
     rows = []
     for size in (224, 448):
         model = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0,
@@ -157,8 +156,10 @@ def proposals_cost(images: int) -> list[dict]:
     random ViT-S over generated scenes (random features would make the eigenproblem unrealistically easy)."""
     import timm
 
-    from pipeline import backbone as bb, proposals, synth
+    from pipeline.backbone import factory as bb
     from pipeline.config import ProposalsConfig
+    from pipeline.data import synth
+    from pipeline.method import proposals
     cfg = ProposalsConfig()
     rows = []
     for size in (224, 448):
@@ -260,8 +261,8 @@ def stages(sizes: list[int], train_epochs: int, keep: bool) -> list[dict]:
 def scaling_child(n: int, seed: int = 0) -> dict:
     """Cluster, filter and merge library calls on generated data for n images (16 x 16 patches, 192-d tokens,
     1-3 masks per image), with the default params; -> seconds per step. Runs inside its own process."""
-    from pipeline import cluster, filtering, merge
     from pipeline.config import load_params
+    from pipeline.method import cluster, filtering, merge
     p = load_params(ROOT / "params.yaml")
     rng = np.random.default_rng(seed)
     h, d, classes = 16, 192, p.cluster.k

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 MODELS = {  # name -> (train.model, train.model_name, image size)
     "default": ("stage", "", None),  # the shipped DINO ViT (params.yaml backbone) at data.image_size
@@ -32,8 +31,9 @@ def measure(name: str, steps: int, warmup: int, batch_size: int, device_name: st
     import numpy as np
     import torch
 
-    from pipeline import backbone as bb, segnet
+    from pipeline.backbone import factory as bb
     from pipeline.config import load_params
+    from pipeline.train import segnet
 
     p = load_params(ROOT / "params.yaml")
     model_kind, model_name, size = MODELS[name]

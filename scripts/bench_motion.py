@@ -24,10 +24,10 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from pipeline import io, metrics  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline import io
+from pipeline.config import load_params
+from pipeline.evaluate import metrics
 
 
 def proposal_iou(root: Path) -> dict:

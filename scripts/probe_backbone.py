@@ -5,14 +5,14 @@ Prints k-means mIoU of patch features and of pixel colours against the synthetic
 evaluate stage's baselines (float16 tokens as the features stage stores them, evaluate.baseline_kmeans_init).
 """
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: python scripts/probe_backbone.py
 
 import numpy as np
 import torch
-from pipeline import backbone as bb, baselines, metrics, synth
+
+from pipeline.backbone import factory as bb
 from pipeline.config import load_params
+from pipeline.data import synth
+from pipeline.evaluate import baselines, metrics
 
 
 def main() -> None:

@@ -17,10 +17,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline import io, synth_video  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline import io
+from pipeline.config import load_params
+from pipeline.data import synth_video
 
 
 def main() -> None:

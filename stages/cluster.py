@@ -1,13 +1,12 @@
 """Stage cluster: embed every proposal (pooled patch tokens) and cluster the embeddings into cluster.k classes."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from pipeline import cluster, io, proposals, viz  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline import io
+from pipeline.config import load_params
+from pipeline.method import cluster, proposals
+from pipeline.report import viz
 
 
 def main() -> None:

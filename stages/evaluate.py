@@ -1,14 +1,14 @@
 """Stage evaluate: the only stage that reads ground truth. Hungarian-matched mIoU of the network, every
 intermediate label map and two baselines (k-means on pixel colours, k-means on patch features)."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from pipeline import baselines, coco, io, metrics, viz  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline import io
+from pipeline.config import load_params
+from pipeline.data import coco
+from pipeline.evaluate import baselines, metrics
+from pipeline.report import viz
 
 
 def main() -> None:

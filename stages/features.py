@@ -1,13 +1,12 @@
 """Stage features: the backbone's dense patch tokens and attention keys for every image, in float16 shards."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from pipeline import backbone as bb, features, io  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline import io
+from pipeline.backbone import factory as bb
+from pipeline.backbone import features
+from pipeline.config import load_params
 
 
 def main() -> None:

@@ -1,15 +1,14 @@
 """Stage filter: score each mask's reliability without labels, keep the best filter.keep per class;
 dropped masks' pixels become ignore (255)."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from pipeline import cluster, filtering, io, viz  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline import io
+from pipeline.config import load_params
+from pipeline.method import cluster, filtering
+from pipeline.report import viz
 
 
 def main() -> None:

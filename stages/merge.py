@@ -1,15 +1,14 @@
 """Stage merge: over-cluster foreground patches into merge.parts parts, merge parts into communities
 (Louvain on the part graph), relabel each kept mask by its patches' community classes."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from pipeline import cluster, io, merge, proposals, viz  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline import io
+from pipeline.config import load_params
+from pipeline.method import cluster, merge, proposals
+from pipeline.report import viz
 
 
 def main() -> None:

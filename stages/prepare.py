@@ -3,12 +3,11 @@ Files left out (bad images under data.on_bad_image: skip, non-image files) are l
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from pipeline import datasets, io, video  # noqa: E402
-from pipeline.config import check_backbone_name, load_params  # noqa: E402
+from pipeline import io
+from pipeline.config import check_backbone_name, load_params
+from pipeline.data import datasets, video
 
 
 def main() -> None:

@@ -1,15 +1,16 @@
 """Stage pretrain: the backbone's weights (hub / local file / self-supervised on the prepared images / random) -> backbone.pth."""
 import hashlib
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from pipeline import backbone as bb, dino, io, pretext, video, viz  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline import io
+from pipeline.backbone import dino, pretext
+from pipeline.backbone import factory as bb
+from pipeline.config import load_params
+from pipeline.data import video
+from pipeline.report import viz
 
 
 def main() -> None:

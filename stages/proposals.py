@@ -1,16 +1,16 @@
 """Stage proposals: object masks per image from the sources in proposals.sources -> masks/<name>.png
 (0 none, i = proposal i), overlays, scores. saliency: normalized cut on patch features; motion (video
 datasets): what moves against the camera between neighbouring frames (residual pictures in motion/)."""
-import sys
 from functools import lru_cache
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from pipeline import io, motion, proposals, video, viz  # noqa: E402
-from pipeline.config import ConfigError, load_params  # noqa: E402
+from pipeline import io
+from pipeline.config import ConfigError, load_params
+from pipeline.data import video
+from pipeline.method import motion, proposals
+from pipeline.report import viz
 
 
 def main() -> None:

@@ -1,14 +1,13 @@
 """Stage pseudolabels: dense label maps from clustered masks (background 0, a mask -> its cluster + 1)."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from pipeline import cluster, io, viz  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline import io
+from pipeline.config import load_params
+from pipeline.method import cluster
+from pipeline.report import viz
 
 
 def main() -> None:

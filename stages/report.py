@@ -1,15 +1,14 @@
 """Stage report: one static page to look at every stage (data/11_report/report.html, images embedded), the
 journey picture of the images in report.journey_images, cluster / community / filter galleries, and the tables
 that dvc plots draws (mIoU per label map, confusion)."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from pipeline import inspect, io, report  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline import io
+from pipeline.config import load_params
+from pipeline.report import inspect
+from pipeline.report import page as report
 
 
 def main() -> None:
@@ -50,7 +49,7 @@ def main() -> None:
         io.write_bytes(out / "journey" / f"{name}.png", png)
         body.append(f"<h3>{name}</h3>" + report.img_tag(png, f"journey of {name}"))
     sections.append(("An image's journey", "proposal -> cluster -> pseudo-label -> filter -> merge -> network; "
-                     "`python -m pipeline.inspect NAME` draws any other image", "".join(body)))
+                     "`python -m pipeline.report.inspect NAME` draws any other image", "".join(body)))
     for key, pic in inspect.galleries(data, p.report.gallery_size, p.report.tile_size).items():
         png = report.png_bytes(pic)
         io.write_bytes(out / "galleries" / f"{key}.png", png)

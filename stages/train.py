@@ -10,13 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.distributed as dist
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-
-from pipeline import backbone as bb, checkpoint, io, segnet, viz  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline import io
+from pipeline.backbone import factory as bb
+from pipeline.config import load_params
+from pipeline.report import viz
+from pipeline.train import checkpoint, segnet
 
 
 def processes(gpus: int | str) -> int:
@@ -28,7 +29,7 @@ def main() -> None:
     p = load_params()
     n = processes(p.train.gpus)
     if n > 1 and "LOCAL_RANK" not in os.environ:  # not yet under torchrun: start it, one process per GPU
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", __file__]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "stages.train"]
         print("train:", " ".join(cmd), flush=True)
         sys.exit(subprocess.call(cmd))
     device = bb.pick_device(p.train.device)

@@ -1,15 +1,16 @@
-import sys
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# Subprocesses the tests start (stages, `python -c` snippets) import this checkout's pipeline and stages too.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def tiny_backbone():
     """A 1-block ViT (patch 8, width 32) for 64 px inputs, random weights from seed 0: pretext tests' trunk."""
     import torch
 
-    from pipeline.backbone import create_backbone
+    from pipeline.backbone.factory import create_backbone
     from pipeline.config import BackboneConfig
 
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from pipeline import backbone as bb
+from pipeline.backbone import factory as bb
 from pipeline.config import BackboneConfig
 
 TINY = BackboneConfig(name="vit_tiny_patch16_224", source="random",

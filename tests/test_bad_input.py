@@ -1,6 +1,5 @@
 """Bad input files: each gives a clear InputError naming the file, or (data.on_bad_image: skip) a recorded skip."""
 import csv
-import dataclasses
 import hashlib
 import importlib.util
 import io as pyio
@@ -13,8 +12,9 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT
-from pipeline import datasets, io
+from pipeline import io
 from pipeline.config import DataConfig
+from pipeline.data import datasets
 
 
 def png_bytes(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from pipeline import cluster
 from pipeline.config import ConfigError, check_backbone_name, parse_params
+from pipeline.method import cluster
 
 
 def raw_params() -> dict:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pipeline import cluster
 from pipeline.config import ClusterConfig
+from pipeline.method import cluster
 
 
 def test_mask_embedding_is_the_coverage_weighted_mean_of_unit_features():

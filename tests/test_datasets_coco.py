@@ -1,6 +1,5 @@
 """COCO 2017 loader and mask AP50 on a tiny COCO layout written in a temporary folder."""
 import json
-import os
 import subprocess
 import sys
 
@@ -10,8 +9,9 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT
-from pipeline import coco, datasets, io
+from pipeline import io
 from pipeline.config import ConfigError, DataConfig
+from pipeline.data import coco, datasets
 
 SIZE = 32
 MISSING = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}  # COCO's unused category ids
@@ -170,8 +170,7 @@ def test_prepare_stage_writes_coco_maps_instances_and_manifest(coco_root, tmp_pa
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"].update(name="coco", root=str(coco_root), num_classes=81, image_size=SIZE, split="val")
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, str(ROOT / "stages" / "prepare.py")], cwd=work, env=env,
+    out = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=work,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     prep = work / "data" / "01_prepare"

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import datasets, io
+from pipeline import io
 from pipeline.config import DataConfig
+from pipeline.data import datasets
 
 SIZE = 32
 

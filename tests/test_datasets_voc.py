@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import datasets, io, voc
+from pipeline import io
 from pipeline.config import ConfigError, DataConfig
+from pipeline.data import datasets, voc
 
 SIZE = 32
 

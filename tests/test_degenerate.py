@@ -6,8 +6,10 @@ import warnings
 import numpy as np
 import torch
 
-from pipeline import cluster, filtering, merge, metrics, proposals, segnet
 from pipeline.config import ClusterConfig, FilterConfig, MergeConfig, ProposalsConfig
+from pipeline.evaluate import metrics
+from pipeline.method import cluster, filtering, merge, proposals
+from pipeline.train import segnet
 
 
 def test_an_image_with_no_salient_object_gets_no_proposal_and_an_all_background_label_map():

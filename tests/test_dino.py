@@ -2,9 +2,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline import dino
+from pipeline.backbone import dino
+from pipeline.backbone.factory import create_backbone
 from pipeline.config import BackboneConfig, PretrainConfig
-from pipeline.backbone import create_backbone
 
 
 def test_dino_loss_is_cross_entropy_over_pairs_of_different_views():

@@ -1,7 +1,7 @@
 import numpy as np
 
-from pipeline import filtering
 from pipeline.config import FilterConfig
+from pipeline.method import filtering
 
 
 def test_within_class_rank_is_zero_to_one_per_class():

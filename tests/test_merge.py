@@ -1,7 +1,7 @@
 import numpy as np
 
-from pipeline import merge
 from pipeline.config import MergeConfig
+from pipeline.method import merge
 
 
 def test_part_graph_counts_cooccurrence_and_adjacency():

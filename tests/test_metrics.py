@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline import metrics
+from pipeline.evaluate import metrics
 
 
 def test_permuted_labels_score_perfectly_after_hungarian_matching():

@@ -5,9 +5,11 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import motion, synth_video
 from pipeline.config import MotionConfig
-from pipeline.proposals import iou
+from pipeline.data import flow as of
+from pipeline.data import synth_video
+from pipeline.method import motion
+from pipeline.method.proposals import iou
 
 FLOW_ONLY = MotionConfig(refine="none")
 
@@ -19,10 +21,10 @@ def clip(seed: int, objects: int, size: int = 96, frames: int = 5):
 
 def test_fit_camera_recovers_a_known_homography_from_its_flow():
     h = np.array([[1.01, 0.02, 2.0], [-0.015, 0.99, -1.5], [1e-5, -2e-5, 1.0]])
-    flow = motion.camera_flow(h, (64, 80))
+    flow = of.camera_flow(h, (64, 80))
     for model in ("homography", "affine"):
-        m, share = motion.fit_camera(flow, 4, model, 0.5)
-        fitted = motion.camera_flow(m, (64, 80))
+        m, share = of.fit_camera(flow, 4, model, 0.5)
+        fitted = of.camera_flow(m, (64, 80))
         tol = 1e-3 if model == "homography" else 0.2  # an affine fit cannot follow the perspective terms exactly
         assert np.abs(fitted - flow).max() < tol and share > 0.95
 
@@ -32,7 +34,7 @@ def test_camera_fit_ignores_an_independently_moving_region():
     flow = np.zeros((64, 64, 2), np.float32)
     flow[..., 0] = 2.0
     flow[20:36, 20:36, 1] = 4.0
-    m, share = motion.fit_camera(flow, 2, "homography", 0.5)
+    m, share = of.fit_camera(flow, 2, "homography", 0.5)
     assert np.allclose(m, [[1, 0, 2], [0, 1, 0], [0, 0, 1]], atol=1e-6)
     assert share == pytest.approx(1 - (8 * 8) / (32 * 32))
 

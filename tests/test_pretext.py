@@ -9,9 +9,13 @@ import torch
 import yaml
 
 from conftest import ROOT, fixed_batch_losses, tiny_backbone
-from pipeline import pretext
+from pipeline.backbone import pretext
+from pipeline.backbone.pretext import colorization as col
+from pipeline.backbone.pretext import context as ctx
+from pipeline.backbone.pretext import deepcluster as dc
+from pipeline.backbone.pretext import inpainting as inp
+from pipeline.backbone.pretext import jigsaw as jig
 from pipeline.config import ConfigError, PretrainConfig, parse_params
-from pipeline.pretext import colorization as col, context as ctx, deepcluster as dc, inpainting as inp, jigsaw as jig
 
 
 def coord_images(b: int, size: int) -> torch.Tensor:
@@ -284,7 +288,7 @@ def test_nested_pretrain_sections_are_checked_like_the_others():
 
 
 def test_dino_also_stops_within_the_time_budget_after_a_step():
-    from pipeline import dino
+    from pipeline.backbone import dino
     cfg = PretrainConfig(epochs=50, batch_size=4, out_dim=16, hidden_dim=16, bottleneck_dim=8, global_crop_size=32,
                          local_crop_size=16, local_crops=1, max_minutes=1e-9)
     _, history = dino.train_dino(tiny_backbone(), tiny_images(), cfg, seed=0)

@@ -9,9 +9,12 @@ import torch
 import yaml
 
 from conftest import ROOT, fixed_batch_losses, tiny_backbone
-from pipeline import pretext, synth_video, video
+from pipeline.backbone import pretext
+from pipeline.backbone.pretext import frames as fr
+from pipeline.backbone.pretext import temporal_order as to
+from pipeline.backbone.pretext import tracking as tr
 from pipeline.config import ConfigError, MotionConfig, PretrainConfig, parse_params
-from pipeline.pretext import frames as fr, temporal_order as to, tracking as tr
+from pipeline.data import synth_video, video
 
 
 def coord_images(b: int, size: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 import numpy as np
 
-from pipeline import proposals
 from pipeline.config import ProposalsConfig
+from pipeline.method import proposals
 
 
 def two_region_features(h: int, w: int, blocks: list[tuple[slice, slice]], noise: float = 0.05) -> np.ndarray:

@@ -10,7 +10,10 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from pipeline import inspect, io, merge, report, viz
+from pipeline import io
+from pipeline.method import merge
+from pipeline.report import inspect, viz
+from pipeline.report import page as report
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -157,7 +160,7 @@ def _fake_project(d, journey_images=("b",)):
 def built(tmp_path_factory):
     d = tmp_path_factory.mktemp("report")
     _fake_project(d)
-    out = subprocess.run([sys.executable, str(ROOT / "stages/report.py")], cwd=d, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "stages.report"], cwd=d, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return d / "data/11_report"
@@ -180,7 +183,7 @@ def test_default_params_draw_journeys_of_the_first_images_of_any_dataset(tmp_pat
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["report"]["journey_count"] = 2
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    out = subprocess.run([sys.executable, str(ROOT / "stages/report.py")], cwd=tmp_path, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "stages.report"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "data/11_report/journey").iterdir()) == ["a.png", "b.png"]

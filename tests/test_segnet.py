@@ -6,9 +6,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pipeline import checkpoint, segnet
-from pipeline.backbone import create_backbone
+from pipeline.backbone.factory import create_backbone
 from pipeline.config import BackboneConfig, ConfigError, TrainConfig
+from pipeline.train import checkpoint, segnet
 
 CPU = torch.device("cpu")
 

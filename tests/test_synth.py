@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline import synth
+from pipeline.data import synth
 
 
 def test_generation_is_reproducible_from_the_seed():

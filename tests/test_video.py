@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from pipeline import io, synth_video, video
+from pipeline import io
 from pipeline.config import DataConfig, VideoConfig
+from pipeline.data import synth_video, video
 
 
 def test_generated_clips_are_reproducible_and_labelled_with_known_classes():
@@ -122,7 +123,7 @@ TINY = {
 
 
 def run_stage(name: str, cwd) -> str:
-    out = subprocess.run([sys.executable, f"stages/{name}.py"], cwd=cwd, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=cwd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
     return out.stdout
 
@@ -177,5 +178,5 @@ def test_motion_on_still_images_is_a_clear_error(video_run, tmp_path):
     params = dict(params, data=dict(params["data"], name="synthetic", synth_images=8))
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_stage("prepare", work)
-    out = subprocess.run([sys.executable, "stages/proposals.py"], cwd=work, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "stages.proposals"], cwd=work, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "proposals.sources' includes motion but data.name is 'synthetic'" in out.stderr

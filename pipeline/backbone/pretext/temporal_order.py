@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.backbone import normalize
+from pipeline.backbone.factory import normalize
+from pipeline.backbone.pretext import frames as fr
+from pipeline.backbone.pretext.common import Objective, check_multiple, embed, mlp
 from pipeline.config import MotionConfig, TemporalOrderConfig
-from pipeline.pretext import frames as fr
-from pipeline.pretext.common import Objective, check_multiple, embed, mlp
 
 SHUFFLE_FRAMES = 3
 SORT_FRAMES = 4

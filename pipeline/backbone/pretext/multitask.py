@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.pretext.common import Objective
+from pipeline.backbone.pretext.common import Objective
 
 
 class MultiTask(Objective):

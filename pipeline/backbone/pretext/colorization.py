@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.backbone import normalize, patch_size
+from pipeline.backbone.factory import normalize, patch_size
+from pipeline.backbone.pretext.common import Objective, check_multiple, random_crops
 from pipeline.config import ColorizationConfig
-from pipeline.pretext.common import Objective, check_multiple, random_crops
 
 AB_RANGE = 110.0  # |a|, |b| of sRGB colours stay below this (CIE Lab, D65)
 

@@ -2,7 +2,7 @@
 crops that cover the same box in every frame of a tuple, and channel splitting.
 
 Videos arrive as a list of int64 arrays, one per video, holding the dataset indices of its kept frames in time
-order (`pipeline.video.frame_indices` builds it from the prepare stage's manifest).
+order (`pipeline.data.video.frame_indices` builds it from the prepare stage's manifest).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import ConfigError, MotionConfig
-from pipeline.motion import camera_residual, dense_flow
+from pipeline.data.flow import camera_residual, dense_flow
 
 
 def require_videos(videos: list[np.ndarray] | None, method: str, min_frames: int) -> list[np.ndarray]:
@@ -38,7 +38,7 @@ def video_of_frame(videos: list[np.ndarray], n: int) -> np.ndarray:
 
 
 def residual_from_flow(flow: np.ndarray, cfg: MotionConfig) -> np.ndarray | None:
-    """Flow (H, W, 2) -> (H, W) float32 residual motion against the camera (`motion.camera_residual`), or None
+    """Flow (H, W, 2) -> (H, W) float32 residual motion against the camera (`flow.camera_residual`), or None
     when the camera fit explains less than cfg.min_inliers of the grid (then nothing tells objects apart)."""
     fit = camera_residual(flow, cfg)
     return None if fit is None else fit[0]

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from pipeline import backbone as bb
+from pipeline.backbone import factory as bb
 from pipeline.config import TrainConfig
 from pipeline.io import IGNORE
 

@@ -1,6 +1,6 @@
 """Tracking (Wang & Gupta 2015): patches tracked through a video should stay close in feature space.
 
-Before training, from the uint8 frames: dense optical flow (`pipeline.motion.dense_flow`) between consecutive
+Before training, from the uint8 frames: dense optical flow (`pipeline.data.flow.dense_flow`) between consecutive
 kept frames, the camera's motion fitted and removed; query patches are started where the residual motion
 is largest (on moving objects; a random patch where nothing moves) and followed through `track_frames`
 kept frames by chaining the flow (each step moves the patch by the median flow of its moving pixels, or of
@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.backbone import normalize
+from pipeline.backbone.factory import normalize
+from pipeline.backbone.pretext import frames as fr
+from pipeline.backbone.pretext.common import Objective, check_multiple, embed, mlp
 from pipeline.config import MotionConfig, TrackingConfig
-from pipeline.motion import dense_flow
-from pipeline.pretext import frames as fr
-from pipeline.pretext.common import Objective, check_multiple, embed, mlp
+from pipeline.data.flow import dense_flow
 
 
 @dataclass

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import backbone as bb
+from pipeline.backbone import factory as bb
 
 
 def extract(model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device) -> Iterator[dict[str, np.ndarray]]:

@@ -3,7 +3,7 @@
 `build(method, backbone, cfg, ...)` is the one factory in front of the objectives; `train` builds one and
 runs the shared training loop. DINO (`pipeline.dino`) has its own loop (teacher, multi-crop). The video
 objectives (temporal_order, tracking) also need `videos`: one int64 array per video of its frames' dataset
-indices in time order (`pipeline.video.frame_indices`), and the `motion` config for their optical flow.
+indices in time order (`pipeline.data.video.frame_indices`), and the `motion` config for their optical flow.
 """
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.backbone.pretext.colorization import ColorizationNet
+from pipeline.backbone.pretext.common import Objective, train_objective
+from pipeline.backbone.pretext.context import ContextNet
+from pipeline.backbone.pretext.deepcluster import DeepClusterNet
+from pipeline.backbone.pretext.inpainting import ContextEncoder
+from pipeline.backbone.pretext.jigsaw import JigsawNet
+from pipeline.backbone.pretext.multitask import MultiTask
+from pipeline.backbone.pretext.temporal_order import TemporalOrderNet
+from pipeline.backbone.pretext.tracking import TrackingNet
 from pipeline.config import MotionConfig, PretrainConfig
-from pipeline.pretext.colorization import ColorizationNet
-from pipeline.pretext.common import Objective, train_objective
-from pipeline.pretext.context import ContextNet
-from pipeline.pretext.deepcluster import DeepClusterNet
-from pipeline.pretext.inpainting import ContextEncoder
-from pipeline.pretext.jigsaw import JigsawNet
-from pipeline.pretext.multitask import MultiTask
-from pipeline.pretext.temporal_order import TemporalOrderNet
-from pipeline.pretext.tracking import TrackingNet
 
 METHODS = ("deepcluster", "context", "jigsaw", "colorization", "inpainting", "multitask", "temporal_order", "tracking")
 VIDEO_METHODS = ("temporal_order", "tracking")

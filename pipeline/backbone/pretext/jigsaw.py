@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.backbone import normalize
+from pipeline.backbone.factory import normalize
+from pipeline.backbone.pretext.common import Objective, check_multiple, embed, mlp, to_gray
 from pipeline.config import JigsawConfig
-from pipeline.pretext.common import Objective, check_multiple, embed, mlp, to_gray
 
 TILES = 9  # a 3 x 3 grid
 

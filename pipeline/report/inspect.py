@@ -1,9 +1,9 @@
-"""An image's journey through the stages, as one picture: `python -m pipeline.inspect IMAGE_NAME [-o out.png]`.
+"""An image's journey through the stages, as one picture: `python -m pipeline.report.inspect IMAGE_NAME [-o out.png]`.
 
 Reads what the stages wrote under data/ (run `dvc repro` first) and draws the image, its proposals with their
 scores, the cluster of each mask, the pseudo-label, what the filter kept, what merging relabelled, the network's
 prediction and, where the dataset has it, the ground truth, with a legend of class colours. The report stage
-uses the same readers; the drawing is pipeline.report's.
+uses the same readers; the drawing is pipeline.report.page's.
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import io, report
+from pipeline import io
 from pipeline.config import ConfigError, Paths, load_params
+from pipeline.report import page as report
 
 
 def final_row(details: dict) -> str | None:

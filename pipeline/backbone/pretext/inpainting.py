@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.backbone import normalize, patch_size
+from pipeline.backbone.factory import normalize, patch_size
+from pipeline.backbone.pretext.common import Objective, check_multiple, random_crops
 from pipeline.config import InpaintingConfig
-from pipeline.pretext.common import Objective, check_multiple, random_crops
 
 
 def central_mask(size: int, frac: float) -> torch.Tensor:

@@ -7,7 +7,6 @@ epochs, gradient clipping, a bottleneck head with unit-norm prototypes.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from typing import Callable
 
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
-from pipeline.backbone import MEAN, STD
+from pipeline.backbone.factory import MEAN, STD
 from pipeline.config import PretrainConfig
 
 

@@ -11,8 +11,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from pipeline import coco, io, synth, voc
+from pipeline import io
 from pipeline.config import DataConfig
+from pipeline.data import coco, synth, voc
 
 Sample = tuple[str, np.ndarray, "np.ndarray | None"]
 

@@ -16,8 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from pipeline import io, viz  # noqa: E402
-
+from pipeline import io  # noqa: E402
+from pipeline.report import viz  # noqa: E402
 
 # ---------------------------------------------------------------- choosing members
 

@@ -1,6 +1,6 @@
 """What every pretext objective shares: the `Objective` interface, crops and embeddings, and the training loop.
 
-An objective wraps the pipeline's timm ViT (`pipeline.backbone.create_backbone`) with the small heads its
+An objective wraps the pipeline's timm ViT (`pipeline.backbone.factory.create_backbone`) with the small heads its
 paper adds on top; only the backbone is kept, so its dense patch tokens feed the rest of the DAG unchanged.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-from pipeline.backbone import normalize, patch_size
+from pipeline.backbone.dino import cosine_schedule, decay_groups
+from pipeline.backbone.factory import normalize, patch_size
 from pipeline.config import PretrainConfig
-from pipeline.dino import cosine_schedule, decay_groups
 
 
 class Objective(nn.Module):

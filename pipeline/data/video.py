@@ -16,9 +16,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from pipeline import io, synth, synth_video
+from pipeline import io
 from pipeline.config import DataConfig, VideoConfig
-from pipeline.datasets import Sample, resize_pair
+from pipeline.data import synth, synth_video
+from pipeline.data.datasets import Sample, resize_pair
 
 KINDS = ("synthetic_video", "video")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ogv")

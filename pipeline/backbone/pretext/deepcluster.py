@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.backbone import normalize
+from pipeline.backbone.factory import normalize
+from pipeline.backbone.pretext.common import Objective, check_multiple, embed, mlp, random_crops
 from pipeline.config import DeepClusterConfig
-from pipeline.pretext.common import Objective, check_multiple, embed, mlp, random_crops
 
 PERTURB = 1e-4  # relative perturbation of a split centroid (as Faiss and the reference code)
 

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.backbone import normalize
+from pipeline.backbone.factory import normalize
+from pipeline.backbone.pretext.common import Objective, check_multiple, embed, mlp
 from pipeline.config import ContextConfig
-from pipeline.pretext.common import Objective, check_multiple, embed, mlp
 
 # label -> (dy, dx) of the second patch's grid cell relative to the centre cell, row-major as in the paper's figure
 NEIGHBOURS = torch.tensor([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])

@@ -17,7 +17,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from pipeline import synth
+from pipeline.data import synth
 
 _TEXTURE_SCALES = (4, 12)  # background texture: noise blobs of about these sizes in pixels ...
 _TEXTURE_AMPLITUDE = 14.0  # ... each with this standard deviation (grey levels)
