@@ -660,6 +660,11 @@ def check_backbone_name(name: str) -> None:
                       "vit_small_patch16_224.dino (the pipeline needs a ViT's patch tokens and attention keys)")
 
 
+def replace(cfg: Any, **changes: Any) -> Any:
+    """A copy of the config object `cfg` with `changes` applied, validated again (a bad value raises ConfigError)."""
+    return dataclasses.replace(cfg, **changes)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml (default: in the current directory, where dvc runs stages)."""
     path = Path(path)

@@ -6,6 +6,14 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
+def section(name: str, **overrides):
+    """params.yaml's section `name` as its validated config object, with `overrides` applied (validated again):
+    the tests' defaults come from params.yaml, the one place a default is written."""
+    from pipeline.config import load_params, replace
+
+    return replace(getattr(load_params(ROOT / "params.yaml"), name), **overrides)
+
+
 def tiny_backbone():
     """A 1-block ViT (patch 8, width 32) for 64 px inputs, random weights from seed 0: pretext tests' trunk."""
     import torch
