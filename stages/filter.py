@@ -3,12 +3,11 @@ dropped masks' pixels become ignore (255)."""
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline import io
 from pipeline.config import load_params
-from pipeline.method import cluster, filtering
-from pipeline.report import viz
+from pipeline.method import filtering
+from pipeline.report import labelmaps
 
 
 def main() -> None:
@@ -23,12 +22,7 @@ def main() -> None:
     for r, k, s, c in zip(records, keep, rel["score"], rel["confidence"]):
         r.update(kept=bool(k), reliability=round(float(s), 4), confidence=None if np.isnan(c) else round(float(c), 4))
         classes.setdefault(r["image"], {})[r["mask"]] = r["cluster"] + 1 if k else io.IGNORE
-    for name in tqdm(names, desc="filter", unit="img"):
-        mask_map = io.read_label(Path(p.paths.proposals) / "masks" / f"{name}.png")
-        cls = classes.get(name, {})
-        lab = cluster.render_labels(mask_map, np.array([cls[i] for i in sorted(cls)], np.uint8))
-        image = io.read_image(Path(p.paths.prepare) / "images" / f"{name}.png")
-        viz.write_maps(out, [name], lab[None], image[None])
+    labelmaps.write_mask_labels(p.paths.prepare, p.paths.proposals, out, names, classes, "filter")
     per_class = {str(c + 1): {"masks": int((arrays["labels"] == c).sum()), "kept": int(keep[arrays["labels"] == c].sum())}
                  for c in range(p.cluster.k)}
     io.write_json(out / "filter.json", {"keep": p.filter.keep, "per_class": per_class, "masks": records})

@@ -3,12 +3,11 @@
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline import io
 from pipeline.config import load_params
-from pipeline.method import cluster, merge, proposals
-from pipeline.report import viz
+from pipeline.method import merge, proposals
+from pipeline.report import labelmaps, viz
 
 
 def main() -> None:
@@ -42,12 +41,9 @@ def main() -> None:
         r["merged_class"] = int(c)
         r["community"], r["community_share"] = (int(mc), round(float(ms), 4)) if mc >= 0 else (None, None)
         changed += int(r["kept"] and c != r["cluster"] + 1)
-    for name in tqdm(names, desc="merge", unit="img"):
-        mask_map = io.read_label(Path(p.paths.proposals) / "masks" / f"{name}.png")
-        recs = sorted(by_image.get(name, []), key=lambda r: r["mask"])
-        lab = cluster.render_labels(mask_map, np.array([r["merged_class"] if r["kept"] else io.IGNORE for r in recs], np.uint8))
-        image = io.read_image(Path(p.paths.prepare) / "images" / f"{name}.png")
-        viz.write_maps(out, [name], lab[None], image[None])
+    classes = {name: {r["mask"]: r["merged_class"] if r["kept"] else io.IGNORE for r in recs}
+               for name, recs in by_image.items()}
+    labelmaps.write_mask_labels(p.paths.prepare, p.paths.proposals, out, names, classes, "merge")
     comm, comm_cls, n_comms = res.part_community, res.community_class, int(res.part_community.max()) + 1
     io.write_npz(out / "parts.npz", names=np.array(names), parts=np.stack(res.part_grids).astype(np.int16))
     viz.save_graph(out / "graph.png", res.graph, comm_cls[comm] - 1,

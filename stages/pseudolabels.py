@@ -1,13 +1,9 @@
 """Stage pseudolabels: dense label maps from clustered masks (background 0, a mask -> its cluster + 1)."""
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
 from pipeline import io
 from pipeline.config import load_params
-from pipeline.method import cluster
-from pipeline.report import viz
+from pipeline.report import labelmaps
 
 
 def main() -> None:
@@ -17,12 +13,7 @@ def main() -> None:
     classes: dict[str, dict[int, int]] = {}
     for r in masks:
         classes.setdefault(r["image"], {})[r["mask"]] = r["cluster"] + 1
-    for name in tqdm(names, desc="pseudolabels", unit="img"):
-        mask_map = io.read_label(Path(p.paths.proposals) / "masks" / f"{name}.png")
-        cls = classes.get(name, {})
-        lab = cluster.render_labels(mask_map, np.array([cls[i] for i in sorted(cls)], np.uint8))
-        image = io.read_image(Path(p.paths.prepare) / "images" / f"{name}.png")
-        viz.write_maps(p.paths.pseudolabels, [name], lab[None], image[None])
+    labelmaps.write_mask_labels(p.paths.prepare, p.paths.proposals, p.paths.pseudolabels, names, classes, "pseudolabels")
     print(f"pseudolabels: {len(names)} label maps -> {p.paths.pseudolabels}")
 
 

@@ -55,3 +55,23 @@ def test_a_failed_atomic_write_leaves_neither_the_file_nor_a_temporary(tmp_path)
             raise RuntimeError("killed")
     assert [p.name for p in tmp_path.iterdir()] == ["old.json"]
     assert (tmp_path / "old.json").read_text() == "{}"
+
+
+def test_write_mask_labels_gives_each_mask_its_class_and_writes_an_overlay(tmp_path):
+    from pipeline.report import labelmaps
+
+    mask_map = np.zeros((6, 8), np.uint8)
+    mask_map[1:3, 1:4] = 1
+    mask_map[4:6, 5:8] = 2
+    io.write_label(tmp_path / "proposals/masks/a.png", mask_map)
+    io.write_label(tmp_path / "proposals/masks/b.png", mask_map)  # no entry in the classes: all background
+    for name in ("a", "b"):
+        io.write_image(tmp_path / f"prepare/images/{name}.png", np.full((6, 8, 3), 90, np.uint8))
+    labelmaps.write_mask_labels(tmp_path / "prepare", tmp_path / "proposals", tmp_path / "out", ["a", "b"],
+                                {"a": {1: 3, 2: io.IGNORE}}, "test")
+    want = np.zeros((6, 8), np.uint8)
+    want[1:3, 1:4] = 3
+    want[4:6, 5:8] = io.IGNORE
+    np.testing.assert_array_equal(io.read_label(tmp_path / "out/labels/a.png"), want)
+    np.testing.assert_array_equal(io.read_label(tmp_path / "out/labels/b.png"), np.zeros((6, 8), np.uint8))
+    assert io.read_image(tmp_path / "out/overlays/a.jpg").shape == (6, 8, 3)
