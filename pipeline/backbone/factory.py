@@ -54,7 +54,7 @@ def create_backbone(cfg: BackboneConfig, img_size: int, source: str | None = Non
     if source == "file":
         path = Path(cfg.weights)
         if not path.is_file():
-            raise BackboneError(f"backbone.weights: {path} not found; rebuild it (see README, 'The shipped backbone') "
+            raise BackboneError(f"backbone.weights: {path} not found; rebuild it (see docs/backbone.md, 'The shipped backbone') "
                                 "or use backbone.source=pretrain / hub")
         # timm's checkpoint loader with the model's own filter (it resamples position embeddings to img_size);
         # pretrained_cfg_overlay=dict(file=...) did the same, but timm 1.0.29 refuses plain .pth files there.

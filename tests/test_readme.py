@@ -1,0 +1,85 @@
+"""The README and docs/ stay true: the results table is the committed metrics.json's, every relative link
+resolves, and the two setup commands are the ones CI and newcomers run."""
+import importlib.util
+import re
+
+import pytest
+
+from conftest import ROOT
+
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+SETUP = ["pip install -r requirements.txt && dvc repro", "python -m pytest -q tests"]
+
+
+def results_script():
+    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def prose(text: str) -> str:
+    """Markdown without fenced code blocks and inline code: what a renderer turns into links."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def links(text: str) -> list[str]:
+    """Targets of inline links and images `[x](target)` / `![x](target)` and of reference definitions `[x]: target`."""
+    text = prose(text)
+    found = re.findall(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", text)
+    return found + re.findall(r"^\s*\[[^\]]+\]:\s*(\S+)", text, flags=re.M)
+
+
+def anchors(text: str) -> set[str]:
+    """GitHub's heading ids: lower case, punctuation dropped (hyphens and underscores kept), spaces -> '-'."""
+    ids = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M), flags=re.M):
+        ids.add(re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-"))
+    return ids
+
+
+def test_results_block_is_the_committed_metrics():
+    script = results_script()
+    table, block = script.results_table(), script.readme_block(README.read_text())
+    assert block == table, ("README.md's results block differs from data/10_evaluate/metrics.json; "
+                            "run `python scripts/results_table.py --readme`")
+    assert "| network |" in block and "mIoU" in block
+
+
+@pytest.mark.parametrize("doc", [README, *DOCS], ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_relative_links_resolve(doc):
+    broken = []
+    for target in links(doc.read_text()):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, flags=re.I):  # http:, https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        file = (doc.parent / path).resolve() if path else doc
+        if not file.exists():
+            broken.append(f"{target} (no {file})")
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file.read_text()):
+            broken.append(f"{target} (no heading #{anchor} in {file.name})")
+    assert not broken, f"{doc.name}: broken links: {broken}"
+
+
+def test_every_doc_is_linked_from_the_readme():
+    linked = {(README.parent / t.partition("#")[0]).resolve() for t in links(README.read_text())}
+    missing = [d.name for d in DOCS if d.resolve() not in linked]
+    assert DOCS and not missing, f"docs/ files not linked from README.md: {missing}"
+
+
+def test_setup_commands_verbatim():
+    text = README.read_text()
+    block = re.search(r"^## Setup.*?^```bash\n(.*?)^```", text, flags=re.S | re.M)
+    assert block, "README.md: no ```bash block under a '## Setup' heading"
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+    assert commands == SETUP
+
+
+def test_link_checker_sees_a_broken_link(tmp_path):
+    doc = tmp_path / "x.md"
+    doc.write_text("# A title\n[ok](x.md#a-title) [bad](missing.md) [anchor](x.md#nope) `[code](ignored.md)`\n"
+                   "![img](y.png) [web](https://example.org)\n```\n[fenced](ignored.md)\n```\n")
+    assert links(doc.read_text()) == ["x.md#a-title", "missing.md", "x.md#nope", "y.png", "https://example.org"]
+    assert "a-title" in anchors(doc.read_text())
