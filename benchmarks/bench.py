@@ -157,10 +157,10 @@ def proposals_cost(images: int) -> list[dict]:
     import timm
 
     from pipeline.backbone import factory as bb
-    from pipeline.config import ProposalsConfig
+    from pipeline.config import load_params
     from pipeline.data import synth
     from pipeline.method import proposals
-    cfg = ProposalsConfig()
+    cfg = load_params(ROOT / "params.yaml").proposals
     rows = []
     for size in (224, 448):
         model = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0,

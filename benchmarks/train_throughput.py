@@ -11,7 +11,6 @@ section (batch size, AMP, workers, ...).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
 import subprocess
@@ -32,18 +31,18 @@ def measure(name: str, steps: int, warmup: int, batch_size: int, device_name: st
     import torch
 
     from pipeline.backbone import factory as bb
-    from pipeline.config import load_params
+    from pipeline.config import load_params, replace
     from pipeline.train import segnet
 
     p = load_params(ROOT / "params.yaml")
     model_kind, model_name, size = MODELS[name]
     size = size or p.data.image_size
-    cfg = dataclasses.replace(p.train, model=model_kind, model_name=model_name, workers=workers,
-                              batch_size=batch_size or p.train.batch_size, epochs=1)
+    cfg = replace(p.train, model=model_kind, model_name=model_name, workers=workers,
+                 batch_size=batch_size or p.train.batch_size, epochs=1)
     device = bb.pick_device(device_name)
     if p.train.threads:
         torch.set_num_threads(p.train.threads)
-    weights = dataclasses.replace(p.backbone, weights=str(ROOT / p.backbone.weights))
+    weights = replace(p.backbone, weights=str(ROOT / p.backbone.weights))
     torch.manual_seed(0)
     model = segnet.build_model(cfg, p.cluster.k + 1, size, lambda: bb.create_backbone(weights, size))
     n = cfg.batch_size * (steps + warmup)

@@ -4,7 +4,6 @@ rounds, then predict every image. Resumes from data/09_train/checkpoints/ when a
 With train.gpus > 1 (or auto and several GPUs) the stage re-launches itself under torchrun, one process per
 GPU; started by torchrun itself (several nodes) it joins the given process group. Rank 0 alone writes.
 """
-import dataclasses
 import os
 import subprocess
 import sys
@@ -52,7 +51,7 @@ def main() -> None:
                                lambda: bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth",
                                                      manifest["image_size"]))
     # Settings that change speed but not the result may differ between a run and its resumption.
-    result_cfg = {k: v for k, v in dataclasses.asdict(p.train).items()
+    result_cfg = {k: v for k, v in p.train.model_dump().items()
                   if k not in ("device", "threads", "gpus", "workers", "checkpoint_every")}
     key = checkpoint.fingerprint({"train": result_cfg, "seed": p.seed, "classes": p.cluster.k + 1}, [images, labels], model)
     ckpt = out / "checkpoints" / "last.pt"

@@ -6,7 +6,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
-def section(name: str, **overrides):
+def section(name: str, /, **overrides):  # positional-only: overrides may hold a `name` (data.name, backbone.name)
     """params.yaml's section `name` as its validated config object, with `overrides` applied (validated again):
     the tests' defaults come from params.yaml, the one place a default is written."""
     from pipeline.config import load_params, replace
@@ -19,10 +19,9 @@ def tiny_backbone():
     import torch
 
     from pipeline.backbone.factory import create_backbone
-    from pipeline.config import BackboneConfig
 
     torch.manual_seed(0)
-    cfg = BackboneConfig(source="random", overrides={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2})
+    cfg = section("backbone", source="random", overrides={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2})
     return create_backbone(cfg, 64)
 
 

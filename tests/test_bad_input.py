@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, section
 from pipeline import io
 from pipeline.config import DataConfig
 from pipeline.data import datasets
@@ -148,7 +148,7 @@ def make_folder(root, labels: bool = True):
 
 
 def folder_cfg(root, **kw) -> DataConfig:
-    return DataConfig(name="folder", root=str(root), image_size=32, num_classes=2, **kw)
+    return section("data", name="folder", root=str(root), image_size=32, num_classes=2, **kw)
 
 
 def test_skip_mode_keeps_the_good_images_and_records_every_bad_file_with_its_reason(tmp_path):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.config import ClusterConfig
+from conftest import section
 from pipeline.method import cluster
 
 
@@ -22,7 +22,7 @@ def test_two_separated_groups_get_two_clusters(method):
     b = rng.normal([0, 5, 0], 0.1, (20, 3))
     emb = np.concatenate([a, b]).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    labels, centres, dist = cluster.cluster_embeddings(emb, ClusterConfig(k=2, method=method), seed=0)
+    labels, centres, dist = cluster.cluster_embeddings(emb, section("cluster", k=2, method=method), seed=0)
     assert len(set(labels[:20])) == 1 and len(set(labels[20:])) == 1 and labels[0] != labels[20]
     assert np.allclose(np.linalg.norm(centres, axis=1), 1, atol=1e-5)
     assert np.all(dist < 0.05)
@@ -30,7 +30,7 @@ def test_two_separated_groups_get_two_clusters(method):
 
 def test_more_clusters_than_masks_is_a_clear_error():
     with pytest.raises(cluster.ClusterError, match=r"'cluster\.k' is 5 but only 3 masks.*allowed values: 1\.\.3"):
-        cluster.cluster_embeddings(np.eye(3, dtype=np.float32), ClusterConfig(k=5), 0)
+        cluster.cluster_embeddings(np.eye(3, dtype=np.float32), section("cluster", k=5), 0)
 
 
 def test_render_labels_maps_each_mask_to_its_class_and_keeps_background():

@@ -1,8 +1,10 @@
 import pytest
 import yaml
+from pydantic import BaseModel, ValidationError
 
-from conftest import ROOT
-from pipeline.config import ConfigError, load_params, parse_params
+from conftest import ROOT, section
+from pipeline import config
+from pipeline.config import ConfigError, load_params, parse_params, replace
 
 
 def raw_params() -> dict:
@@ -32,14 +34,14 @@ def test_unknown_section_is_an_error():
 def test_wrong_type_is_an_error_naming_the_key():
     raw = raw_params()
     raw["cluster"]["k"] = "eight"
-    with pytest.raises(ConfigError, match=r"cluster\.k.*type int.*'eight'"):
+    with pytest.raises(ConfigError, match=r"'cluster\.k' is 'eight' \(str\); must be an integer >= 1"):
         parse_params(raw)
 
 
 def test_bool_is_not_accepted_as_int():
     raw = raw_params()
     raw["train"]["epochs"] = True
-    with pytest.raises(ConfigError, match=r"train\.epochs"):
+    with pytest.raises(ConfigError, match=r"'train\.epochs' is True \(bool\); must be an integer >= 1"):
         parse_params(raw)
 
 
@@ -62,3 +64,123 @@ def test_int_is_accepted_where_a_float_is_expected():
 def test_missing_params_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def models(model=config.Params, key=""):
+    """(dotted key, model class) of Params and of every section nested in it."""
+    yield key, model
+    for name, f in model.model_fields.items():
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+            yield from models(f.annotation, f"{key}.{name}".lstrip("."))
+
+
+def test_no_model_holds_a_default_and_params_yaml_holds_exactly_their_keys():
+    raw = raw_params()
+    assert len(list(models())) == 22  # Params, 13 sections, 8 pretrain objectives
+    for key, model in models():
+        defaults = [name for name, f in model.model_fields.items() if not f.is_required()]
+        assert not defaults, f"{model.__name__} has defaults for {defaults}: params.yaml is their one source"
+        values = raw
+        for part in filter(None, key.split(".")):
+            values = values[part]
+        assert list(values) == list(model.model_fields), key  # the same keys, in the same order
+    p = load_params(ROOT / "params.yaml")
+    assert p.model_dump() == raw and p.pretrain.method == raw["pretrain"]["method"]  # every value as written
+
+
+@pytest.mark.parametrize("value,ok", [(1, True), (0.5, True), (True, False), ("0.5", False), (None, False)])
+def test_a_float_field_takes_an_int_but_no_bool_string_or_null(value, ok):
+    raw = raw_params()
+    raw["filter"]["keep"] = value
+    if ok:
+        assert parse_params(raw).filter.keep == value and isinstance(parse_params(raw).filter.keep, float)
+    else:
+        with pytest.raises(ConfigError, match=rf"'filter\.keep' is {value!r} \(\w+\); must be a number in \(0, 1\]"):
+            parse_params(raw)
+
+
+@pytest.mark.parametrize("value", [True, 4.0, "4"])
+def test_an_int_field_takes_no_bool_float_or_string(value):
+    raw = raw_params()
+    raw["cluster"]["k"] = value
+    with pytest.raises(ConfigError, match=rf"'cluster\.k' is {value!r} \(\w+\); must be an integer >= 1"):
+        parse_params(raw)
+
+
+@pytest.mark.parametrize("path,value,pattern", [
+    # wrong type
+    ("pretrain.jigsaw.tile", "32", r"'pretrain\.jigsaw\.tile' is '32' \(str\); must be an integer >= 8"),
+    ("data.download", "yes", r"'data\.download' is 'yes' \(str\); must be true or false"),
+    ("proposals.sources", "saliency", r"'proposals\.sources' is 'saliency' \(str\); must be a list"),
+    # out of range: the bound, or the interval with both bounds
+    ("pretrain.jigsaw.tile", 4, r"'pretrain\.jigsaw\.tile' is 4; must be >= 8"),
+    ("pretrain.local_scale_max", 0.05, r"'pretrain\.local_scale_max' is 0\.05; must be in \(0\.05, 1\]"),
+    ("data.synth_max_objects", 7, r"'data\.synth_max_objects' is 7; must be in \[1, 6\]"),
+    ("pretrain.multitask.tasks.jigsaw", -1.0, r"'pretrain\.multitask\.tasks\.jigsaw' is -1\.0; must be >= 0"),
+    ("report.journey_images", ["a", ""], r"'report\.journey_images\[1\]' is ''; must be a string of length >= 1"),
+    # a bad choice
+    ("pretrain.inpainting.mask", "square",
+     r"'pretrain\.inpainting\.mask' is 'square'; allowed values: central, random_block, random_region"),
+    ("train.gpus", 0, r"'train\.gpus' is 0; allowed values: auto or an integer >= 1"),
+    ("train.gpus", True, r"'train\.gpus' is True; allowed values: auto or an integer >= 1"),
+    ("pretrain.multitask.tasks", {"rotation": 1.0},
+     r"'pretrain\.multitask\.tasks' is 'rotation'; allowed values: deepcluster, context, jigsaw, colorization"),
+    ("pretrain.temporal_order.span", 2, r"'pretrain\.temporal_order\.span' is 2; must be 0 or >= 4"),
+    # checks spanning fields
+    ("pretrain.jigsaw.grid_crop", 95, r"'pretrain\.jigsaw\.grid_crop' is 95; must be >= 3 \* tile = 96"),
+    ("motion.dis_patch_stride", 6, r"'motion\.dis_patch_stride' is 6; must be < dis_patch_size = 6"),
+    ("backbone.weights", "", r"'backbone\.weights' is ''; must name a file when backbone\.source is file"),
+    ("pretrain.multitask.tasks", {"jigsaw": 0.0},
+     r"'pretrain\.multitask\.tasks' is \{'jigsaw': 0\.0\}; needs one weight > 0"),
+])
+def test_a_bad_value_names_the_dotted_key_the_value_and_what_is_allowed(path, value, pattern):
+    raw = raw_params()
+    *parents, key = path.split(".")
+    node = raw
+    for part in parents:
+        node = node[part]
+    node[key] = value
+    with pytest.raises(ConfigError, match=pattern):
+        parse_params(raw)
+
+
+def test_unknown_and_missing_keys_name_the_dotted_key_and_the_allowed_keys():
+    raw = raw_params()
+    raw["pretrain"]["jigsaw"]["tiles"] = 3
+    del raw["pretrain"]["tracking"]["margin"]
+    del raw["motion"]
+    with pytest.raises(ConfigError) as e:
+        parse_params(raw)
+    lines = str(e.value).splitlines()  # one ConfigError, a line per problem
+    assert "params: 'pretrain.jigsaw.tiles' is not a known key; allowed keys: permutations, tile, grid_crop, " \
+           "hidden_dim, gray_prob" in lines
+    assert "params: 'pretrain.tracking.margin' is missing; must be a number in (0, 2]" in lines
+    assert "params: 'motion' is missing; must be a mapping" in lines and len(lines) == 3
+
+
+def test_voc2012_and_coco_fix_the_split_and_the_class_count():
+    with pytest.raises(ConfigError, match=r"'data\.split' is 'test'; allowed values for voc2012: train, val, trainval, "
+                                          "trainaug"):
+        section("data", name="voc2012", root="x", num_classes=21, split="test")
+    with pytest.raises(ConfigError, match=r"'data\.num_classes' is 21; must be 81 for coco \(80 classes \+ "
+                                          r"background\)"):
+        section("data", name="coco", root="x", num_classes=21)
+    assert section("data", name="coco", root="x", num_classes=81, split="train").split == "train"
+
+
+def test_replace_and_direct_construction_validate_like_loading():
+    cfg = section("pretrain")
+    assert replace(cfg, jigsaw=replace(cfg.jigsaw, tile=16, grid_crop=48)).jigsaw.tile == 16 and cfg.jigsaw.tile == 32
+    with pytest.raises(ConfigError, match=r"'pretrain\.jigsaw\.grid_crop' is 120; must be >= 3 \* tile = 144"):
+        replace(cfg.jigsaw, tile=48)
+    with pytest.raises(ConfigError, match=r"'cluster\.kk' is not a known key; allowed keys: k, method, n_init"):
+        replace(section("cluster"), kk=2)
+    with pytest.raises(ConfigError, match=r"'cluster\.method' is 'dbscan'; allowed values: kmeans, spectral"):
+        config.ClusterConfig(k=2, method="dbscan", n_init=1, gallery_per_cluster=1)
+    with pytest.raises(ConfigError, match=r"'cluster\.gallery_per_cluster' is missing; must be an integer >= 1"):
+        config.ClusterConfig(k=2, method="kmeans", n_init=1)
+    with pytest.raises(ConfigError, match=r"'data\.image_size' is 100; must be a multiple of the backbone's patch "
+                                          "size 8"):
+        replace(load_params(ROOT / "params.yaml"), data=section("data", image_size=100))
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.epochs = 3

@@ -8,9 +8,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, section
 from pipeline import io
-from pipeline.config import ConfigError, DataConfig
+from pipeline.config import ConfigError
 from pipeline.data import coco, datasets
 
 SIZE = 32
@@ -81,7 +81,8 @@ def expected_139():
 
 
 def cfg(root, **kw):
-    return DataConfig(**{"name": "coco", "root": str(root), "split": "val", "num_classes": 81, "image_size": SIZE, **kw})
+    return section("data", **{"name": "coco", "root": str(root), "split": "val", "num_classes": 81, "image_size": SIZE,
+                              **kw})
 
 
 def test_coco_semantic_maps_pixel_by_pixel(coco_root):
@@ -110,9 +111,9 @@ def test_coco_missing_annotations_say_where_they_go(tmp_path):
 
 def test_coco_config_needs_81_classes_and_a_coco_split():
     with pytest.raises(ConfigError, match="data.num_classes"):
-        DataConfig(name="coco", root="x", num_classes=21)
+        section("data", name="coco", root="x", num_classes=21)
     with pytest.raises(ConfigError, match="data.split"):
-        DataConfig(name="coco", root="x", num_classes=81, split="trainaug")
+        section("data", name="coco", root="x", num_classes=81, split="trainaug")
 
 
 def test_resized_instances_keep_masks_crowd_and_categories(coco_root):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import section
 from pipeline import io
-from pipeline.config import DataConfig
 from pipeline.data import datasets
 
 SIZE = 32
@@ -25,7 +25,7 @@ def write(root, rel, label_value):
 
 
 def cfg(root, **kw):
-    return DataConfig(**{"name": "folder", "root": str(root), "num_classes": 3, "image_size": SIZE, **kw})
+    return section("data", **{"name": "folder", "root": str(root), "num_classes": 3, "image_size": SIZE, **kw})
 
 
 def test_folder_reads_nested_images_with_labels_at_the_same_relative_path(tmp_path):

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import section
 from pipeline import io
-from pipeline.config import ConfigError, DataConfig
+from pipeline.config import ConfigError
 from pipeline.data import datasets, voc
 
 SIZE = 32
@@ -51,7 +52,7 @@ def devkit(tmp_path):
 
 
 def cfg(root, split="val", **kw):
-    return DataConfig(name="voc2012", root=str(root), split=split, num_classes=21, image_size=SIZE, **kw)
+    return section("data", name="voc2012", root=str(root), split=split, num_classes=21, image_size=SIZE, **kw)
 
 
 def test_voc_palette_labels_decode_to_class_ids_with_border_ignored(devkit):
@@ -74,8 +75,8 @@ def test_voc_val_split_and_root_given_as_parent_of_vocdevkit(devkit):
 
 def test_voc_labels_are_resized_nearest_with_the_image(devkit):
     root, labels = devkit
-    (name, image, label), = datasets.load(DataConfig(name="voc2012", root=str(root), split="val", num_classes=21,
-                                                     image_size=2 * SIZE), 0)
+    (name, image, label), = datasets.load(section("data", name="voc2012", root=str(root), split="val", num_classes=21,
+                                                  image_size=2 * SIZE), 0)
     assert image.shape == (2 * SIZE, 2 * SIZE, 3)
     np.testing.assert_array_equal(label, np.kron(labels[name], np.ones((2, 2), np.uint8)))
 
@@ -137,7 +138,7 @@ def test_voc_trainaug_without_aug_labels_is_a_clear_error(devkit):
 
 def test_voc_config_checks_split_and_class_count():
     with pytest.raises(ConfigError, match="data.num_classes"):
-        DataConfig(name="voc2012", root="x", num_classes=5)
+        section("data", name="voc2012", root="x", num_classes=5)
     with pytest.raises(ConfigError, match="data.split"):
-        DataConfig(name="voc2012", root="x", num_classes=21, split="test")
+        section("data", name="voc2012", root="x", num_classes=21, split="test")
     assert datasets.class_names(cfg("x"))[15] == "person" and len(voc.CLASS_NAMES) == 21

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import torch
 
-from pipeline.config import ClusterConfig, FilterConfig, MergeConfig, ProposalsConfig
+from conftest import section
 from pipeline.evaluate import metrics
 from pipeline.method import cluster, filtering, merge, proposals
 from pipeline.train import segnet
@@ -15,7 +15,7 @@ from pipeline.train import segnet
 def test_an_image_with_no_salient_object_gets_no_proposal_and_an_all_background_label_map():
     feats = np.ones((8, 8, 16), np.float32)  # every patch alike: any cut is arbitrary (contrast ~1e-16)
     feats += 1e-4 * np.random.default_rng(0).normal(size=feats.shape).astype(np.float32)
-    cfg = ProposalsConfig(refine="none")
+    cfg = section("proposals", refine="none")
     assert proposals.patch_proposals(feats, cfg) == []
     mask_map, kept = proposals.pixel_masks(np.full((64, 64, 3), 90, np.uint8), [], 8, cfg)
     assert kept == [] and not mask_map.any()
@@ -27,19 +27,19 @@ def test_min_score_zero_keeps_the_old_behaviour_of_any_positive_contrast():
     f[..., 0] = 1
     f[3:7, 2:6] = 0
     f[3:7, 2:6, 1] = 1
-    assert len(proposals.patch_proposals(f, ProposalsConfig(refine="none", min_score=0.0))) == 1
-    assert proposals.patch_proposals(f, ProposalsConfig(refine="none", min_score=1.5)) == []  # contrast is 1.0
+    assert len(proposals.patch_proposals(f, section("proposals", refine="none", min_score=0.0))) == 1
+    assert proposals.patch_proposals(f, section("proposals", refine="none", min_score=1.5)) == []  # contrast is 1.0
 
 
 def test_identical_embeddings_leave_clusters_empty_without_nan():
     emb = np.tile(np.array([[1, 0, 0]], np.float32), (6, 1))  # 6 masks, one distinct point, k = 3
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns: fewer distinct clusters than k
-        labels, centres, dist = cluster.cluster_embeddings(emb, ClusterConfig(k=3, n_init=2), 0)
+        labels, centres, dist = cluster.cluster_embeddings(emb, section("cluster", k=3, n_init=2), 0)
     empty = [c for c in range(3) if not (labels == c).any()]
     assert empty and all(not centres[c].any() for c in empty)  # an empty cluster keeps a zero centre
     assert np.isfinite(dist).all() and np.isfinite(centres).all()
-    rel = filtering.reliability(emb, labels, dist, FilterConfig(), 0)
+    rel = filtering.reliability(emb, labels, dist, section("filter"), 0)
     keep = filtering.keep_mask(rel["score"], labels, 0.8)
     assert np.isfinite(rel["score"]).all()
     for c in set(labels.tolist()):
@@ -56,7 +56,7 @@ def test_a_filter_that_would_drop_everything_keeps_the_best_mask_of_each_cluster
 def test_singleton_clusters_fall_back_to_closeness_with_confidence_recorded_as_missing():
     emb = np.eye(3, dtype=np.float32)
     labels = np.array([0, 1, 2])
-    rel = filtering.reliability(emb, labels, np.zeros(3, np.float32), FilterConfig(folds=5), 0)
+    rel = filtering.reliability(emb, labels, np.zeros(3, np.float32), section("filter", folds=5), 0)
     assert np.isnan(rel["confidence"]).all() and np.isfinite(rel["score"]).all()  # the stage writes null
 
 
@@ -65,7 +65,7 @@ def test_no_foreground_patch_to_merge_leaves_every_mask_class_unchanged():
     assert parts.shape == (0,)
     grid = np.zeros((4, 4), np.int64)
     part_grid = np.full((4, 4), -1, np.int64)
-    g = merge.part_graph([part_grid], [grid], 1, MergeConfig())  # the merge stage's n_parts when parts is empty
+    g = merge.part_graph([part_grid], [grid], 1, section("merge"))  # the merge stage's n_parts when parts is empty
     comm = merge.communities(g, 1.0, 0)
     cls = merge.community_classes(comm[parts], np.zeros(0, np.int64), int(comm.max()) + 1)
     new = merge.relabel_masks([np.zeros(0, np.int64)] * 2, np.array([1, 3]), 0.8)

@@ -2,9 +2,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from conftest import section
 from pipeline.backbone import dino
 from pipeline.backbone.factory import create_backbone
-from pipeline.config import BackboneConfig, PretrainConfig
 
 
 def test_dino_loss_is_cross_entropy_over_pairs_of_different_views():
@@ -31,21 +31,21 @@ def test_head_outputs_are_cosines_with_unit_prototypes():
 def test_schedules_warm_up_then_decay():
     s = dino.cosine_schedule(1.0, 0.0, 10, warmup_steps=3)
     assert np.allclose(s[:3], [0, 0.5, 1.0]) and np.isclose(s[3], 1.0) and s[-1] < 0.05
-    temps = dino.teacher_temp_schedule(PretrainConfig(epochs=5, warmup_teacher_temp_epochs=3,
-                                                      warmup_teacher_temp=0.02, teacher_temp=0.04), 5)
+    temps = dino.teacher_temp_schedule(section("pretrain", epochs=5, warmup_teacher_temp_epochs=3,
+                                               warmup_teacher_temp=0.02, teacher_temp=0.04), 5)
     assert np.allclose(temps, [0.02, 0.03, 0.04, 0.04, 0.04])
 
 
 def tiny_backbone():
-    cfg = BackboneConfig(name="vit_tiny_patch16_224", source="random",
-                         overrides={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2})
+    cfg = section("backbone", name="vit_tiny_patch16_224", source="random",
+                  overrides={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2})
     return create_backbone(cfg, 32)
 
 
 def test_train_steps_lower_the_loss_on_a_fixed_batch_and_update_the_teacher():
     torch.manual_seed(0)
-    cfg = PretrainConfig(out_dim=32, hidden_dim=32, bottleneck_dim=8, global_crop_size=32, local_crop_size=16,
-                         local_crops=2)
+    cfg = section("pretrain", out_dim=32, hidden_dim=32, bottleneck_dim=8, global_crop_size=32, local_crop_size=16,
+                  local_crops=2)
     student, teacher, loss_fn = dino.build(tiny_backbone(), cfg)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
     glob, local = dino.multicrop_transforms(cfg)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline.config import FilterConfig
+from conftest import section
 from pipeline.method import filtering
 
 
@@ -28,6 +28,6 @@ def test_an_outlier_mask_is_the_least_reliable_of_its_cluster():
     centre0 = emb[:16].mean(0) / np.linalg.norm(emb[:16].mean(0))
     centre1 = emb[16:].mean(0) / np.linalg.norm(emb[16:].mean(0))
     dist = 1 - np.sum(emb * np.where(labels[:, None] == 0, centre0, centre1), axis=1)
-    rel = filtering.reliability(emb, labels, dist, FilterConfig(folds=3), seed=0)
+    rel = filtering.reliability(emb, labels, dist, section("filter", folds=3), seed=0)
     assert np.argmin(rel["score"][:16]) == 15
     assert rel["confidence"][15] < np.median(rel["confidence"][:15])

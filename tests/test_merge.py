@@ -1,16 +1,16 @@
 import numpy as np
 
-from pipeline.config import MergeConfig
+from conftest import section
 from pipeline.method import merge
 
 
 def test_part_graph_counts_cooccurrence_and_adjacency():
     parts = np.array([[0, 1, -1], [0, 2, -1]])
     masks = np.array([[1, 1, 0], [1, 2, 0]])
-    g = merge.part_graph([parts], [masks], 3, MergeConfig(weight_cooccur=1.0, weight_adjacent=0.0))
+    g = merge.part_graph([parts], [masks], 3, section("merge", weight_cooccur=1.0, weight_adjacent=0.0))
     # mask 1 holds parts {0, 1}: one co-occurrence pair (counted both ways, normalised to 1 over the matrix)
     assert set(g.edges()) == {(0, 1)} and np.isclose(g[0][1]["weight"], 0.5)
-    g2 = merge.part_graph([parts], [masks], 3, MergeConfig(weight_cooccur=0.0, weight_adjacent=1.0))
+    g2 = merge.part_graph([parts], [masks], 3, section("merge", weight_cooccur=0.0, weight_adjacent=1.0))
     # horizontal pairs (0,1), (0,2); vertical pair (1,2): 3 adjacencies, each counted both ways -> 1/6 each
     assert set(g2.edges()) == {(0, 1), (0, 2), (1, 2)} and np.isclose(g2[1][2]["weight"], 1 / 6)
 
@@ -64,7 +64,7 @@ def test_refine_moves_a_mask_to_the_class_of_the_masks_whose_parts_it_shares():
     feats = np.concatenate([np.stack([a if m in (1, 3, 4) else b for m in g.ravel()]) for g in (g0, g1)])
     feats = feats + rng.normal(0, 0.1, feats.shape)
     mask_of_patch = np.concatenate([g0.ravel(), g1.ravel()]) - 1
-    cfg = MergeConfig(parts=2, resolution=1.0, min_agreement=0.5, weight_cooccur=1.0, weight_adjacent=0.0)
+    cfg = section("merge", parts=2, resolution=1.0, min_agreement=0.5, weight_cooccur=1.0, weight_adjacent=0.0)
     res = merge.refine(feats, [g0, g1], mask_of_patch, np.array([1, 2, 1, 2]), cfg, seed=0)
     assert res.n_parts == 2 and res.part_community[0] != res.part_community[1]  # A parts and B parts apart
     assert res.new_class.tolist() == [1, 2, 1, 1]

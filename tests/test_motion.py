@@ -1,17 +1,17 @@
 """Motion proposals: camera fit, residual motion, grouping, merging sources, and masks on generated clips."""
-import dataclasses
 
 import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import MotionConfig
+from conftest import section
+from pipeline.config import replace
 from pipeline.data import flow as of
 from pipeline.data import synth_video
 from pipeline.method import motion
 from pipeline.method.proposals import iou
 
-FLOW_ONLY = MotionConfig(refine="none")
+FLOW_ONLY = section("motion", refine="none")
 
 
 def clip(seed: int, objects: int, size: int = 96, frames: int = 5):
@@ -44,7 +44,7 @@ def test_group_masks_keeps_components_above_min_area_scored_by_motion_contrast()
     res[5:15, 5:15] = 3.0    # 100 px
     res[30:40, 30:45] = 2.0  # 150 px
     res[45:47, 2:4] = 5.0    # 4 px: below min_area
-    cfg = dataclasses.replace(FLOW_ONLY, morph=0, min_area=0.01)  # 25 px
+    cfg = replace(FLOW_ONLY, morph=0, min_area=0.01)  # 25 px
     masks = motion.group_masks(res, cfg)
     assert [int(m.mask.sum()) for m in masks] == [100, 150]
     assert masks[0].score == pytest.approx(1 - 0.2 / 3.0) and masks[1].score == pytest.approx(1 - 0.2 / 2.0)
@@ -104,7 +104,7 @@ def test_grabcut_refinement_tightens_the_masks():
     c = clip(1, 2)
     nb = [c.frames[1], c.frames[3]]
     plain = np.any([m.mask for m in motion.frame_masks(c.frames[2], nb, FLOW_ONLY)[0]], 0)
-    refined = np.any([m.mask for m in motion.frame_masks(c.frames[2], nb, MotionConfig(refine="grabcut"))[0]], 0)
+    refined = np.any([m.mask for m in motion.frame_masks(c.frames[2], nb, section("motion", refine="grabcut"))[0]], 0)
     assert iou(refined, c.labels[2] > 0) > max(iou(plain, c.labels[2] > 0), 0.85)
 
 
@@ -112,7 +112,7 @@ def test_grabcut_refinement_tightens_the_masks():
 def test_camera_motion_alone_yields_no_mask(flow):
     """No object: drift, rotation and zoom of a textured background are all explained by the camera fit."""
     c = clip(7, 0, frames=5)
-    cfg = dataclasses.replace(FLOW_ONLY, flow=flow)
+    cfg = replace(FLOW_ONLY, flow=flow)
     for t in range(5):
         nb = [c.frames[i] for i in (t - 1, t + 1) if 0 <= i < 5]
         masks, residual = motion.frame_masks(c.frames[t], nb, cfg)
@@ -123,7 +123,7 @@ def test_no_camera_fit_means_no_masks():
     """Two unrelated noise frames: no motion model explains min_inliers of the flow, so nothing is proposed."""
     rng = np.random.default_rng(0)
     a, b = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))
-    cfg = dataclasses.replace(FLOW_ONLY, min_inliers=0.9)
+    cfg = replace(FLOW_ONLY, min_inliers=0.9)
     masks, residual = motion.frame_masks(a, [b], cfg)
     assert masks == [] and not residual.any()
 

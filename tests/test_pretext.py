@@ -1,5 +1,4 @@
 """The pretext objectives: each one's data construction checked exactly, and training lowers its loss."""
-import dataclasses
 import itertools
 
 import cv2
@@ -8,14 +7,14 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, fixed_batch_losses, tiny_backbone
+from conftest import ROOT, fixed_batch_losses, section, tiny_backbone
 from pipeline.backbone import pretext
 from pipeline.backbone.pretext import colorization as col
 from pipeline.backbone.pretext import context as ctx
 from pipeline.backbone.pretext import deepcluster as dc
 from pipeline.backbone.pretext import inpainting as inp
 from pipeline.backbone.pretext import jigsaw as jig
-from pipeline.config import ConfigError, PretrainConfig, parse_params
+from pipeline.config import ConfigError, PretrainConfig, parse_params, replace
 
 
 def coord_images(b: int, size: int) -> torch.Tensor:
@@ -164,7 +163,7 @@ def test_random_masks_cover_the_asked_fraction():
         assert 0.25 <= m.float().mean() < 0.25 + 0.25 ** 2
         r = inp.random_region_mask(96, 0.25, g)
         assert int(r.sum()) == round(0.25 * 96 * 96)
-    cfg = dataclasses.replace(PretrainConfig().inpainting, mask="central")
+    cfg = replace(section("pretrain").inpainting, mask="central")
     assert torch.equal(inp.make_masks(cfg, 3, 32)[2], inp.central_mask(32, 0.5))
 
 
@@ -195,14 +194,14 @@ def test_pca_whitening_gives_unit_vectors_of_the_asked_dims():
 
 
 def tiny_cfg(method: str) -> PretrainConfig:
-    d = PretrainConfig()
-    return PretrainConfig(
+    d = section("pretrain")
+    return replace(d,
         method=method, epochs=2, batch_size=8, warmup_epochs=0, pretext_lr=1e-3,
-        deepcluster=dataclasses.replace(d.deepcluster, k=3, crop_size=32),
-        context=dataclasses.replace(d.context, patch=16, gap=4, jitter=2, hidden_dim=32),
-        jigsaw=dataclasses.replace(d.jigsaw, tile=16, grid_crop=48, permutations=8, hidden_dim=32),
-        colorization=dataclasses.replace(d.colorization, grid=20.0, crop_size=32),
-        inpainting=dataclasses.replace(d.inpainting, crop_size=32))
+        deepcluster=replace(d.deepcluster, k=3, crop_size=32),
+        context=replace(d.context, patch=16, gap=4, jitter=2, hidden_dim=32),
+        jigsaw=replace(d.jigsaw, tile=16, grid_crop=48, permutations=8, hidden_dim=32),
+        colorization=replace(d.colorization, grid=20.0, crop_size=32),
+        inpainting=replace(d.inpainting, crop_size=32))
 
 
 def tiny_images(n: int = 8) -> np.ndarray:
@@ -220,7 +219,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(method):
     images = tiny_images()
     cfg = tiny_cfg(method)
     if method == "multitask":  # two tasks keep it fast; the weighted sum itself is checked below
-        cfg = dataclasses.replace(cfg, multitask=dataclasses.replace(cfg.multitask, tasks={"jigsaw": 1.0, "inpainting": 0.5}))
+        cfg = replace(cfg, multitask=replace(cfg.multitask, tasks={"jigsaw": 1.0, "inpainting": 0.5}))
     obj = pretext.build(method, tiny_backbone(), cfg, 64, len(images), seed=0)
     data = torch.from_numpy(images).permute(0, 3, 1, 2)
     obj.eval()
@@ -232,8 +231,8 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(method):
 
 
 def test_multitask_loss_is_the_weighted_sum_of_its_tasks():
-    cfg = dataclasses.replace(tiny_cfg("multitask"), multitask=dataclasses.replace(
-        PretrainConfig().multitask, tasks={"context": 0.5, "inpainting": 2.0, "jigsaw": 0.0}))
+    cfg = replace(tiny_cfg("multitask"), multitask=replace(
+        section("pretrain").multitask, tasks={"context": 0.5, "inpainting": 2.0, "jigsaw": 0.0}))
     images = tiny_images()
     obj = pretext.build("multitask", tiny_backbone(), cfg, 64, len(images), seed=0)
     assert set(obj.tasks) == {"context", "inpainting"}
@@ -248,7 +247,7 @@ def test_multitask_loss_is_the_weighted_sum_of_its_tasks():
 def test_train_loop_updates_the_backbone_and_honours_the_time_budget():
     bb = tiny_backbone()
     before = {k: v.clone() for k, v in bb.state_dict().items()}
-    cfg = dataclasses.replace(tiny_cfg("deepcluster"), epochs=50, max_minutes=1e-9)
+    cfg = replace(tiny_cfg("deepcluster"), epochs=50, max_minutes=1e-9)
     out, history = pretext.train(bb, tiny_images(), cfg, seed=0)
     assert out is bb and len(history) == 1 and history[0]["steps"] == 1  # stopped after the first step
     assert history[0]["clusters"] == 3
@@ -257,10 +256,10 @@ def test_train_loop_updates_the_backbone_and_honours_the_time_budget():
 
 def test_objectives_reject_geometry_that_does_not_fit():
     with pytest.raises(ValueError, match="pretrain.jigsaw.tile.*multiple of the backbone's patch size 8"):
-        pretext.build("jigsaw", tiny_backbone(), dataclasses.replace(
-            tiny_cfg("jigsaw"), jigsaw=dataclasses.replace(tiny_cfg("jigsaw").jigsaw, tile=12)), 64, 8, 0)
+        pretext.build("jigsaw", tiny_backbone(), replace(
+            tiny_cfg("jigsaw"), jigsaw=replace(tiny_cfg("jigsaw").jigsaw, tile=12)), 64, 8, 0)
     with pytest.raises(ValueError, match="pretrain.context.patch.*data.image_size 64"):
-        pretext.build("context", tiny_backbone(), PretrainConfig(), 64, 8, 0)
+        pretext.build("context", tiny_backbone(), section("pretrain"), 64, 8, 0)
 
 
 # ---- config ---------------------------------------------------------------------------------------------
@@ -283,13 +282,14 @@ def test_nested_pretrain_sections_are_checked_like_the_others():
     with pytest.raises(ConfigError, match="allowed values: dino, deepcluster, context, jigsaw"):
         parse_params(raw)
     raw = raw_params()
-    raw["pretrain"]["context"] = {"gap": 2}  # a partial section keeps the other defaults
-    assert parse_params(raw).pretrain.context.gap == 2 and parse_params(raw).pretrain.context.patch == 32
+    raw["pretrain"]["context"] = {"gap": 2}  # a partial section: params.yaml holds every value, no defaults
+    with pytest.raises(ConfigError, match=r"'pretrain\.context\.patch' is missing; must be an integer >= 1"):
+        parse_params(raw)
 
 
 def test_dino_also_stops_within_the_time_budget_after_a_step():
     from pipeline.backbone import dino
-    cfg = PretrainConfig(epochs=50, batch_size=4, out_dim=16, hidden_dim=16, bottleneck_dim=8, global_crop_size=32,
-                         local_crop_size=16, local_crops=1, max_minutes=1e-9)
+    cfg = section("pretrain", epochs=50, batch_size=4, out_dim=16, hidden_dim=16, bottleneck_dim=8, global_crop_size=32,
+                  local_crop_size=16, local_crops=1, max_minutes=1e-9)
     _, history = dino.train_dino(tiny_backbone(), tiny_images(), cfg, seed=0)
     assert len(history) == 1 and history[0]["steps"] == 1

@@ -1,6 +1,5 @@
 """The video pretext objectives (temporal_order, tracking): their tuples, tracks and loss checked exactly, and
 training lowers each loss; a video objective on still images is a clear error."""
-import dataclasses
 
 import cv2
 import numpy as np
@@ -8,12 +7,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, fixed_batch_losses, tiny_backbone
+from conftest import ROOT, fixed_batch_losses, section, tiny_backbone
 from pipeline.backbone import pretext
 from pipeline.backbone.pretext import frames as fr
 from pipeline.backbone.pretext import temporal_order as to
 from pipeline.backbone.pretext import tracking as tr
-from pipeline.config import ConfigError, MotionConfig, PretrainConfig, parse_params
+from pipeline.config import ConfigError, parse_params, replace
 from pipeline.data import synth_video, video
 
 
@@ -36,16 +35,16 @@ def test_frame_indices_follow_the_manifest_videos_in_time_order():
 
 
 def test_video_objective_without_videos_names_the_fix():
-    cfg = PretrainConfig(method="tracking")
+    cfg = section("pretrain", method="tracking")
     for method in ("temporal_order", "tracking"):
         with pytest.raises(ConfigError, match=f"'pretrain.method' is {method}, a video objective.*"
                                               "set data.name to synthetic_video or video"):
-            pretext.build(method, tiny_backbone(), cfg, 64, 8, seed=0, videos=None)
-    mt = dataclasses.replace(cfg, multitask=dataclasses.replace(cfg.multitask, tasks={"inpainting": 1.0, "tracking": 1.0}))
+            pretext.build(method, tiny_backbone(), cfg, 64, 8, seed=0, videos=None, motion=section("motion"))
+    mt = replace(cfg, multitask=replace(cfg.multitask, tasks={"inpainting": 1.0, "tracking": 1.0}))
     with pytest.raises(ConfigError, match="synthetic_video or video"):
-        pretext.build("multitask", tiny_backbone(), mt, 64, 8, seed=0, videos=None)
+        pretext.build("multitask", tiny_backbone(), mt, 64, 8, seed=0, videos=None, motion=section("motion"))
     with pytest.raises(ConfigError, match="at least 4 kept frames; the longest has 3"):
-        pretext.build("temporal_order", tiny_backbone(), cfg, 64, 8, seed=0, videos=[np.arange(3)])
+        pretext.build("temporal_order", tiny_backbone(), cfg, 64, 8, seed=0, videos=[np.arange(3)], motion=section("motion"))
 
 
 # ---- temporal order -------------------------------------------------------------------------------------
@@ -151,8 +150,8 @@ def translating_clip(frames: int = 4, size: int = 96, step=(2, 3)) -> tuple[np.n
 def test_a_tracked_patch_lands_where_the_object_moved():
     clip, corners = translating_clip()
     data = torch.from_numpy(clip).permute(0, 3, 1, 2).contiguous()
-    cfg = dataclasses.replace(PretrainConfig().tracking, patch=16, track_frames=3, queries_per_frame=1)
-    tracks = tr.build_tracks(data, [np.arange(4)], cfg, MotionConfig(), seed=0)
+    cfg = replace(section("pretrain").tracking, patch=16, track_frames=3, queries_per_frame=1)
+    tracks = tr.build_tracks(data, [np.arange(4)], cfg, section("motion"), seed=0)
     first = np.flatnonzero(tracks.anchor_frame == 0)
     assert len(first) == 1 and tracks.moving[first[0]]
     ay, ax = tracks.anchor_yx[first[0]]
@@ -179,8 +178,8 @@ def test_negatives_come_from_other_videos_or_from_the_positive_frame_away_from_i
     images, videos = tiny_videos()
     data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     for negatives in ("other_video", "same_frame"):
-        cfg = dataclasses.replace(PretrainConfig().tracking, patch=16, track_frames=2, negatives=negatives)
-        obj = tr.TrackingNet(tiny_backbone(), cfg, 64, videos, MotionConfig(), seed=0)
+        cfg = replace(section("pretrain").tracking, patch=16, track_frames=2, negatives=negatives)
+        obj = tr.TrackingNet(tiny_backbone(), cfg, 64, videos, section("motion"), seed=0)
         obj.epoch_start(data, 0)
         t = obj.tracks
         rows = np.arange(len(t))
@@ -234,13 +233,12 @@ def tiny_videos() -> tuple[np.ndarray, list[np.ndarray]]:
                                          ("tracking", "other_video"), ("tracking", "same_frame")])
 def test_training_steps_lower_the_video_losses_on_a_fixed_batch(method, mode):
     images, videos = tiny_videos()
-    d = PretrainConfig()
+    d = section("pretrain")
     order_mode, negatives = (mode, "other_video") if method == "temporal_order" else ("shuffle", mode)
-    cfg = PretrainConfig(method=method, temporal_order=dataclasses.replace(d.temporal_order, mode=order_mode,
-                                                                           crop_size=32, hidden_dim=32),
-                         tracking=dataclasses.replace(d.tracking, patch=16, track_frames=2, hidden_dim=32, out_dim=16,
-                                                      hard_after_epochs=0, negatives=negatives))
-    obj = pretext.build(method, tiny_backbone(), cfg, 64, len(images), seed=0, videos=videos, motion=MotionConfig())
+    cfg = replace(d, method=method, temporal_order=replace(d.temporal_order, mode=order_mode, crop_size=32, hidden_dim=32),
+                  tracking=replace(d.tracking, patch=16, track_frames=2, hidden_dim=32, out_dim=16,
+                                   hard_after_epochs=0, negatives=negatives))
+    obj = pretext.build(method, tiny_backbone(), cfg, 64, len(images), seed=0, videos=videos, motion=section("motion"))
     data = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     obj.eval()
     obj.epoch_start(data, 0)
@@ -253,13 +251,12 @@ def test_training_steps_lower_the_video_losses_on_a_fixed_batch(method, mode):
 
 def test_multitask_takes_the_video_objectives_as_tasks():
     images, videos = tiny_videos()
-    d = PretrainConfig()
-    cfg = PretrainConfig(method="multitask", multitask=dataclasses.replace(d.multitask, tasks={"temporal_order": 1.0,
-                                                                                            "tracking": 0.5}),
-                         temporal_order=dataclasses.replace(d.temporal_order, crop_size=32, hidden_dim=16),
-                         tracking=dataclasses.replace(d.tracking, patch=16, track_frames=2, hidden_dim=16, out_dim=8),
-                         epochs=1, batch_size=8)
-    _, history = pretext.train(tiny_backbone(), images, cfg, seed=0, videos=videos, motion=MotionConfig())
+    d = section("pretrain")
+    cfg = replace(d, method="multitask", multitask=replace(d.multitask, tasks={"temporal_order": 1.0, "tracking": 0.5}),
+                  temporal_order=replace(d.temporal_order, crop_size=32, hidden_dim=16),
+                  tracking=replace(d.tracking, patch=16, track_frames=2, hidden_dim=16, out_dim=8),
+                  epochs=1, batch_size=8)
+    _, history = pretext.train(tiny_backbone(), images, cfg, seed=0, videos=videos, motion=section("motion"))
     assert len(history) == 1 and {"loss_temporal_order", "loss_tracking"} <= set(history[0])
 
 

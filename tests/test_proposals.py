@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline.config import ProposalsConfig
+from conftest import section
 from pipeline.method import proposals
 
 
@@ -17,7 +17,7 @@ def two_region_features(h: int, w: int, blocks: list[tuple[slice, slice]], noise
 
 def test_ncut_separates_an_object_from_the_background():
     f = two_region_features(10, 10, [(slice(3, 7), slice(2, 6))])
-    props = proposals.patch_proposals(f, ProposalsConfig(refine="none", num_eigs=1))
+    props = proposals.patch_proposals(f, section("proposals", refine="none", num_eigs=1))
     truth = np.zeros((10, 10), bool)
     truth[3:7, 2:6] = True
     assert len(props) == 1
@@ -27,7 +27,7 @@ def test_ncut_separates_an_object_from_the_background():
 
 def test_two_objects_become_two_proposals_best_first():
     f = two_region_features(12, 12, [(slice(1, 5), slice(1, 5)), (slice(7, 11), slice(6, 11))])
-    props = proposals.patch_proposals(f, ProposalsConfig(refine="none", num_eigs=1))
+    props = proposals.patch_proposals(f, section("proposals", refine="none", num_eigs=1))
     sizes = sorted(int(p.patches.sum()) for p in props)
     assert sizes == [16, 20]
     assert props[0].score >= props[1].score
@@ -52,7 +52,7 @@ def test_pixel_masks_upsample_and_resolve_overlaps_to_the_better_proposal():
     a = np.zeros((4, 4), bool); a[0:2, 0:2] = True
     b = np.zeros((4, 4), bool); b[0:2, 0:3] = True
     image = np.zeros((32, 32, 3), np.uint8)
-    cfg = ProposalsConfig(refine="none", min_patches=1)
+    cfg = section("proposals", refine="none", min_patches=1)
     m, kept = proposals.pixel_masks(image, [proposals.Proposal(a, 0.9, 1), proposals.Proposal(b, 0.5, 1)], 8, cfg)
     assert len(kept) == 2
     up_a, up_b = proposals.upsample(a, 32), proposals.upsample(b, 32)

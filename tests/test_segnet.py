@@ -1,13 +1,12 @@
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from conftest import section
 from pipeline.backbone.factory import create_backbone
-from pipeline.config import BackboneConfig, ConfigError, TrainConfig
+from pipeline.config import ConfigError, replace
 from pipeline.train import checkpoint, segnet
 
 CPU = torch.device("cpu")
@@ -15,8 +14,8 @@ CPU = torch.device("cpu")
 
 def tiny_net(classes: int = 3) -> segnet.SegNet:
     torch.manual_seed(0)
-    cfg = BackboneConfig(name="vit_tiny_patch16_224", source="random",
-                         overrides={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2})
+    cfg = section("backbone", name="vit_tiny_patch16_224", source="random",
+                  overrides={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2})
     return segnet.SegNet(create_backbone(cfg, 32), classes, 16)
 
 
@@ -33,8 +32,8 @@ def tiny_data(n: int = 8) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-TINY = TrainConfig(epochs=2, batch_size=4, lr=3e-3, workers=0, checkpoint_every=2, rounds=2, round_epochs=1,
-                   relabel_threshold=0.5)
+TINY = section("train", epochs=2, batch_size=4, lr=3e-3, workers=0, checkpoint_every=2, rounds=2, round_epochs=1,
+               relabel_threshold=0.5)
 
 
 def test_logits_have_the_input_resolution():
@@ -61,7 +60,7 @@ def test_one_training_step_lowers_the_loss_on_a_tiny_batch():
     x, y = segnet.make_batch(images, labels, None)
     net.train()
     before = segnet.segmentation_loss(net(x), y).item()
-    history, finished = segnet.fit(net, images, labels, dataclasses.replace(TINY, crop_scale_min=1.0), 0, CPU, epochs=1)
+    history, finished = segnet.fit(net, images, labels, replace(TINY, crop_scale_min=1.0), 0, CPU, epochs=1)
     assert finished and len(history) == 1
     net.train()
     assert segnet.segmentation_loss(net(x), y).item() < before
@@ -201,7 +200,7 @@ def test_two_gloo_processes_train_the_same_weights_as_one_process(tmp_path):
 @pytest.mark.parametrize("model, name", [("timm", "resnet18"), ("timm", "vit_tiny_patch16_224"),
                                          ("deeplabv3", "mobilenet_v3_large")])
 def test_alternative_backbones_give_logits_at_input_resolution(model, name):
-    cfg = TrainConfig(model=model, model_name=name, decoder_dim=16)
+    cfg = section("train", model=model, model_name=name, decoder_dim=16)
     net = segnet.build_model(cfg, 3, 64, stage_backbone=lambda: None)
     net.eval()
     with torch.no_grad():
@@ -210,9 +209,9 @@ def test_alternative_backbones_give_logits_at_input_resolution(model, name):
 
 
 def test_train_config_rejects_bad_process_counts_and_models():
-    with pytest.raises(ConfigError, match="train.gpus"):
-        TrainConfig(gpus="two")
-    with pytest.raises(ConfigError, match="train.model_name"):
-        TrainConfig(model="timm")
-    with pytest.raises(ConfigError, match="train.model_name"):
-        TrainConfig(model="deeplabv3", model_name="vgg")
+    with pytest.raises(ConfigError, match=r"'train\.gpus' is 'two'; allowed values: auto or an integer >= 1"):
+        section("train", gpus="two")
+    with pytest.raises(ConfigError, match=r"'train\.model_name' is ''; must name a model when train.model is timm"):
+        section("train", model="timm")
+    with pytest.raises(ConfigError, match=r"'train\.model_name' is 'vgg'; allowed values for deeplabv3: resnet50"):
+        section("train", model="deeplabv3", model_name="vgg")

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, section
 from pipeline import io
-from pipeline.config import DataConfig, VideoConfig
 from pipeline.data import synth_video, video
 
 
@@ -49,11 +48,11 @@ def test_objects_move_against_the_background():
 
 
 def test_synthetic_video_dataset_samples_every_stride_th_frame():
-    data = DataConfig(name="synthetic_video", image_size=48)
-    vid = VideoConfig(stride=3, synth_clips=2, synth_frames=7)
+    data = section("data", name="synthetic_video", image_size=48)
+    vid = section("video", stride=3, synth_clips=2, synth_frames=7)
     names = [n for n, img, lab in video.load(data, vid, 0)]
     assert names == [f"clip_000{c}__f0000{t}" for c in range(2) for t in (0, 3, 6)]
-    capped = VideoConfig(stride=3, max_frames=2, synth_clips=1, synth_frames=7)
+    capped = section("video", stride=3, max_frames=2, synth_clips=1, synth_frames=7)
     assert [n for n, _, _ in video.load(data, capped, 0)] == ["clip_0000__f00000", "clip_0000__f00003"]
 
 
@@ -86,8 +85,8 @@ def test_video_folder_reads_files_and_frame_folders_with_stride_and_labels(tmp_p
         io.write_label(tmp_path / "labels" / "cam" / f"f{i:05d}.png", np.full((40, 50), i % 2, np.uint8))
     for i in (0, 2, 4):
         io.write_label(tmp_path / "labels" / "walk" / f"img{i:03d}.png", np.ones((40, 50), np.uint8))
-    data = DataConfig(name="video", root=str(tmp_path), image_size=32, num_classes=2)
-    out = list(video.load(data, VideoConfig(stride=2), 0))
+    data = section("data", name="video", root=str(tmp_path), image_size=32, num_classes=2)
+    out = list(video.load(data, section("video", stride=2), 0))
     assert [n for n, _, _ in out] == ["cam__f00000", "cam__f00002", "cam__f00004", "cam__f00006",
                                       "walk__f00000", "walk__f00002", "walk__f00004"]
     grey = [int(img.mean()) for _, img, _ in out]
@@ -96,17 +95,17 @@ def test_video_folder_reads_files_and_frame_folders_with_stride_and_labels(tmp_p
 
 
 def test_video_folder_errors_name_the_problem(tmp_path):
-    data = DataConfig(name="video", root=str(tmp_path), image_size=32)
+    data = section("data", name="video", root=str(tmp_path), image_size=32)
     with pytest.raises(io.InputError, match="no videos found"):
-        list(video.load(data, VideoConfig(), 0))
+        list(video.load(data, section("video"), 0))
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     with pytest.raises(io.InputError, match="broken.mp4"):
-        list(video.load(data, VideoConfig(), 0))
+        list(video.load(data, section("video"), 0))
     (tmp_path / "broken.mp4").unlink()
     write_video(tmp_path / "v.avi", [np.zeros((40, 50, 3), np.uint8)] * 2)
     (tmp_path / "labels" / "v").mkdir(parents=True)
     with pytest.raises(io.InputError, match=r"labels/v/f00000.png"):
-        list(video.load(data, VideoConfig(), 0))
+        list(video.load(data, section("video"), 0))
 
 
 def raw_params() -> dict:

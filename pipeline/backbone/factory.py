@@ -5,7 +5,6 @@ image size, so any input size that is a multiple of the patch size works.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import timm
 import torch
 from torch import nn
 
-from pipeline.config import BackboneConfig
+from pipeline.config import BackboneConfig, replace
 
 # Normalisation applied to images in [0, 1] before the backbone (ImageNet statistics, as timm's ViTs).
 MEAN = (0.485, 0.456, 0.406)
@@ -70,7 +69,7 @@ def create_backbone(cfg: BackboneConfig, img_size: int, source: str | None = Non
 
 def from_stage(cfg: BackboneConfig, weights: str | Path, img_size: int) -> nn.Module:
     """The backbone the pretrain stage wrote to `weights` (whatever cfg.source it came from)."""
-    return create_backbone(dataclasses.replace(cfg, source="file", weights=str(weights)), img_size)
+    return create_backbone(replace(cfg, source="file", weights=str(weights)), img_size)
 
 
 def patch_size(model: nn.Module) -> int:

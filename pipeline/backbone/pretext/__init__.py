@@ -31,8 +31,9 @@ VIDEO_METHODS = ("temporal_order", "tracking")
 def build(method: str, backbone: nn.Module, cfg: PretrainConfig, image_size: int, num_images: int,
           seed: int, videos: list[np.ndarray] | None = None, motion: MotionConfig | None = None) -> Objective:
     """The objective `method` around `backbone`, configured by its section of `cfg`; a video objective
-    without `videos` raises ConfigError naming the data.name that provides them."""
-    motion = motion or MotionConfig()
+    without `videos` raises ConfigError naming the data.name that provides them, and needs `motion` (params.motion)."""
+    if method in VIDEO_METHODS and motion is None:
+        raise TypeError(f"pretext.build: the video objective {method} needs motion, the params' motion section")
     if method == "deepcluster":
         return DeepClusterNet(backbone, cfg.deepcluster, image_size, num_images)
     if method == "context":
