@@ -19,6 +19,32 @@ def test_dense_features_give_tokens_and_keys_per_patch():
     assert tokens.shape == (2, 6, 5, 32) and keys.shape == (2, 6, 5, 32)
 
 
+def test_keys_are_the_k_third_of_the_last_blocks_qkv_on_its_input():
+    """The keys dense_features returns are attn.qkv(norm1(x))'s k third (not q, not v, not another block's),
+    with x the last block's input, computed here by running the blocks before it; per head, as timm's
+    attention lays them out: qkv (B, N, 3, heads, head_dim) -> k = [:, :, 1], heads side by side."""
+    torch.manual_seed(0)
+    cfg = section("backbone", source="random", weights="",
+                  overrides={"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2})
+    model = bb.create_backbone(cfg, 32).eval()
+    img = torch.randn(2, 3, 24, 16)
+    _, keys = bb.dense_features(model, img)
+    with torch.no_grad():
+        x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(img))))
+        for blk in model.blocks[:-1]:
+            x = blk(x)
+        last = model.blocks[-1]
+        qkv = last.attn.qkv(last.norm1(x))  # (B, N, 3 * D)
+        b, n, _ = qkv.shape
+        heads = last.attn.num_heads
+        k = qkv.reshape(b, n, 3, heads, -1)[:, model.num_prefix_tokens:, 1]  # (B, patches, heads, head_dim)
+    want = k.reshape(b, 3, 2, heads * k.shape[-1])
+    assert keys.shape == want.shape == (2, 3, 2, 32)
+    assert torch.allclose(keys, want, atol=1e-6, rtol=0)
+    q = qkv[:, model.num_prefix_tokens:, :32].reshape(want.shape)
+    assert not torch.allclose(keys, q, atol=1e-3)  # the check can tell keys from queries
+
+
 def test_a_saved_state_dict_loads_exactly_through_the_file_source(tmp_path):
     torch.manual_seed(1)
     model = bb.create_backbone(TINY, 32).eval()

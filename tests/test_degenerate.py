@@ -61,15 +61,16 @@ def test_singleton_clusters_fall_back_to_closeness_with_confidence_recorded_as_m
 
 
 def test_no_foreground_patch_to_merge_leaves_every_mask_class_unchanged():
-    parts = merge.overcluster(np.zeros((0, 8), np.float32), 10, 0)
-    assert parts.shape == (0,)
-    grid = np.zeros((4, 4), np.int64)
-    part_grid = np.full((4, 4), -1, np.int64)
-    g = merge.part_graph([part_grid], [grid], 1, section("merge"))  # the merge stage's n_parts when parts is empty
-    comm = merge.communities(g, 1.0, 0)
-    cls = merge.community_classes(comm[parts], np.zeros(0, np.int64), int(comm.max()) + 1)
-    new = merge.relabel_masks([np.zeros(0, np.int64)] * 2, np.array([1, 3]), 0.8)
-    assert comm.tolist() == [0] and cls.tolist() == [0] and new.tolist() == [1, 3]
+    # two images, two masks (classes 1 and 3) that cover no patch by half: no foreground patch, no feature
+    grids = [np.zeros((4, 4), np.int64), np.zeros((3, 5), np.int64)]
+    res = merge.refine(np.zeros((0, 8), np.float32), grids, np.zeros(0, np.int64), np.array([1, 3]),
+                       section("merge", parts=10), seed=0)
+    assert res.n_parts == 1  # one empty part, so the graph and Louvain still have a node
+    assert [g.tolist() for g in res.part_grids] == [[[-1] * 4] * 4, [[-1] * 5] * 3]
+    assert list(res.graph.nodes) == [0] and res.graph.number_of_edges() == 0
+    assert res.part_community.tolist() == [0] and res.community_class.tolist() == [0]
+    assert res.new_class.tolist() == [1, 3]  # unchanged
+    assert res.mask_community.tolist() == [-1, -1] and res.mask_community_share.tolist() == [0.0, 0.0]
 
 
 def test_a_class_absent_from_the_ground_truth_gives_no_nan():

@@ -42,7 +42,7 @@ def tiny_backbone():
     return create_backbone(cfg, 32)
 
 
-def test_train_steps_lower_the_loss_on_a_fixed_batch_and_update_the_teacher():
+def test_train_steps_lower_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     cfg = section("pretrain", out_dim=32, hidden_dim=32, bottleneck_dim=8, global_crop_size=32, local_crop_size=16,
                   local_crops=2)
@@ -51,7 +51,30 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch_and_update_the_teacher():
     glob, local = dino.multicrop_transforms(cfg)
     crops = dino.make_crops(torch.rand(8, 3, 40, 40), glob, local, 2)
     assert [c.shape[-1] for c in crops] == [32, 32, 16, 16]
-    before = [p.clone() for p in teacher.parameters()]
     losses = [dino.train_step(student, teacher, loss_fn, opt, crops, 0.04, 0.9, 3.0, False) for _ in range(15)]
     assert losses[-1] < losses[0]
-    assert any(not torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+
+
+def test_the_teacher_is_the_ema_of_the_student_with_each_steps_momentum():
+    """After every step, parameter by parameter: teacher = m * teacher_before + (1 - m) * student_after, with
+    that step's m; the buffers (BatchNorm statistics) are the student's."""
+    torch.manual_seed(0)
+    cfg = section("pretrain", out_dim=32, hidden_dim=32, bottleneck_dim=8, global_crop_size=32, local_crop_size=16,
+                  local_crops=2)
+    student, teacher, loss_fn = dino.build(tiny_backbone(), cfg)
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-2)
+    glob, local = dino.multicrop_transforms(cfg)
+    crops = dino.make_crops(torch.rand(8, 3, 40, 40), glob, local, 2)
+    for m in (0.9, 0.5, 0.99):  # a different momentum each step, as the cosine schedule gives
+        t_before = {n: p.clone() for n, p in teacher.named_parameters()}
+        s_before = {n: p.clone() for n, p in student.named_parameters()}
+        dino.train_step(student, teacher, loss_fn, opt, crops, 0.04, m, 3.0, False)
+        s_after = dict(student.named_parameters())
+        assert t_before.keys() == s_after.keys()
+        assert any((s_after[n] - s_before[n]).abs().max() > 1e-4 for n in s_after)  # the student moved
+        assert any((s_after[n] - t_before[n]).abs().max() > 1e-4 for n in s_after)  # and differs from the teacher
+        for n, p in teacher.named_parameters():
+            want = m * t_before[n] + (1 - m) * s_after[n].detach()
+            assert torch.allclose(p, want, rtol=1e-6, atol=1e-7), (m, n, (p - want).abs().max())
+        for (n, b), (_, sb) in zip(teacher.named_buffers(), student.named_buffers()):
+            assert torch.equal(b, sb), n

@@ -38,6 +38,31 @@ def test_overcluster_gives_part_ids_in_range():
     assert parts.shape == (200,) and parts.min() == 0 and parts.max() == 6
 
 
+def three_blobs() -> tuple[np.ndarray, np.ndarray]:
+    """150 features (D = 8) in three tight blobs around orthogonal directions, in random order, each point at its
+    own length (overcluster compares directions) -> (features, blob of each point)."""
+    rng = np.random.default_rng(0)
+    blob = rng.permutation(np.arange(150) % 3)
+    x = np.eye(8)[blob] + rng.normal(0, 0.02, (150, 8))
+    return (x * rng.uniform(0.5, 5.0, (150, 1))).astype(np.float32), blob
+
+
+def test_overcluster_puts_each_tight_blob_in_one_part_and_blobs_in_different_parts():
+    x, blob = three_blobs()
+    parts = merge.overcluster(x, 3, seed=0)
+    ids = [set(parts[blob == b].tolist()) for b in range(3)]
+    assert all(len(i) == 1 for i in ids), ids  # every blob's points share one part id
+    assert len(set.union(*ids)) == 3  # and the three blobs get three different ids
+
+
+def test_overclustering_splits_blobs_but_never_mixes_two_in_one_part():
+    x, blob = three_blobs()
+    parts = merge.overcluster(x, 6, seed=0)
+    assert len(set(parts.tolist())) == 6
+    for part in set(parts.tolist()):
+        assert len(set(blob[parts == part].tolist())) == 1, part  # each part inside one blob
+
+
 def test_mask_grid_keeps_patches_a_kept_mask_covers_most_and_at_least_half():
     frac = np.array([[[0.9, 0.4, 0.0], [0.5, 0.0, 0.0]],    # mask 0 (kept, global index 7)
                      [[0.1, 0.45, 0.0], [0.0, 1.0, 0.6]]],  # mask 1 (dropped, global index 8)

@@ -186,8 +186,27 @@ def test_sampling_is_uniform_over_clusters():
 
 
 def test_pca_whitening_gives_unit_vectors_of_the_asked_dims():
-    z = dc.pca_whiten(torch.randn(50, 16) * torch.arange(1, 17), 8)
+    x = torch.randn(50, 16) * torch.arange(1, 17)
+    z = dc.pca_whiten(x, 8)
     assert z.shape == (50, 8) and torch.allclose(z.norm(dim=1), torch.ones(50), atol=1e-5)
+    assert torch.allclose(z, torch.nn.functional.normalize(dc.whiten(x, 8), dim=1))  # whiten, then L2-normalise
+
+
+def test_whitening_gives_identity_covariance_on_the_top_principal_axes():
+    """Correlated features of unequal scales: after whitening (before the L2 norm) the sample covariance is the
+    identity, and the axes are the top principal ones (sklearn's PCA(whiten=True), up to each axis' sign)."""
+    from sklearn.decomposition import PCA
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(200, 16, generator=g, dtype=torch.float64) * torch.arange(1, 17)) @ \
+        torch.randn(16, 16, generator=g, dtype=torch.float64) + 3.0
+    z = dc.whiten(x, 8)
+    assert z.shape == (200, 8)
+    assert torch.allclose(z.mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(z.T @ z / (len(z) - 1), torch.eye(8, dtype=torch.float64), atol=1e-5)
+    want = torch.from_numpy(PCA(8, whiten=True, svd_solver="full").fit_transform(x.numpy()))
+    sign = torch.sign((z * want).sum(0))
+    assert torch.allclose(z, want * sign, atol=1e-4)
 
 
 # ---- training -------------------------------------------------------------------------------------------

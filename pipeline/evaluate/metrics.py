@@ -10,16 +10,20 @@ from pipeline.io import IGNORE
 def confusion(pred: np.ndarray, gt: np.ndarray, n_pred: int, n_gt: int) -> np.ndarray:
     """Label maps of equal shape -> (n_pred, n_gt) int64 pixel counts; gt == 255 is skipped.
 
-    A pred value of 255 or >= n_pred is counted in row n_pred - 1 only if it is valid; otherwise it
-    is counted as predicted class 0 (background), which is how an ignored pixel is used downstream.
+    A pred value of 255 (ignore) is counted as predicted class 0 (background), which is how an ignored pixel
+    is used downstream; any other pred value outside 0..n_pred-1 is a ValueError.
     """
     pred = np.asarray(pred).reshape(-1).astype(np.int64)
     gt = np.asarray(gt).reshape(-1).astype(np.int64)
+    bad = (pred != IGNORE) & ((pred < 0) | (pred >= n_pred))
+    if bad.any():
+        raise ValueError(f"predicted label map holds id {int(pred[bad][0])}; predicted ids must be in "
+                         f"0..{n_pred - 1} (n_pred = {n_pred}) or {IGNORE} (ignore, counted as background)")
     valid = gt != IGNORE
     pred, gt = pred[valid], gt[valid]
     if gt.size and gt.max() >= n_gt:
         raise ValueError(f"ground truth holds class {gt.max()} but only {n_gt} classes are configured")
-    pred = np.where((pred < 0) | (pred >= n_pred), 0, pred)
+    pred = np.where(pred == IGNORE, 0, pred)
     return np.bincount(pred * n_gt + gt, minlength=n_pred * n_gt).reshape(n_pred, n_gt)
 
 

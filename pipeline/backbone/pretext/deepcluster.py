@@ -20,13 +20,18 @@ from pipeline.config import DeepClusterConfig
 PERTURB = 1e-4  # relative perturbation of a split centroid (as Faiss and the reference code)
 
 
-def pca_whiten(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """(N, D) -> (N, min(dim, D, N - 1)): centred, projected on the top principal axes, whitened, L2-normed."""
+def whiten(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """(N, D) -> (N, min(dim, D, N - 1)): centred, projected on the top principal axes, whitened (each axis
+    divided by its standard deviation: unit covariance)."""
     x = x - x.mean(0, keepdim=True)
     d = min(dim, x.shape[1], x.shape[0] - 1)
     _, s, vt = torch.linalg.svd(x, full_matrices=False)
-    z = x @ vt[:d].T / (s[:d] / np.sqrt(max(len(x) - 1, 1)) + 1e-5)
-    return F.normalize(z, dim=1)
+    return x @ vt[:d].T / (s[:d] / np.sqrt(max(len(x) - 1, 1)) + 1e-5)
+
+
+def pca_whiten(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """(N, D) -> (N, min(dim, D, N - 1)): `whiten`, then L2-normed (DeepCluster's k-means input)."""
+    return F.normalize(whiten(x, dim), dim=1)
 
 
 def assign(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
