@@ -57,13 +57,17 @@ class DataConfig(_Section):
     name: Literal["synthetic", "folder", "voc2012", "coco", "synthetic_video", "video"]
     root: str; split: str; download: bool  # root: unless synthetic*; split, num_classes: fixed by voc2012 and coco
     image_size: int = Field(ge=32); num_classes: int = Field(ge=2)  # image_size: see Params
-    synth_images: int = Field(ge=8); synth_max_objects: int = Field(ge=1, le=6)
-    max_images: NonNeg; on_bad_image: Literal["skip", "error"]; min_image_side: Pos
+    synth_images: int = Field(ge=8); synth_eval_images: NonNeg; synth_max_objects: int = Field(ge=1, le=6)
+    eval_root: str; eval_fraction: float = Field(ge=0, le=0.9)  # the evaluation split of folder / video sets
+    max_images: NonNeg; max_eval_images: NonNeg; on_bad_image: Literal["skip", "error"]; min_image_side: Pos
 
     @model_validator(mode="after")
     def _dataset_rules(self):
         _require(self, self.name in ("synthetic", "synthetic_video") or self.root, "root", self.root,
                  f"must name a folder when data.name is {self.name}")
+        _require(self, not (self.eval_root and self.eval_fraction), "eval_fraction", self.eval_fraction,
+                 f"must be 0 when data.eval_root is set ({self.eval_root!r}): the evaluation split is either a second "
+                 "folder (eval_root) or a share of data.root (eval_fraction), not both")
         splits, classes = {"voc2012": (("train", "val", "trainval", "trainaug"), 21),
                            "coco": (("train", "val"), 81)}.get(self.name, ((self.split,), self.num_classes))
         _require(self, self.split in splits, "split", self.split, f"allowed values for {self.name}: {', '.join(splits)}")
@@ -206,6 +210,7 @@ class TrainConfig(_Section):
                         self.model_name, f"allowed values for deeplabv3: {', '.join(self.DEEPLAB_BACKBONES)}")
 
 class EvaluateConfig(_Section):
+    split: str  # voc2012, coco: the split scored ('' = none); checked against data.split in Params
     baseline_kmeans_init: Pos; baseline_pixels: int = Field(ge=1000)
 
 class ReportConfig(_Section):
@@ -225,6 +230,21 @@ class Params(_Section):
         patch, size = backbone_patch_size(self.backbone), self.data.image_size
         return _require(self, not patch or size % patch == 0, "data.image_size", size, "must be a multiple of the "
                         f"backbone's patch size {patch}, e.g. {max(patch or 1, size // (patch or 1) * (patch or 1))}")
+
+    DISJOINT_SPLITS: ClassVar = ({"train", "val"}, {"trainaug", "val"})  # voc2012 / coco splits sharing no image
+
+    @model_validator(mode="after")
+    def _evaluation_split_is_held_out(self):
+        name, fit, score = self.data.name, self.data.split, self.evaluate.split
+        if name not in ("voc2012", "coco") or not score:
+            return self
+        splits = {"voc2012": ("train", "val", "trainval", "trainaug"), "coco": ("train", "val")}[name]
+        _require(self, score in splits, "evaluate.split", score,
+                 f"allowed values for {name}: '' (no evaluation split), {', '.join(splits)}")
+        return _require(self, {fit, score} in self.DISJOINT_SPLITS, "evaluate.split", score,
+                        f"shares images with data.split {fit!r}; the scored split must be held out: fit on "
+                        f"{' or '.join(s for s in ('train', 'trainaug') if s in splits)} and score val "
+                        "(or evaluate.split '' for no evaluation split)")
 
 _KEYS = {Params: "", **{f.annotation: prefix + name for prefix, m in (("", Params), ("pretrain.", PretrainConfig))
                         for name, f in m.model_fields.items() if f.annotation in _Section.__subclasses__()}}

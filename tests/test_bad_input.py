@@ -1,4 +1,5 @@
-"""Bad input files: each gives a clear InputError naming the file, or (data.on_bad_image: skip) a recorded skip."""
+"""Bad input files: each gives a clear InputError naming the file, or (data.on_bad_image: skip) a recorded skip;
+a bad label never removes its image (label isolation): the label alone is left out and recorded."""
 import csv
 import hashlib
 import importlib.util
@@ -137,9 +138,12 @@ def make_folder(root, labels: bool = True):
     return {"sub__b.png": r"flattens to the name 'sub__b' that .*sub/b\.png already has",
             "c.png": r"flattens to the name 'c' that .*c\.jpg already has",
             "tiny.png": r"image is 5x5 pixels, smaller than data\.min_image_side \(16\)",
-            "wrongsize.png": r"label is 20x20, its image .*wrongsize\.png is 50x40",
-            "manyclasses.png": r"holds class 9 but data\.num_classes is 2",
-            "nolabel.png": r"nolabel\.png: label file missing for image",
+            "wrongsize.png": r"^label left out of evaluation \(its image is used\): .*labels/wrongsize\.png: label is "
+                             r"20x20, its image .*wrongsize\.png is 50x40",
+            "manyclasses.png": r"^label left out of evaluation \(its image is used\): .*labels/manyclasses\.png: "
+                               r"holds class 9 but data\.num_classes is 2",
+            "nolabel.png": r"^label left out of evaluation \(its image is used\): .*labels/nolabel\.png: label file "
+                           r"missing for image",
             "zero.jpg": r"empty file \(0 bytes\)",
             "broken.jpg": r"not a readable image",
             "notes.txt": r"not an image file extension \(\.txt\), ignored",
@@ -151,13 +155,23 @@ def folder_cfg(root, **kw) -> DataConfig:
     return section("data", name="folder", root=str(root), image_size=32, num_classes=2, **kw)
 
 
+LABEL_LEFT_OUT = ("manyclasses", "nolabel", "wrongsize")  # images kept, their labels left out of evaluation
+
+
 def test_skip_mode_keeps_the_good_images_and_records_every_bad_file_with_its_reason(tmp_path):
     expected = make_folder(tmp_path)
     skipped: list = []
     samples = list(datasets.folder(folder_cfg(tmp_path, on_bad_image="skip"), skipped))
-    assert [s[0] for s in samples] == ["a", "c", "sub__b"]
-    for name, image, label in samples:
-        assert image.shape == (32, 32, 3) and label.shape == (32, 32) and label.max() <= 1
+    assert [s.name for s in samples] == ["a", "c", "manyclasses", "nolabel", "sub__b", "wrongsize"]
+    for name, image, label, size in samples:
+        assert image.shape == (32, 40, 3) and size == (40, 50)  # short side 40 -> 32, aspect kept: 50 -> 40
+        if name in LABEL_LEFT_OUT:
+            assert label is None
+        else:  # ground truth at the original size
+            assert label.shape == (40, 50) and label.max() <= 1
+    assert [os.path.basename(f) for f, r in skipped if r.startswith("label left out")] == \
+        ["manyclasses.png", "nolabel.png", "wrongsize.png"]
+    assert all(f"labels{os.sep}" in f for f, r in skipped if r.startswith("label left out"))  # the label file is named
     reasons = {os.path.basename(f): r for f, r in skipped}
     assert set(reasons) == set(expected)
     for name, pattern in expected.items():
@@ -170,23 +184,37 @@ def test_error_mode_stops_at_the_first_bad_file_naming_it(tmp_path):
         list(datasets.folder(folder_cfg(tmp_path, on_bad_image="error")))
 
 
-def test_each_label_problem_alone_is_an_error_in_error_mode(tmp_path):
+def test_each_label_problem_alone_keeps_the_image_even_in_error_mode_and_records_the_label(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
     Image.fromarray(rgb(40, 40)).save(tmp_path / "images" / "x.png")
     cfg = folder_cfg(tmp_path, on_bad_image="error")
-    with pytest.raises(io.InputError, match=r"labels/x\.png: label file missing for image .*images/x\.png"):
-        list(datasets.folder(cfg))
-    io.write_label(tmp_path / "labels" / "x.png", np.zeros((40, 41), np.uint8))
-    with pytest.raises(io.InputError, match=r"labels/x\.png: label is 41x40, its image .*x\.png is 40x40"):
-        list(datasets.folder(cfg))
-    io.write_label(tmp_path / "labels" / "x.png", np.full((40, 40), 2, np.uint8))
-    with pytest.raises(io.InputError, match=r"holds class 2 but data\.num_classes is 2 \(classes 0\.\.1, 255 = ignore\)"):
-        list(datasets.folder(cfg))
+    lpath = tmp_path / "labels" / "x.png"
+
+    def one() -> tuple:
+        skipped: list = []
+        [(name, image, label, size)] = list(datasets.folder(cfg, skipped))
+        assert name == "x" and image.shape == (32, 32, 3) and size == (40, 40)
+        return label, skipped
+
+    def left_out(reason: str) -> None:
+        label, skipped = one()
+        assert label is None and len(skipped) == 1 and skipped[0][0] == str(lpath)
+        assert re.fullmatch(r"label left out of evaluation \(its image is used\): " + reason, skipped[0][1]), skipped
+
+    left_out(rf"{re.escape(str(lpath))}: label file missing for image .*images/x\.png")
+    io.write_label(lpath, np.zeros((40, 41), np.uint8))
+    left_out(r".*labels/x\.png: label is 41x40, its image .*x\.png is 40x40")
+    io.write_label(lpath, np.full((40, 40), 2, np.uint8))
+    left_out(r".*labels/x\.png: holds class 2 but data\.num_classes is 2 \(classes 0\.\.1, 255 = ignore\)")
+    lpath.write_text("not a png")
+    left_out(r".*labels/x\.png: not a readable label \(not an image format PIL knows\)")
     lab = np.full((40, 40), 255, np.uint8)
     lab[0, 0] = 1
-    io.write_label(tmp_path / "labels" / "x.png", lab)  # 255 (ignore) is always allowed
-    assert len(list(datasets.folder(cfg))) == 1
+    io.write_label(lpath, lab)  # 255 (ignore) is always allowed
+    label, skipped = one()
+    np.testing.assert_array_equal(label, lab)
+    assert not skipped
 
 
 def test_empty_and_imageless_folders_are_clear_errors(tmp_path):
@@ -205,9 +233,9 @@ def test_a_very_large_image_is_read_and_resized(tmp_path):
     big = np.zeros((3000, 4000, 3), np.uint8)
     big[:1500] = (200, 10, 10)  # top half red
     Image.fromarray(big).save(tmp_path / "images" / "big.png", compress_level=1)
-    [(name, image, label)] = list(datasets.folder(folder_cfg(tmp_path)))
-    assert image.shape == (32, 32, 3) and label is None
-    assert image[4, 16].tolist() == [200, 10, 10] and image[28, 16].tolist() == [0, 0, 0]
+    [(name, image, label, size)] = list(datasets.folder(folder_cfg(tmp_path)))
+    assert image.shape == (32, 43, 3) and label is None and size == (3000, 4000)  # 4000 * 32 / 3000 = 42.7 -> 43
+    assert image[4, 21].tolist() == [200, 10, 10] and image[28, 21].tolist() == [0, 0, 0]
 
 
 # ---------------------------------------------------------------- the prepare stage
@@ -244,8 +272,17 @@ def test_prepare_writes_a_skip_report_and_never_touches_the_input_folder(tmp_pat
     assert {os.path.basename(r["file"]) for r in rows} == set(expected)
     assert all(r["reason"] for r in rows)
     manifest = io.read_manifest(out)
-    assert manifest["names"] == ["a", "c", "sub__b"] and manifest["skipped"] == len(expected) and manifest["has_labels"]
-    assert sorted(p.name for p in (out / "images").iterdir()) == ["a.png", "c.png", "sub__b.png"]
+    names = ["a", "c", "manyclasses", "nolabel", "sub__b", "wrongsize"]
+    assert manifest["names"] == names and manifest["skipped"] == len(expected)
+    assert manifest["labelled"] == ["a", "c", "sub__b"] and not manifest["has_labels"]  # 3 labels left out
+    assert manifest["eval_names"] == [] and not manifest["eval_has_labels"]
+    assert manifest["sizes"] == {n: [40, 50] for n in names}
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{n}.png" for n in names]
+    assert sorted(p.name for p in (out / "gt").iterdir()) == ["a.png", "c.png", "sub__b.png"]
+    for n in names:  # patch 8 (the default backbone): 50 * 32 / 40 = 40 = 5 patches
+        assert io.read_image(out / "images" / f"{n}.png").shape == (32, 40, 3)
+    gt_a = io.read_label(out / "gt" / "a.png")  # ground truth untouched, at the original size
+    np.testing.assert_array_equal(gt_a, io.read_label(src / "labels" / "a.png"))
 
 
 def test_prepare_in_error_mode_names_the_file_and_still_writes_the_report(tmp_path, monkeypatch):

@@ -67,6 +67,17 @@ def coco_root(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(
         {"images": images, "annotations": anns, "categories": cats}))
+    # train2017: a wide 48x32 (W x H) image with a person, and a square one without annotations
+    (tmp_path / "train2017").mkdir()
+    train_images = []
+    for img_id, (h, w) in ((9, (SIZE, 48)), (25, (SIZE, SIZE))):
+        name = f"{img_id:012d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / "train2017" / name)
+        train_images.append({"id": img_id, "file_name": name, "height": h, "width": w})
+    train_anns = [{"id": 1, "image_id": 9, "category_id": 1, "segmentation": rect(30, 4, 46, 20), "area": 256.0,
+                   "iscrowd": 0, "bbox": [30, 4, 16, 16]}]
+    (tmp_path / "annotations" / "instances_train2017.json").write_text(json.dumps(
+        {"images": train_images, "annotations": train_anns, "categories": cats}))
     datasets.coco_index.cache_clear()
     return tmp_path
 
@@ -116,15 +127,16 @@ def test_coco_config_needs_81_classes_and_a_coco_split():
         section("data", name="coco", root="x", num_classes=81, split="trainaug")
 
 
-def test_resized_instances_keep_masks_crowd_and_categories(coco_root):
-    gt = datasets.coco_instances(cfg(coco_root, image_size=2 * SIZE))
+def test_instances_keep_masks_crowd_and_categories_at_the_original_size(coco_root):
+    gt = datasets.coco_instances(cfg(coco_root, image_size=2 * SIZE))  # image_size changes nothing here
     assert [im["file_name"] for im in gt["images"]] == ["000000000139.png", "000000000285.png", "000000000632.png"]
+    assert all((im["height"], im["width"]) == (SIZE, SIZE) for im in gt["images"])
     anns = [a for a in gt["annotations"] if a["image_id"] == 1]
     assert [(a["category_id"], a["iscrowd"]) for a in anns] == [(1, 0), (18, 0), (1, 1), (90, 0)]
     from pycocotools import mask as mask_utils
     crowd = mask_utils.decode(anns[2]["segmentation"]).astype(bool)
-    np.testing.assert_array_equal(crowd, np.kron(crowd_mask(), np.ones((2, 2), bool)))
-    assert anns[0]["area"] == 4 * 196
+    np.testing.assert_array_equal(crowd, crowd_mask())
+    assert anns[0]["area"] == 196
 
 
 def square_gt(masks, crowd=()):
@@ -165,19 +177,39 @@ def test_mask_ap50_ignores_detections_on_crowd_regions():
     assert np.isnan(coco.mask_ap50(square_gt([], crowd=[crowd]), []))
 
 
+def test_coco_fits_on_train_and_holds_out_val_capped_by_max_eval_images(coco_root):
+    c = cfg(coco_root, split="train", max_images=1, max_eval_images=2)
+    [wide] = datasets.load(c, 0)
+    assert wide.name == "000000000009" and wide.size == (SIZE, 48) and wide.image.shape == (SIZE, 48, 3)
+    want = np.zeros((SIZE, 48), np.uint8)
+    want[4:20, 30:46] = 1  # the person, at the original size
+    np.testing.assert_array_equal(wide.label, want)
+    assert [s.name for s in datasets.load_eval(c, 0, "val")] == ["000000000139", "000000000285"]
+    assert list(datasets.load_eval(c, 0, "")) == []
+
+
 def test_prepare_stage_writes_coco_maps_instances_and_manifest(coco_root, tmp_path):
+    """Fit on train2017, score val2017: both prepared, the instances (the proposals' AP50) of the training split,
+    everything at the original size."""
     work = tmp_path / "work"
     work.mkdir()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(name="coco", root=str(coco_root), num_classes=81, image_size=SIZE, split="val")
+    params["data"].update(name="coco", root=str(coco_root), num_classes=81, image_size=SIZE, split="train")
+    params["evaluate"].update(split="val")
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     out = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=work,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     prep = work / "data" / "01_prepare"
     manifest = json.loads((prep / "manifest.json").read_text())
-    assert manifest["names"] == ["000000000139", "000000000285", "000000000632"] and manifest["has_labels"]
+    assert manifest["names"] == ["000000000009", "000000000025"] and manifest["has_labels"]
+    assert manifest["eval_names"] == ["000000000139", "000000000285", "000000000632"] and manifest["eval_has_labels"]
+    assert manifest["sizes"]["000000000009"] == [SIZE, 48] and manifest["sizes"]["000000000139"] == [SIZE, SIZE]
     assert manifest["gt_instances"] == "gt_instances.json" and manifest["class_names"][1] == "person"
     np.testing.assert_array_equal(io.read_label(prep / "gt" / "000000000139.png"), expected_139())
+    assert io.read_label(prep / "gt" / "000000000009.png").shape == (SIZE, 48)
+    assert io.read_image(prep / "images" / "000000000009.png").shape == (SIZE, 48, 3)
     gt = json.loads((prep / "gt_instances.json").read_text())
-    assert len(gt["annotations"]) == 5 and len(gt["categories"]) == 80
+    assert [(im["file_name"], im["height"], im["width"]) for im in gt["images"]] == \
+        [("000000000009.png", SIZE, 48), ("000000000025.png", SIZE, SIZE)]
+    assert len(gt["annotations"]) == 1 and gt["annotations"][0]["area"] == 256 and len(gt["categories"]) == 80

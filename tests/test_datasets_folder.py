@@ -31,9 +31,9 @@ def cfg(root, **kw):
 def test_folder_reads_nested_images_with_labels_at_the_same_relative_path(tmp_path):
     want = {"top": write(tmp_path, "top", 1), "a__x": write(tmp_path, "a/x", 2), "a__b__y": write(tmp_path, "a/b/y", 1)}
     samples = list(datasets.load(cfg(tmp_path), 0))
-    assert [s[0] for s in samples] == ["a__b__y", "a__x", "top"]  # sorted by relative path
-    for name, image, label in samples:
-        assert image.shape == (SIZE, SIZE, 3)
+    assert [s.name for s in samples] == ["a__b__y", "a__x", "top"]  # sorted by relative path
+    for name, image, label, size in samples:
+        assert image.shape == (SIZE, SIZE, 3) and size == (SIZE, SIZE)
         np.testing.assert_array_equal(label, want[name])
         np.testing.assert_array_equal(image, io.read_image(tmp_path / "images" / f"{name.replace('__', '/')}.png"))
 
@@ -45,14 +45,19 @@ def test_folder_without_labels_yields_none_and_max_images_takes_the_first(tmp_pa
         p.unlink() if p.is_file() else p.rmdir()
     (tmp_path / "labels").rmdir()
     samples = list(datasets.load(cfg(tmp_path, max_images=1), 0))
-    assert [(s[0], s[2]) for s in samples] == [("a__x", None)]
+    assert [(s.name, s.label) for s in samples] == [("a__x", None)]
 
 
-def test_folder_label_with_a_class_beyond_num_classes_is_an_error_or_a_recorded_skip(tmp_path):
+@pytest.mark.parametrize("mode", ["error", "skip"])
+def test_folder_label_with_a_class_beyond_num_classes_keeps_its_image_and_is_recorded(tmp_path, mode):
+    """Label isolation: in either data.on_bad_image mode the image is used and only its label is left out."""
     write(tmp_path, "a", 5)
-    write(tmp_path, "b", 2)
-    with pytest.raises(io.InputError, match=r"a\.png.*class 5.*num_classes is 3"):
-        list(datasets.load(cfg(tmp_path, on_bad_image="error"), 0))
+    want_b = write(tmp_path, "b", 2)
     skipped = []
-    assert [s[0] for s in datasets.load(cfg(tmp_path, on_bad_image="skip"), 0, skipped)] == ["b"]
-    assert len(skipped) == 1 and "a.png" in skipped[0][0] and "class 5" in skipped[0][1]
+    samples = list(datasets.load(cfg(tmp_path, on_bad_image=mode), 0, skipped))
+    assert [s.name for s in samples] == ["a", "b"]
+    assert samples[0].label is None and samples[0].image.shape == (SIZE, SIZE, 3)
+    np.testing.assert_array_equal(samples[1].label, want_b)
+    assert skipped == [(str(tmp_path / "labels" / "a.png"),
+                        f"label left out of evaluation (its image is used): {tmp_path / 'labels' / 'a.png'}: holds "
+                        "class 5 but data.num_classes is 3 (classes 0..2, 255 = ignore)")]

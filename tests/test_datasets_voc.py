@@ -1,9 +1,13 @@
 """PASCAL VOC 2012 loader on a tiny VOCdevkit built in a temporary folder."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from conftest import section
+from conftest import ROOT, section
 from pipeline import io
 from pipeline.config import ConfigError
 from pipeline.data import datasets, voc
@@ -59,8 +63,8 @@ def test_voc_palette_labels_decode_to_class_ids_with_border_ignored(devkit):
     root, labels = devkit
     samples = list(datasets.load(cfg(root, "train"), 0))
     assert [s[0] for s in samples] == ["2007_000001", "2007_000002"]
-    for name, image, label in samples:
-        assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
+    for name, image, label, size in samples:
+        assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8 and size == (SIZE, SIZE)
         np.testing.assert_array_equal(label, labels[name])
         assert set(np.unique(label)) == {0, 1, 15, 255}
         assert label[20, 20] == 15 and label[15, 20] == 255 and label[5, 5] == 1 and label[30, 1] == 0
@@ -73,19 +77,19 @@ def test_voc_val_split_and_root_given_as_parent_of_vocdevkit(devkit):
     np.testing.assert_array_equal(samples[0][2], labels["2008_000003"])
 
 
-def test_voc_labels_are_resized_nearest_with_the_image(devkit):
+def test_voc_image_is_resized_and_its_label_keeps_the_original_size(devkit):
     root, labels = devkit
-    (name, image, label), = datasets.load(section("data", name="voc2012", root=str(root), split="val", num_classes=21,
-                                                  image_size=2 * SIZE), 0)
-    assert image.shape == (2 * SIZE, 2 * SIZE, 3)
-    np.testing.assert_array_equal(label, np.kron(labels[name], np.ones((2, 2), np.uint8)))
+    (name, image, label, size), = datasets.load(section("data", name="voc2012", root=str(root), split="val",
+                                                        num_classes=21, image_size=2 * SIZE), 0)
+    assert image.shape == (2 * SIZE, 2 * SIZE, 3) and size == (SIZE, SIZE)
+    np.testing.assert_array_equal(label, labels[name])  # not resized: scored at the original size
 
 
 def test_voc_trainaug_is_every_aug_label_outside_val(devkit):
     root, labels = devkit
     samples = list(datasets.load(cfg(root, "trainaug"), 0))
     assert [s[0] for s in samples] == ["2007_000001", "2007_000002", "2009_000004"]
-    for name, _, label in samples:
+    for name, _, label, _ in samples:
         want = np.where(labels[name] == 255, 0, labels[name])
         want[0, 0] = 7
         np.testing.assert_array_equal(label, want)
@@ -142,3 +146,48 @@ def test_voc_config_checks_split_and_class_count():
     with pytest.raises(ConfigError, match="data.split"):
         section("data", name="voc2012", root="x", num_classes=21, split="test")
     assert datasets.class_names(cfg("x"))[15] == "person" and len(voc.CLASS_NAMES) == 21
+
+
+def test_voc_fits_on_train_and_holds_out_val(devkit):
+    root, labels = devkit
+    c = cfg(root, "train")
+    assert [s.name for s in datasets.load(c, 0)] == ["2007_000001", "2007_000002"]
+    held_out = list(datasets.load_eval(c, 0, "val"))
+    assert [s.name for s in held_out] == ["2008_000003"]
+    np.testing.assert_array_equal(held_out[0].label, labels["2008_000003"])
+    assert list(datasets.load_eval(c, 0, "")) == []  # evaluate.split '': no evaluation split
+    assert [s.name for s in datasets.load_eval(cfg(root, "val", max_eval_images=1), 0, "train")] == \
+        ["2007_000001"]  # data.max_eval_images caps the evaluation split
+
+
+def test_voc_prepare_stage_writes_both_splits_and_gt_at_the_original_size(devkit, tmp_path):
+    """A VOCdevkit with a non-square val image: prepare fits on train, holds out val, ground truth untouched."""
+    root, labels = devkit
+    voc_root = root / "VOC2012"
+    wide = np.random.default_rng(3).integers(0, 255, (SIZE, 48, 3), dtype=np.uint8)  # 48x32 (W x H)
+    Image.fromarray(wide).save(voc_root / "JPEGImages" / "2008_000003.jpg")
+    wide_label = np.zeros((SIZE, 48), np.uint8)
+    wide_label[4:20, 30:44] = 15
+    wide_label[0, :] = 255
+    palette_png(voc_root / "SegmentationClass" / "2008_000003.png", wide_label)
+    m = run_prepare(tmp_path, data={"name": "voc2012", "root": str(root), "split": "train", "num_classes": 21,
+                                    "image_size": SIZE}, evaluate={"split": "val"})
+    prep = tmp_path / "data" / "01_prepare"
+    assert m["names"] == ["2007_000001", "2007_000002"] and m["eval_names"] == ["2008_000003"]
+    assert m["has_labels"] and m["eval_has_labels"] and m["labelled"] == m["names"] + m["eval_names"]
+    assert m["sizes"] == {"2007_000001": [SIZE, SIZE], "2007_000002": [SIZE, SIZE], "2008_000003": [SIZE, 48]}
+    assert io.read_image(prep / "images" / "2008_000003.png").shape == (SIZE, 48, 3)  # 32 short side, 48 = 6 patches
+    np.testing.assert_array_equal(io.read_label(prep / "gt" / "2008_000003.png"), wide_label)
+    for n in m["names"]:
+        np.testing.assert_array_equal(io.read_label(prep / "gt" / f"{n}.png"), labels[n])
+
+
+def run_prepare(work, **sections) -> dict:
+    """`python -m stages.prepare` in `work` with params.yaml's sections updated -> the manifest it wrote."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, values in sections.items():
+        params[name].update(values)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    out = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return io.read_manifest(work / "data" / "01_prepare")

@@ -50,10 +50,10 @@ def test_objects_move_against_the_background():
 def test_synthetic_video_dataset_samples_every_stride_th_frame():
     data = section("data", name="synthetic_video", image_size=48)
     vid = section("video", stride=3, synth_clips=2, synth_frames=7)
-    names = [n for n, img, lab in video.load(data, vid, 0)]
+    names = [s.name for s in video.load(data, vid, 0)]
     assert names == [f"clip_000{c}__f0000{t}" for c in range(2) for t in (0, 3, 6)]
     capped = section("video", stride=3, max_frames=2, synth_clips=1, synth_frames=7)
-    assert [n for n, _, _ in video.load(data, capped, 0)] == ["clip_0000__f00000", "clip_0000__f00003"]
+    assert [s.name for s in video.load(data, capped, 0)] == ["clip_0000__f00000", "clip_0000__f00003"]
 
 
 def test_sequences_and_neighbours_follow_time_order():
@@ -87,11 +87,12 @@ def test_video_folder_reads_files_and_frame_folders_with_stride_and_labels(tmp_p
         io.write_label(tmp_path / "labels" / "walk" / f"img{i:03d}.png", np.ones((40, 50), np.uint8))
     data = section("data", name="video", root=str(tmp_path), image_size=32, num_classes=2)
     out = list(video.load(data, section("video", stride=2), 0))
-    assert [n for n, _, _ in out] == ["cam__f00000", "cam__f00002", "cam__f00004", "cam__f00006",
-                                      "walk__f00000", "walk__f00002", "walk__f00004"]
-    grey = [int(img.mean()) for _, img, _ in out]
+    assert [s.name for s in out] == ["cam__f00000", "cam__f00002", "cam__f00004", "cam__f00006",
+                                     "walk__f00000", "walk__f00002", "walk__f00004"]
+    grey = [int(s.image.mean()) for s in out]
     assert all(abs(g - e) <= 3 for g, e in zip(grey, [0, 40, 80, 120, 0, 40, 80]))  # MJPG is lossy
-    assert all(img.shape == (32, 32, 3) and lab.shape == (32, 32) for _, img, lab in out)
+    # frames: short side 40 -> 32, aspect kept (50 -> 40); labels at the frame's original size
+    assert all(s.image.shape == (32, 40, 3) and s.label.shape == (40, 50) and s.size == (40, 50) for s in out)
 
 
 def test_video_folder_errors_name_the_problem(tmp_path):
@@ -104,8 +105,11 @@ def test_video_folder_errors_name_the_problem(tmp_path):
     (tmp_path / "broken.mp4").unlink()
     write_video(tmp_path / "v.avi", [np.zeros((40, 50, 3), np.uint8)] * 2)
     (tmp_path / "labels" / "v").mkdir(parents=True)
-    with pytest.raises(io.InputError, match=r"labels/v/f00000.png"):
-        list(video.load(data, section("video"), 0))
+    skipped = []  # a missing label keeps its frame: only evaluation leaves it out
+    [frame] = list(video.load(data, section("video"), 0, skipped))
+    assert frame.name == "v__f00000" and frame.label is None
+    lpath = tmp_path / "labels" / "v" / "f00000.png"
+    assert skipped == [(str(lpath), f"label left out of evaluation (its image is used): {lpath}: label file not found")]
 
 
 def raw_params() -> dict:

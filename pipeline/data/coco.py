@@ -9,7 +9,6 @@ import contextlib
 import io as _stdio
 from pathlib import Path
 
-import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -86,14 +85,15 @@ def encode(mask: np.ndarray) -> dict:
     return rle
 
 
-def resized_instances(coco: COCO, ids: list[int], names: list[str], size: int) -> dict:
-    """The instance ground truth of the prepared images (each resized to `size` squared, nearest) as a COCO
-    instances dict: images named by `names` with ids 1..N, RLE masks, iscrowd and COCO category ids kept."""
+def instances(coco: COCO, ids: list[int], names: list[str]) -> dict:
+    """The instance ground truth of the prepared images at their ORIGINAL size (the size evaluate scores at) as a
+    COCO instances dict: images named by `names` with ids 1..N, RLE masks, iscrowd and COCO category ids kept."""
     images, anns = [], []
     for k, (img_id, name) in enumerate(zip(ids, names), start=1):
-        images.append({"id": k, "file_name": f"{name}.png", "height": size, "width": size})
+        info = coco.imgs[img_id]
+        images.append({"id": k, "file_name": f"{name}.png", "height": info["height"], "width": info["width"]})
         for a in coco.loadAnns(coco.getAnnIds(imgIds=[img_id], iscrowd=None)):
-            m = cv2.resize(coco.annToMask(a), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
+            m = coco.annToMask(a).astype(bool)
             if not m.any():
                 continue
             rle = encode(m)

@@ -102,11 +102,21 @@ def generate_image(rng: np.random.Generator, size: int, max_objects: int) -> tup
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 
-def generate_dataset(seed: int, count: int, size: int, max_objects: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """`count` scenes from `seed` -> [(name, image (S, S, 3) uint8, label (S, S) uint8)], reproducible."""
+EVAL_STREAM = 1  # the evaluation images come from SeedSequence(seed, spawn_key=(EVAL_STREAM,)), not from `seed`
+
+
+def generate_dataset(seed: int | np.random.SeedSequence, count: int, size: int, max_objects: int,
+                     prefix: str = "synth") -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """`count` scenes from `seed` -> [(name '<prefix>_00000', image (S, S, 3) uint8, label (S, S) uint8)], reproducible."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(count):
         img, lab = generate_image(rng, size, max_objects)
-        out.append((f"synth_{i:05d}", img, lab))
+        out.append((f"{prefix}_{i:05d}", img, lab))
     return out
+
+
+def eval_stream(seed: int) -> np.random.SeedSequence:
+    """The evaluation split's seed stream: a child of `seed` (spawn key EVAL_STREAM), statistically independent of
+    the training stream default_rng(seed), so the held-out scenes share no draw with the training scenes."""
+    return np.random.SeedSequence(seed, spawn_key=(EVAL_STREAM,))

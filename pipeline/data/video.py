@@ -7,6 +7,11 @@ sort in time order and the manifest can list which prepared images are consecuti
 Folder layout (`data.root`): video files OpenCV can read (mp4, avi, mov, mkv, ...) and/or folders of frame
 images (frames in file-name order), side by side; optional ground truth in `labels/<video>/`, one 8-bit class
 PNG per kept frame: `f<index>.png` for a video file (f00012.png), the frame's own stem for a frame folder.
+Ground truth keeps the frame's original size; a missing or bad label leaves the frame in, recorded in skipped.
+
+Two splits, by WHOLE videos (never frames of one video on both sides): the evaluation split is data.eval_root (a
+second folder of videos) or the videos whose name datasets.in_eval_split holds out at data.eval_fraction (the
+generated clips too); `load` gives the training split, `load_eval` the evaluation split.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import numpy as np
 from pipeline import io
 from pipeline.config import DataConfig, VideoConfig
 from pipeline.data import synth, synth_video
-from pipeline.data.datasets import Sample, resize_pair
+from pipeline.data.datasets import Sample, in_eval_split, label_or_none, resize_image
 
 KINDS = ("synthetic_video", "video")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ogv")
@@ -118,47 +123,61 @@ def read_frames(path: str | Path, stride: int, max_frames: int = 0) -> Iterator[
         raise io.InputError(f"{path}: OpenCV opened the video but read no frame from it")
 
 
-def folder_videos(data: DataConfig, video: VideoConfig) -> Iterator[Sample]:
-    """data.root's videos -> (frame name, image (S, S, 3), label (S, S) or None) for every kept frame."""
-    root = Path(data.root)
+def folder_videos(data: DataConfig, video: VideoConfig, skipped: list[tuple[str, str]] | None = None, *,
+                  patch: int = 1, part: str = "train") -> Iterator[Sample]:
+    """One split's videos -> Sample(frame name, image (resize_image), label at the frame's size or None, (H, W))
+    for every kept frame. part 'train': data.root's videos less those data.eval_fraction holds out; 'eval':
+    data.eval_root's videos, or the held-out ones of data.root, or none."""
+    skipped = [] if skipped is None else skipped
+    if part == "eval" and not data.eval_root and not data.eval_fraction:
+        return
+    root = Path(data.eval_root if part == "eval" and data.eval_root else data.root)
     labels_dir = root / LABELS
     for vname, path in list_videos(root):
+        if data.eval_fraction and in_eval_split(vname, data.eval_fraction) != (part == "eval"):
+            continue
         for index, stem, image in read_frames(path, video.stride, video.max_frames):
             label = None
             if labels_dir.is_dir():
                 lpath = labels_dir / vname / f"{stem}.png"
-                label = io.read_label(lpath)
-                if label.shape != image.shape[:2]:
-                    raise io.InputError(f"{lpath}: label is {label.shape[1]}x{label.shape[0]}, its frame is "
-                                        f"{image.shape[1]}x{image.shape[0]}")
-                bad = (label != io.IGNORE) & (label >= data.num_classes)
-                if bad.any():
-                    raise io.InputError(f"{lpath}: holds class {int(label[bad].max())} but data.num_classes is "
-                                        f"{data.num_classes}")
-            image, label = resize_pair(image, label, data.image_size)
-            yield frame_name(vname, index), image, label
+                label = label_or_none(lambda: io.read_label(lpath), image.shape, data.num_classes, lpath, path, skipped)
+            yield Sample(frame_name(vname, index), resize_image(image, data.image_size, patch), label, image.shape[:2])
 
 
-def synthetic_videos(data: DataConfig, video: VideoConfig, seed: int) -> Iterator[Sample]:
-    """The generated clips (pipeline/synth_video.py) from `seed`, sampled like any video."""
+def synthetic_videos(data: DataConfig, video: VideoConfig, seed: int, part: str = "train") -> Iterator[Sample]:
+    """The generated clips (pipeline/synth_video.py) from `seed`, sampled like any video; the clips whose name
+    data.eval_fraction holds out form the evaluation split (part 'eval'), the others the training split."""
+    if part == "eval" and not data.eval_fraction:
+        return
     clips = synth_video.generate_video_set(seed, video.synth_clips, video.synth_frames, data.image_size,
                                            data.synth_max_objects, video.synth_camera_speed,
                                            tuple(video.synth_object_speed))
     for vname, clip in clips:
+        if data.eval_fraction and in_eval_split(vname, data.eval_fraction) != (part == "eval"):
+            continue
         kept = range(0, len(clip.frames), video.stride)
         if video.max_frames:
             kept = kept[:video.max_frames]
         for t in kept:
-            yield frame_name(vname, t), clip.frames[t], clip.labels[t]
+            yield Sample(frame_name(vname, t), clip.frames[t], clip.labels[t], (data.image_size, data.image_size))
 
 
-def load(data: DataConfig, video: VideoConfig, seed: int) -> Iterator[Sample]:
-    """The video dataset named by data.name (synthetic_video | video)."""
+def load(data: DataConfig, video: VideoConfig, seed: int, skipped: list[tuple[str, str]] | None = None, *,
+         patch: int = 1, part: str = "train") -> Iterator[Sample]:
+    """The training split (part 'eval': the evaluation split) of the video dataset named by data.name
+    (synthetic_video | video); labels left out of evaluation are appended to `skipped` as (file, reason)."""
     if data.name == "synthetic_video":
-        return synthetic_videos(data, video, seed)
+        return synthetic_videos(data, video, seed, part)
     if data.name == "video":
-        return folder_videos(data, video)
+        return folder_videos(data, video, skipped, patch=patch, part=part)
     raise ValueError(f"video.load: data.name {data.name!r} is not a video dataset ({', '.join(KINDS)})")
+
+
+def load_eval(data: DataConfig, video: VideoConfig, seed: int, skipped: list[tuple[str, str]] | None = None, *,
+              patch: int = 1) -> Iterator[Sample]:
+    """The evaluation split of the video dataset (whole videos held out; empty when eval_root and eval_fraction
+    are unset)."""
+    return load(data, video, seed, skipped, patch=patch, part="eval")
 
 
 def class_names(data: DataConfig) -> list[str]:
