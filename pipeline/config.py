@@ -206,7 +206,8 @@ class TrainConfig(_Section):
                         self.model_name, f"allowed values for deeplabv3: {', '.join(self.DEEPLAB_BACKBONES)}")
 
 class EvaluateConfig(_Section):
-    baseline_kmeans_init: Pos; baseline_pixels: int = Field(ge=1000)
+    match: Literal["iou", "pixels"]
+    baseline_kmeans_init: Pos; baseline_pixels: int = Field(ge=1000); baseline_patches: int = Field(ge=1000)
 
 class ReportConfig(_Section):
     journey_images: list[Annotated[str, Field(min_length=1)]]  # names in data/01_prepare/images, without .png
