@@ -211,7 +211,8 @@ class TrainConfig(_Section):
 
 class EvaluateConfig(_Section):
     split: str  # voc2012, coco: the split scored ('' = none); checked against data.split in Params
-    baseline_kmeans_init: Pos; baseline_pixels: int = Field(ge=1000)
+    match: Literal["iou", "pixels"]
+    baseline_kmeans_init: Pos; baseline_pixels: int = Field(ge=1000); baseline_patches: int = Field(ge=1000)
 
 class ReportConfig(_Section):
     journey_images: list[Annotated[str, Field(min_length=1)]]  # names in data/01_prepare/images, without .png

@@ -1,13 +1,16 @@
+import json
+
 import numpy as np
 import pytest
 
-from pipeline.evaluate import metrics
+from pipeline.evaluate import baselines, metrics
 
 
-def test_permuted_labels_score_perfectly_after_hungarian_matching():
+@pytest.mark.parametrize("match", ["iou", "pixels"])
+def test_permuted_labels_score_perfectly_after_hungarian_matching(match):
     gt = np.array([[0, 0, 1, 1], [2, 2, 1, 0]], np.uint8)[None]
     perm = np.array([2, 0, 1], np.uint8)  # pred class = perm[gt]
-    out = metrics.evaluate_maps(perm[gt], gt, 3, 3)
+    out = metrics.evaluate_maps(perm[gt], gt, 3, 3, match)
     assert out["miou"] == 1.0 and out["pixel_acc"] == 1.0
     assert out["mapping"] == [1, 2, 0]
 
@@ -22,11 +25,12 @@ def test_iou_matches_the_formula_and_ignore_is_skipped():
     assert np.isclose(out["pixel_acc"], 3 / 4)
 
 
-def test_unmatched_predicted_classes_count_as_wrong():
+@pytest.mark.parametrize("match", ["iou", "pixels"])
+def test_unmatched_predicted_classes_count_as_wrong(match):
     gt = np.zeros((1, 2, 4), np.uint8)
     gt[0, :, 2:] = 1
     pred = np.array([[[0, 0, 1, 2], [0, 0, 1, 2]]], np.uint8)  # 3 clusters, 2 classes
-    out = metrics.evaluate_maps(pred, gt, 3, 2)
+    out = metrics.evaluate_maps(pred, gt, 3, 2, match)
     assert out["mapping"].count(-1) == 1
     assert np.isclose(out["pixel_acc"], 6 / 8)
 
@@ -58,14 +62,16 @@ def test_matching_is_one_assignment_for_the_whole_dataset_not_one_per_image():
     assert np.isclose(out["pixel_acc"], 1 / 2)
 
 
-def test_with_fewer_predicted_ids_than_classes_the_unmatched_class_scores_zero():
+@pytest.mark.parametrize("match", ["iou", "pixels"])
+def test_with_fewer_predicted_ids_than_classes_the_unmatched_class_scores_zero(match):
     """2 predicted ids, 3 classes. Confusion: pred 0 = [2, 0, 0], pred 1 = [0, 3, 1] -> pred 0 -> class 0,
     pred 1 -> class 1, class 2 unmatched. IoU: class 0 2 / 2 = 1; class 1 tp 3, gt 3, pred 4 -> 3 / 4;
     class 2 tp 0, gt 1, pred 0 -> 0 / 1 = 0 (in the mean: it occurs in the ground truth).
-    mIoU (1 + 3/4 + 0) / 3 = 7/12; pixel accuracy 5 / 6."""
+    mIoU (1 + 3/4 + 0) / 3 = 7/12; pixel accuracy 5 / 6. IoU matching agrees: pair IoUs pred 0: [1, 0, 0],
+    pred 1: [0, 3/4, 1/4]."""
     gt = np.array([[[0, 0, 1, 1, 1, 2]]], np.uint8)
     pred = np.array([[[0, 0, 1, 1, 1, 1]]], np.uint8)
-    out = metrics.evaluate_maps(pred, gt, 2, 3)
+    out = metrics.evaluate_maps(pred, gt, 2, 3, match)
     assert out["mapping"] == [0, 1]
     assert np.allclose(out["iou"], [1.0, 3 / 4, 0.0]) and np.isclose(out["miou"], 7 / 12)
     assert np.isclose(out["pixel_acc"], 5 / 6)
@@ -88,3 +94,182 @@ def test_predicted_ignore_255_counts_as_background_not_an_error():
     gt = np.array([[[0, 1, 1]]], np.uint8)
     out = metrics.evaluate_maps(np.array([[[255, 1, 1]]], np.uint8), gt, 2, 2)
     assert out["confusion"] == [[1, 0], [0, 2]] and out["miou"] == 1.0
+
+
+def test_confusion_at_original_resolution_by_hand():
+    """A label map made at the prepared size (2 x 2) is resized to the ground truth's original size (3 x 4) by
+    nearest neighbour (rows 0 0 1, columns 0 0 1 1) and scored there:
+        pred  0 0 1 1     gt  0 0 1 255
+              0 0 1 1         0 1 1 1
+              2 2 1 1         2 0 1 2
+    pred 0 covers gt 0,0,0,1 -> [3, 1, 0]; pred 1 covers gt 1,(255 skipped),1,1,1,2 -> [0, 4, 1]; pred 2 covers
+    gt 2,0 -> [1, 0, 1]; 11 valid pixels. Both matchings keep the identity (pixels 3 + 4 + 1 = 8 beats every
+    other permutation; pair IoUs 3/5 + 4/6 + 1/3 likewise). IoU: class 0 tp 3, gt 4, pred 4 -> 3/5; class 1 tp 4,
+    gt 5, pred 5 -> 4/6; class 2 tp 1, gt 2, pred 2 -> 1/3; mIoU 8/15; pixel accuracy 8/11."""
+    prepared = np.array([[0, 1], [2, 1]], np.uint8)
+    gt = np.array([[0, 0, 1, 255], [0, 1, 1, 1], [2, 0, 1, 2]], np.uint8)
+    pred = metrics.to_size(prepared, gt.shape)
+    assert pred.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 1, 1]]
+    for match in ("iou", "pixels"):
+        out = metrics.Confusion(3, 3).add(pred, gt).result(match)
+        assert out["confusion"] == [[3, 1, 0], [0, 4, 1], [1, 0, 1]]
+        assert out["mapping"] == [0, 1, 2]
+        assert np.allclose(out["iou"], [3 / 5, 4 / 6, 1 / 3]) and np.isclose(out["miou"], 8 / 15)
+        assert np.isclose(out["pixel_acc"], 8 / 11)
+        json.dumps(out, allow_nan=False)
+    with pytest.raises(ValueError, match=r"\(2, 2\).*\(3, 4\).*to_size"):
+        metrics.Confusion(3, 3).add(prepared, gt)  # a map at the prepared size is not scored against the original
+
+
+def test_iou_matching_chooses_differently_from_pixel_matching():
+    """Background (class 0) has 9 pixels, a small object (class 1) 2, another (class 2) 1:
+        pred  0 0 0 0     gt  0 0 0 0
+              0 0 1 1         0 0 0 0
+              1 0 0 2         0 1 1 2
+    Confusion: pred 0 = [6, 2, 0] (most of the background AND the whole small object), pred 1 = [3, 0, 0] (the
+    rest of the background), pred 2 = [0, 0, 1].
+    Pixel matching: identity 6 + 0 + 1 = 7 > swapping 0 and 1, 2 + 3 + 1 = 6: pred 0 -> background, and the
+    small object gets pred 1, which never touches it. IoU: class 0 6 / (9 + 8 - 6) = 6/11, class 1 0, class 2 1;
+    mIoU 17/33; pixel accuracy 7/12.
+    IoU matching: pair IoUs pred 0-class 0 6/11, pred 0-class 1 2/8, pred 1-class 0 3/9, pred 1-class 1 0:
+    identity 6/11 + 0 + 1 = 1.545 < swap 1/4 + 1/3 + 1 = 1.583, so pred 0 -> small object, pred 1 -> background.
+    IoU: class 0 3/9 = 1/3, class 1 1/4, class 2 1; mIoU 19/36 (higher), pixel accuracy 6/12 (lower): IoU
+    matching rewards covering a small class, pixel matching favours big classes."""
+    gt = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 2]], np.uint8)
+    pred = np.array([[0, 0, 0, 0], [0, 0, 1, 1], [1, 0, 0, 2]], np.uint8)
+    conf = metrics.Confusion(3, 3).add(pred, gt)
+    pixels, iou = conf.result("pixels"), conf.result("iou")
+    assert pixels["confusion"] == iou["confusion"] == [[6, 2, 0], [3, 0, 0], [0, 0, 1]]
+    assert pixels["mapping"] == [0, 1, 2]
+    assert np.allclose(pixels["iou"], [6 / 11, 0, 1]) and np.isclose(pixels["miou"], 17 / 33)
+    assert np.isclose(pixels["pixel_acc"], 7 / 12)
+    assert iou["mapping"] == [1, 0, 2]
+    assert np.allclose(iou["iou"], [1 / 3, 1 / 4, 1]) and np.isclose(iou["miou"], 19 / 36)
+    assert np.isclose(iou["pixel_acc"], 6 / 12)
+    assert np.allclose(metrics.iou_table(conf.matrix), [[6 / 11, 1 / 4, 0], [1 / 3, 0, 0], [0, 0, 1]])
+    with pytest.raises(ValueError, match="'majority'.*iou, pixels"):
+        conf.result("majority")
+
+
+def test_iou_matching_with_more_clusters_than_classes_leaves_the_extra_ones_wrong():
+    """4 predicted ids, 2 classes: gt 0 0 0 0 1 1 1 | pred 0 0 0 3 1 1 2 -> confusion [[3, 0], [0, 2], [0, 1],
+    [1, 0]]. Pair IoUs: pred 0-class 0 3/4, pred 3-class 0 1/4, pred 1-class 1 2/3, pred 2-class 1 1/3: pred 0 ->
+    0, pred 1 -> 1, preds 2 and 3 unmatched. Their pixels are misses of their class and no class's false
+    positives: class 0 tp 3, gt 4, pred 3 -> 3/4; class 1 tp 2, gt 3, pred 2 -> 2/3; pixel accuracy 5/7."""
+    gt = np.array([[0, 0, 0, 0, 1, 1, 1]], np.uint8)
+    pred = np.array([[0, 0, 0, 3, 1, 1, 2]], np.uint8)
+    out = metrics.Confusion(4, 2).add(pred, gt).result("iou")
+    assert out["confusion"] == [[3, 0], [0, 2], [0, 1], [1, 0]]
+    assert out["mapping"] == [0, 1, -1, -1]
+    assert np.allclose(out["iou"], [3 / 4, 2 / 3]) and np.isclose(out["miou"], (3 / 4 + 2 / 3) / 2)
+    assert np.isclose(out["pixel_acc"], 5 / 7)
+
+
+@pytest.mark.parametrize("bad", [4, 200, 254])
+def test_confusion_add_names_an_out_of_range_id_and_the_range(bad):
+    conf = metrics.Confusion(4, 2)
+    conf.add(np.array([[0, 255]], np.uint8), np.array([[0, 1]], np.uint8))  # 255 = background, not an error
+    with pytest.raises(ValueError, match=rf"id {bad}\b.*0\.\.3"):
+        conf.add(np.array([[0, bad]], np.uint8), np.array([[0, 1]], np.uint8))
+    assert conf.matrix.tolist() == [[1, 1], [0, 0], [0, 0], [0, 0]]  # the failed image added nothing
+
+
+def test_confusion_accumulated_image_by_image_equals_one_big_confusion():
+    """Two images of different sizes (3 x 4 and 5 x 2, as originals are): adding them one at a time gives the
+    matrix of all their pixels counted at once, and the same scores."""
+    rng = np.random.default_rng(0)
+    preds = [rng.integers(0, 4, (3, 4)).astype(np.uint8), rng.integers(0, 4, (5, 2)).astype(np.uint8)]
+    gts = [rng.integers(0, 3, (3, 4)).astype(np.uint8), rng.integers(0, 3, (5, 2)).astype(np.uint8)]
+    gts[1][0, 0] = 255
+    conf = metrics.Confusion(4, 3)
+    for p, g in zip(preds, gts):
+        conf.add(p, g)
+    flat_p = np.concatenate([p.ravel() for p in preds])
+    flat_g = np.concatenate([g.ravel() for g in gts])
+    big = metrics.confusion(flat_p, flat_g, 4, 3)
+    assert conf.matrix.tolist() == big.tolist() and big.sum() == 12 + 10 - 1
+    assert conf.images == 2
+    for match in ("iou", "pixels"):
+        assert conf.result(match) == metrics.Confusion(4, 3).add(flat_p, flat_g).result(match)
+        assert conf.result(match) == metrics.evaluate_maps(preds, gts, 4, 3, match)
+
+
+def test_to_size_nearest_neighbour_exact_values():
+    a = np.array([[1, 2], [3, 4]], np.uint8)
+    assert metrics.to_size(a, (3, 3)).tolist() == [[1, 1, 2], [1, 1, 2], [3, 3, 4]]
+    assert metrics.to_size(a, (3, 5)).tolist() == [[1, 1, 1, 2, 2], [1, 1, 1, 2, 2], [3, 3, 3, 4, 4]]
+    assert metrics.to_size(a, (4, 2)).tolist() == [[1, 2], [1, 2], [3, 4], [3, 4]]
+    b = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert metrics.to_size(b, (2, 2)).tolist() == [[0, 2], [4, 6]]  # shrinking picks floor(i * 3/2), floor(j * 2)
+    assert metrics.to_size(b, (3, 4)) is b
+    with pytest.raises(ValueError, match="uint8"):
+        metrics.to_size(b.astype(np.int64), (4, 4))
+
+
+def test_warn_classes():
+    assert metrics.warn_classes(4, 4) is None
+    more = metrics.warn_classes(6, 4)
+    assert "cluster.k + 1 = 6" in more and "4 classes" in more and "2 predicted id(s) stay unmatched" in more
+    assert "cluster.k: 3" in more
+    fewer = metrics.warn_classes(3, 5)
+    assert "2 class(es) stay unmatched and score IoU 0" in fewer and "cluster.k: 4" in fewer
+
+
+def two_colour_images():
+    """Two images of different sizes, each half red half blue (left/right), with a little noise."""
+    rng = np.random.default_rng(1)
+    ims = []
+    for h, w in ((6, 8), (5, 7)):
+        im = np.zeros((h, w, 3), np.uint8)
+        im[:, : w // 2] = (200, 30, 30)
+        im[:, w // 2:] = (30, 30, 200)
+        ims.append(np.clip(im.astype(int) + rng.integers(-5, 6, im.shape), 0, 255).astype(np.uint8))
+    return ims
+
+
+def test_colour_baseline_fits_a_sample_and_predicts_each_image_at_its_size():
+    ims = two_colour_images()
+    model = baselines.fit_colour(ims, 2, seed=0, sample=40, n_init=1)  # 40 of the 83 pixels
+    labels = [baselines.predict_colour(model, im) for im in ims]
+    assert [lab.shape for lab in labels] == [(6, 8), (5, 7)] and all(lab.dtype == np.uint8 for lab in labels)
+    for lab, im in zip(labels, ims):
+        w = im.shape[1]
+        assert len(np.unique(lab[:, : w // 2])) == 1 and len(np.unique(lab[:, w // 2:])) == 1
+        assert lab[0, 0] != lab[0, -1]
+    again = baselines.fit_colour(ims, 2, seed=0, sample=40, n_init=1)
+    assert np.array_equal(again.cluster_centers_, model.cluster_centers_)  # deterministic with the seed
+    with pytest.raises(TypeError, match="re-iterable"):
+        baselines.fit_colour(iter(ims), 2, seed=0, sample=40, n_init=1)
+
+
+def test_the_sample_is_the_draw_over_all_pixels_gathered_one_image_at_a_time():
+    """_sample_rows(arrays, idx) == concatenation[idx] (in idx's order) without building the concatenation:
+    the colour fit sees exactly the pixels the former all-in-memory version drew."""
+    rng = np.random.default_rng(2)
+    arrays = [rng.integers(0, 255, (h, w, 3)).astype(np.uint8) for h, w in ((3, 4), (1, 5), (4, 2))]
+    flat = np.concatenate([a.reshape(-1, 3) for a in arrays])
+    idx = rng.choice(len(flat), size=17, replace=False)
+    got = baselines._sample_rows(arrays, idx, lambda a: a.reshape(-1, 3), len(flat))
+    assert np.array_equal(got, flat[idx])
+    assert np.array_equal(baselines._sample_rows(arrays, None, lambda a: a.reshape(-1, 3), len(flat)), flat)
+
+
+def test_feature_baseline_predicts_each_grid_at_the_original_size():
+    """Grids of different shapes (3 x 4 and 2 x 5 patches) of two token directions; each image's patch labels are
+    upsampled by nearest neighbour to its original size (24 x 32 and 15 x 41, not a multiple of the grid)."""
+    rng = np.random.default_rng(3)
+    dirs = np.eye(8, dtype=np.float32)[:2] * 5
+    grids, truth = [], []
+    for h, w in ((3, 4), (2, 5)):
+        t = (np.arange(h * w).reshape(h, w) % 2).astype(np.uint8)
+        grids.append((dirs[t] + rng.normal(0, 0.1, (h, w, 8))).astype(np.float16))
+        truth.append(t)
+    for sample in (1000, 12):  # every token (22 <= 1000), then a seeded draw of 12 of the 22
+        model = baselines.fit_features(grids, 2, seed=0, n_init=1, sample=sample)
+        for grid, t, size in zip(grids, truth, ((24, 32), (15, 41))):
+            lab = baselines.predict_features(model, grid, size)
+            assert lab.shape == size and lab.dtype == np.uint8
+            patch = np.where(t == t.flat[0], lab[0, 0], 1 - lab[0, 0]).astype(np.uint8)
+            assert np.array_equal(lab, metrics.to_size(patch, size))  # the right clusters, upsampled nearest
+        again = baselines.fit_features(grids, 2, seed=0, n_init=1, sample=sample)
+        assert np.array_equal(again.cluster_centers_, model.cluster_centers_)

@@ -1,17 +1,50 @@
-"""Unsupervised segmentation metrics: confusion matrix, Hungarian matching of clusters to classes, mIoU."""
+"""Unsupervised segmentation metrics: a dataset-level confusion matrix accumulated image by image, one Hungarian
+matching of predicted ids to classes for the whole dataset, per-class IoU, mIoU and pixel accuracy.
+
+Matching as the papers we compare with do it. MaskDistill (wvangansbeke/MaskDistill,
+`segmentation/utils/kmeans_utils.py`: `eval_kmeans`, `_hungarian_match(..., metric='iou')`, `get_iou`) and COMUS
+(zadaianchuk/comus, `comus/clustering/utils.py` `compute_matching(matching="hungarian")` ->
+`thirdparty/utils.py` `_hungarian_match`, `get_iou`; scored by `comus/clustering/evaluate.py`
+`evaluate_predictions`) do the same thing:
+- every image's prediction is resized to its ground truth's ORIGINAL size with cv2.INTER_NEAREST (`to_size` here);
+- only pixels whose ground truth is not 255 are kept, and they are pooled over the whole dataset;
+- for every (predicted id c1, class c2) pair the IoU |pred==c1 & gt==c2| / |pred==c1 | gt==c2| over those pixels
+  (`iou_table` here, computed from the confusion matrix instead of from the pixel vectors: the same numbers);
+- `scipy.optimize.linear_sum_assignment(n_pixels - iou)`: one one-to-one matching maximising the SUMMED IoU of the
+  matched pairs (`match="iou"`);
+- predictions are relabelled through the matching and IoU = tp / (tp + fp + fn) per class, mIoU their mean, pixel
+  accuracy the share of valid pixels whose relabelled id equals the class.
+Where we differ, and why:
+- both assert `preds_k == targets_k` for Hungarian matching (MaskDistill falls back to majority voting otherwise).
+  Here the assignment is rectangular: with more predicted ids than classes the ids left unmatched count as wrong
+  (their pixels are misses of their true class and false positives of none; the papers' relabelling starts from an
+  all-zero array, which would silently call them background); with fewer ids, the classes left unmatched score IoU 0;
+- a class absent from both the ground truth and the matched prediction gets IoU None and stays out of the mean (the
+  papers count it as 0: with VOC val every class occurs, so the numbers agree there);
+- `match="pixels"` maximises the matched pixel count instead (the trace of the matched confusion; this project's
+  earlier rule, MaskDistill's `metric='acc'`).
+"""
 from __future__ import annotations
 
+from typing import Iterable, Literal
+
+import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from pipeline.io import IGNORE
+
+Match = Literal["iou", "pixels"]
+MATCHES = ("iou", "pixels")
 
 
 def confusion(pred: np.ndarray, gt: np.ndarray, n_pred: int, n_gt: int) -> np.ndarray:
     """Label maps of equal shape -> (n_pred, n_gt) int64 pixel counts; gt == 255 is skipped.
 
     A pred value of 255 (ignore) is counted as predicted class 0 (background), which is how an ignored pixel
-    is used downstream; any other pred value outside 0..n_pred-1 is a ValueError.
+    is used downstream; any other pred value outside 0..n_pred-1 is a ValueError naming it and the range, even
+    where the ground truth is ignored (the map itself is wrong). Works on one image or a stack: the counts come
+    from one np.bincount over int64 flat indices of what it is given (`Confusion` calls it image by image).
     """
     pred = np.asarray(pred).reshape(-1).astype(np.int64)
     gt = np.asarray(gt).reshape(-1).astype(np.int64)
@@ -21,19 +54,39 @@ def confusion(pred: np.ndarray, gt: np.ndarray, n_pred: int, n_gt: int) -> np.nd
                          f"0..{n_pred - 1} (n_pred = {n_pred}) or {IGNORE} (ignore, counted as background)")
     valid = gt != IGNORE
     pred, gt = pred[valid], gt[valid]
-    if gt.size and gt.max() >= n_gt:
-        raise ValueError(f"ground truth holds class {gt.max()} but only {n_gt} classes are configured")
+    if gt.size and (gt.min() < 0 or gt.max() >= n_gt):
+        raise ValueError(f"ground truth holds class {int(gt.max() if gt.max() >= n_gt else gt.min())} but only "
+                         f"{n_gt} classes are configured (0..{n_gt - 1}, {IGNORE} = ignore)")
     pred = np.where(pred == IGNORE, 0, pred)
     return np.bincount(pred * n_gt + gt, minlength=n_pred * n_gt).reshape(n_pred, n_gt)
 
 
-def hungarian(conf: np.ndarray) -> np.ndarray:
-    """(n_pred, n_gt) confusion -> (n_pred,) gt class per predicted class (-1 where left unmatched).
+def iou_table(conf: np.ndarray) -> np.ndarray:
+    """(n_pred, n_gt) confusion -> (n_pred, n_gt) float IoU of every (predicted id, class) pair:
+    conf[p, g] / (pixels predicted p + pixels of class g - conf[p, g]), over valid pixels; 0 where the union is
+    empty (MaskDistill's / COMUS's `get_iou`: tp / max(tp + fp + fn, 1e-8))."""
+    conf = np.asarray(conf, np.float64)
+    union = conf.sum(1, keepdims=True) + conf.sum(0, keepdims=True) - conf
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, conf / union, 0.0)
 
-    One-to-one matching maximising matched pixels (scipy's linear_sum_assignment).
+
+def hungarian(conf: np.ndarray, match: Match) -> np.ndarray:
+    """(n_pred, n_gt) confusion -> (n_pred,) gt class per predicted id (-1 where left unmatched).
+
+    One one-to-one assignment for the whole dataset (scipy's linear_sum_assignment, rectangular when
+    n_pred != n_gt: min(n_pred, n_gt) pairs) maximising either the summed IoU of the matched pairs
+    (`match="iou"`, as MaskDistill and COMUS: see the module docstring) or the matched pixel count
+    (`match="pixels"`); the stage passes params.yaml's `evaluate.match`.
     """
-    rows, cols = linear_sum_assignment(-conf)
-    mapping = np.full(conf.shape[0], -1, np.int64)
+    if match == "iou":
+        gain = iou_table(conf)
+    elif match == "pixels":
+        gain = np.asarray(conf)
+    else:
+        raise ValueError(f"match is {match!r}; it must be one of {', '.join(MATCHES)}")
+    rows, cols = linear_sum_assignment(-gain)
+    mapping = np.full(gain.shape[0], -1, np.int64)
     mapping[rows] = cols
     return mapping
 
@@ -41,7 +94,9 @@ def hungarian(conf: np.ndarray) -> np.ndarray:
 def scores(conf: np.ndarray, mapping: np.ndarray) -> dict:
     """Confusion (n_pred, n_gt) and a pred->gt mapping -> {miou, pixel_acc, iou (per gt class)}.
 
-    Classes absent from both prediction and ground truth get IoU NaN and are left out of the mean.
+    Every predicted id mapped to class g counts as g; an unmatched id (-1) counts as no class (its pixels are
+    misses of their true class). Classes absent from both prediction and ground truth get IoU None and are left
+    out of the mean.
     """
     n_gt = conf.shape[1]
     matched = np.zeros((n_gt, n_gt), np.int64)  # rows: mapped prediction, cols: gt
@@ -60,14 +115,84 @@ def scores(conf: np.ndarray, mapping: np.ndarray) -> dict:
             "iou": [None if np.isnan(v) else float(v) for v in iou]}
 
 
-def evaluate_maps(preds: np.ndarray, gts: np.ndarray, n_pred: int, n_gt: int) -> dict:
-    """Predicted maps (N, H, W) and ground truth (N, H, W) -> scores plus the matching and confusion."""
-    conf = confusion(preds, gts, n_pred, n_gt)
-    mapping = hungarian(conf)
-    out = scores(conf, mapping)
-    out["mapping"] = mapping.tolist()
-    out["confusion"] = conf.tolist()
-    return out
+class Confusion:
+    """A dataset-level confusion matrix accumulated image by image, so memory does not grow with the dataset.
+
+        conf = Confusion(n_pred, n_gt)
+        for name in names:
+            conf.add(to_size(read(pred_of(name)), sizes[name]), read(gt_of(name)))
+        out = conf.result("iou")
+
+    `add(pred, gt)`: any two arrays of the same shape (one image at its ground truth's original size, or a stack);
+    gt 255 is skipped, pred 255 counts as background 0, another pred id >= n_pred is a ValueError. `result(match)`:
+    one Hungarian matching over the whole matrix, then {confusion, mapping, iou, miou, pixel_acc} (JSON-ready:
+    lists, floats, None for a class absent everywhere).
+    """
+
+    def __init__(self, n_pred: int, n_gt: int):
+        if int(n_pred) < 1 or int(n_gt) < 1:
+            raise ValueError(f"Confusion needs n_pred >= 1 and n_gt >= 1, got {n_pred} and {n_gt}")
+        self.n_pred, self.n_gt = int(n_pred), int(n_gt)
+        self.matrix = np.zeros((self.n_pred, self.n_gt), np.int64)
+        self.images = 0
+
+    def add(self, pred: np.ndarray, gt: np.ndarray) -> "Confusion":
+        pred, gt = np.asarray(pred), np.asarray(gt)
+        if pred.shape != gt.shape:
+            raise ValueError(f"prediction of shape {pred.shape} vs ground truth of shape {gt.shape}: score at the "
+                             "ground truth's size (resize the label map with metrics.to_size first)")
+        self.matrix += confusion(pred, gt, self.n_pred, self.n_gt)
+        self.images += 1
+        return self
+
+    def result(self, match: Match) -> dict:
+        mapping = hungarian(self.matrix, match)
+        out = scores(self.matrix, mapping)
+        out["mapping"] = mapping.tolist()
+        out["confusion"] = self.matrix.tolist()
+        return out
+
+
+def evaluate_maps(preds: Iterable[np.ndarray], gts: Iterable[np.ndarray], n_pred: int, n_gt: int,
+                  match: Match = "pixels") -> dict:
+    """Predicted maps and ground truth, image by image ((N, H, W) stacks or lists of (H_i, W_i) maps of matching
+    shapes) -> scores plus the matching and confusion (`Confusion(...).add` per pair, `.result(match)`).
+    `match` defaults to "pixels" only so that callers written before `evaluate.match` keep their results."""
+    conf = Confusion(n_pred, n_gt)
+    for pred, gt in zip(preds, gts, strict=True):
+        conf.add(pred, gt)
+    return conf.result(match)
+
+
+def to_size(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A (h, w) uint8 label map -> (H, W) by nearest neighbour (cv2.INTER_NEAREST, as MaskDistill's and COMUS's
+    evaluation resize predictions to the ground truth): how a map made at the prepared size is scored at the
+    ground truth's original size. Returned unchanged when it already has that size."""
+    label = np.asarray(label)
+    h, w = int(size[0]), int(size[1])
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise ValueError(f"to_size takes one (h, w) uint8 label map, got shape {label.shape} dtype {label.dtype}")
+    if h < 1 or w < 1:
+        raise ValueError(f"to_size: target size {(h, w)} must be at least 1 x 1")
+    if label.shape == (h, w):
+        return label
+    return cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def warn_classes(k_plus_1: int, n_gt: int) -> str | None:
+    """The results table's warning when the network's ids (cluster.k + 1, background included) differ in number
+    from the ground-truth classes; None when they agree (the papers' setting: MaskDistill and COMUS match
+    one-to-one only with as many clusters as classes)."""
+    if k_plus_1 == n_gt:
+        return None
+    if k_plus_1 > n_gt:
+        effect = (f"{k_plus_1 - n_gt} predicted id(s) stay unmatched and their pixels count as wrong, which "
+                  "lowers the scores")
+    else:
+        effect = f"{n_gt - k_plus_1} class(es) stay unmatched and score IoU 0"
+    return (f"warning: cluster.k + 1 = {k_plus_1} predicted ids (background included) but the ground truth has "
+            f"{n_gt} classes: {effect}. The papers compared with use as many ids as classes "
+            f"(set cluster.k: {n_gt - 1} for numbers that stand beside theirs).")
 
 
 def foreground_iou(pred_fg: np.ndarray, gt: np.ndarray) -> float:
