@@ -13,7 +13,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -223,6 +223,20 @@ def read_manifest(prepare_dir: str | Path) -> dict:
 def read_images(prepare_dir: str | Path, names: list[str]) -> np.ndarray:
     """The prepared images -> (N, S, S, 3) uint8."""
     return np.stack([read_image(Path(prepare_dir) / "images" / f"{n}.png") for n in names])
+
+
+class LazyImages(Sequence):
+    """The prepared images `prepare_dir/images/<name>.png` as a sequence read on access, one at a time (for code
+    that must pass over a dataset twice without holding it: e.g. the baselines' fit)."""
+
+    def __init__(self, prepare_dir: str | Path, names: list[str]) -> None:
+        self.folder, self.names = Path(prepare_dir) / "images", list(names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return read_image(self.folder / f"{self.names[i]}.png")
 
 
 def read_labels(folder: str | Path, names: list[str]) -> np.ndarray:

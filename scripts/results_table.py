@@ -1,12 +1,14 @@
-"""The README's headline results table, printed from the committed data/10_evaluate/metrics.json (never retyped).
+"""The README's results tables, printed from committed per-seed metrics (never retyped): mean ± std over seeds.
 
-    python scripts/results_table.py            # print the block (caption line + markdown table)
-    python scripts/results_table.py --readme   # rewrite README.md between <!-- results:begin --> and <!-- results:end -->
+    python scripts/results_table.py --record default   # after a `dvc repro` / `dvc exp run`: keep this run's metrics
+    python scripts/results_table.py                    # print the tables (every results/<set>/ folder)
+    python scripts/results_table.py --readme           # rewrite README.md between the results markers
 
-Rows come in the order the evaluate stage writes them (its dict order in metrics.json), in the format of its
-data/10_evaluate/table.md: mIoU, pixel accuracy and coverage with 3 decimals (a baseline has no coverage key:
-1.000, as the stage writes it). The caption names the dataset the metrics were measured on, read from the
-prepare stage's params in dvc.lock, after checking that dvc.lock records exactly this metrics.json (md5).
+`--record SET` copies data/10_evaluate/metrics.json into results/SET/seed_<seed>.json together with what it was
+measured on (the prepare stage's `data` params, the seed, cluster.k and the evaluation's matching, read from
+dvc.lock), after checking that dvc.lock records exactly this metrics.json (md5): the numbers and their
+description come from the same run. The tables give every row's mIoU as mean ± sample std (ddof=1) over the
+recorded seeds of a set, the held-out evaluation split first; a set's seeds must agree on everything but the seed.
 tests/test_readme.py fails when the README's block differs from this output.
 """
 import argparse
@@ -15,54 +17,81 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ROOT / "data" / "10_evaluate" / "metrics.json"
 LOCK = ROOT / "dvc.lock"
+RESULTS = ROOT / "results"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
-def dataset_caption(lock: dict, metrics_path: Path) -> str:
-    """Which data the metrics are from: the prepare stage's `data` params in dvc.lock, which must record
-    this very metrics.json as the evaluate stage's output (else the caption could describe another run)."""
+def run_record(lock: dict, metrics_path: Path) -> dict:
+    """This run's metrics with what they were measured on, from dvc.lock (which must record this very
+    metrics.json as the evaluate stage's output, else the description could be another run's)."""
     stages = lock["stages"]
     recorded = {o["path"]: o.get("md5") for o in stages["evaluate"]["outs"]}.get("data/10_evaluate/metrics.json")
     md5 = hashlib.md5(metrics_path.read_bytes()).hexdigest()
     if recorded != md5:
         raise ValueError(f"{metrics_path} (md5 {md5}) is not the metrics.json dvc.lock records ({recorded}): "
-                         "commit dvc.lock and metrics.json from the same `dvc repro`")
-    params = stages["prepare"]["params"]["params.yaml"]
-    d = params["data"]
-    classes = f"{d['num_classes']} classes with background"
+                         "record right after the `dvc repro` / `dvc exp run` that wrote it")
+    prep = stages["prepare"]["params"]["params.yaml"]
+    ev = stages["evaluate"]["params"]["params.yaml"]
+    return {"seed": ev["seed"], "data": prep["data"], "cluster.k": ev["cluster.k"],
+            "evaluate.match": ev["evaluate"]["match"], "metrics": json.loads(metrics_path.read_text())}
+
+
+def record(name: str, lock_path: Path = LOCK, metrics_path: Path = METRICS, results: Path = RESULTS) -> Path:
+    rec = run_record(yaml.safe_load(lock_path.read_text()), metrics_path)
+    out = results / name / f"seed_{rec['seed']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rec, indent=1) + "\n")
+    return out
+
+
+def caption(rec: dict, seeds: list[int]) -> str:
+    d = rec["data"]
     if d["name"] == "synthetic":
-        what = (f"the embedded synthetic default (`data.name: synthetic`, {d['synth_images']} generated "
-                f"{d['image_size']} px images, {classes}; every image scored, no split)")
-    elif d["name"] == "synthetic_video":
-        v = params["video"]
-        what = (f"the generated video set (`data.name: synthetic_video`, {v['synth_clips']} clips of "
-                f"{v['synth_frames']} frames at stride {v['stride']}, {d['image_size']} px, {classes})")
+        what = (f"the embedded synthetic default: {d['synth_images']} generated training images and "
+                f"{d['synth_eval_images']} held-out evaluation images")
     elif d["name"] in ("voc2012", "coco"):
-        what = f"`data.name: {d['name']}`, split `{d['split']}` ({d['image_size']} px, {classes})"
+        what = f"`data.name: {d['name']}`, fitted on `{d['split']}`"
     else:
-        what = f"`data.name: {d['name']}` at `{d['root']}` ({d['image_size']} px, {classes})"
-    return f"Hungarian-matched, on {what}; from `data/10_evaluate/metrics.json`:"
+        held = f"`data.eval_fraction: {d['eval_fraction']}`" if d.get("eval_fraction") else f"`{d.get('eval_root')}`"
+        what = f"`data.root: {d['root']}`, held out by {held}"
+    return (f"{what}; {d['image_size']} px short side, {d['num_classes']} classes with background, "
+            f"`cluster.k: {rec['cluster.k']}`, matching by {rec['evaluate.match']}; "
+            f"mean ± std over seeds {', '.join(map(str, seeds))}")
 
 
-def results_table(metrics_path: Path = METRICS, lock_path: Path = LOCK) -> str:
-    """The README block: a caption line, a blank line, the markdown table (and the COCO AP50 line if any)."""
-    metrics = json.loads(metrics_path.read_text())
-    if "note" in metrics:
-        raise ValueError(f"{metrics_path}: {metrics['note']}")
-    rows = {k: v for k, v in metrics.items() if isinstance(v, dict)}
-    lines = [dataset_caption(yaml.safe_load(lock_path.read_text()), metrics_path), "",
-             "| label map | mIoU | pixel acc | coverage |", "|---|---|---|---|"]
-    lines += [f"| {k} | {v['miou']:.3f} | {v['pixel_acc']:.3f} | {v.get('coverage', 1.0):.3f} |" for k, v in rows.items()]
-    if "proposals_mask_ap50" in metrics:
-        ap = metrics["proposals_mask_ap50"]
-        lines += ["", f"proposals, class-agnostic mask AP50 (COCOeval): {'n/a' if ap is None else f'{ap:.3f}'}"]
+def set_table(folder: Path) -> str:
+    """One results/<set>/ folder -> its caption and markdown table of mIoU mean ± std per (split, label map)."""
+    recs = [json.loads(f.read_text()) for f in sorted(folder.glob("seed_*.json"))]
+    if not recs:
+        raise ValueError(f"{folder}: no seed_*.json")
+    same = [{k: v for k, v in r.items() if k not in ("seed", "metrics")} for r in recs]
+    if any(s != same[0] for s in same):
+        raise ValueError(f"{folder}: the recorded runs differ in more than the seed")
+    rows: dict[tuple[str, str], list[float]] = {}
+    for r in recs:
+        for split, table in r["metrics"].items():
+            if isinstance(table, dict):
+                for row, v in table.items():
+                    rows.setdefault((split, row), []).append(v["miou"])
+    lines = [f"**{folder.name}**: {caption(recs[0], [r['seed'] for r in recs])}.", "",
+             "| split | label map | mIoU | seeds |", "|---|---|---|---|"]
+    for (split, row), values in rows.items():
+        std = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+        lines.append(f"| {split} | {row} | {np.mean(values):.3f}{std} | {len(values)} |")
     return "\n".join(lines)
+
+
+def results_table(results: Path = RESULTS) -> str:
+    """Every results/<set>/ folder's table, the embedded default first."""
+    folders = sorted((f for f in results.iterdir() if f.is_dir()), key=lambda f: (f.name != "default", f.name))
+    return "\n\n".join(set_table(f) for f in folders)
 
 
 def readme_block(text: str) -> str:
@@ -75,9 +104,8 @@ def readme_block(text: str) -> str:
 def write_readme(readme: Path = README) -> bool:
     """Put results_table() between the markers; True if README.md changed."""
     text = readme.read_text()
-    old = readme_block(text)
     new = results_table()
-    if old == new:
+    if readme_block(text) == new:
         return False
     head, rest = text.split(BEGIN)
     readme.write_text(f"{head}{BEGIN}\n{new}\n{END}{rest.split(END, 1)[1]}")
@@ -86,9 +114,12 @@ def write_readme(readme: Path = README) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--record", metavar="SET", help="keep data/10_evaluate/metrics.json as results/SET/seed_<seed>.json")
     ap.add_argument("--readme", action="store_true", help="rewrite README.md's results block in place")
     args = ap.parse_args()
-    if args.readme:
+    if args.record:
+        print(f"recorded {record(args.record)}")
+    elif args.readme:
         print("README.md: results block " + ("updated" if write_readme() else "already up to date"))
     else:
         print(results_table())

@@ -1,8 +1,12 @@
-"""Stage evaluate: the only stage that reads ground truth. Hungarian-matched mIoU of the network, every
-intermediate label map and two baselines (k-means on pixel colours, k-means on patch features)."""
+"""Stage evaluate: the only stage that reads ground truth. Every label map is scored against the ground truth at
+its ORIGINAL size, image by image (memory does not grow with the dataset), with one Hungarian matching over each
+row's dataset-level confusion matrix (`evaluate.match`). Rows: the held-out evaluation split's network (the
+headline), its self-training rounds and two label-free baselines fitted there; the training split's pseudolabels,
+filter, merge and network (the quality of the labels the network learnt from, as MaskDistill reports it)."""
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline import io
 from pipeline.config import load_params
@@ -14,60 +18,89 @@ from pipeline.report import viz
 def main() -> None:
     p = load_params()
     out = Path(p.paths.evaluate)
-    manifest = io.read_manifest(p.paths.prepare)
-    names, n_gt = manifest["names"], manifest["num_classes"]
-    if not manifest["has_labels"]:
+    prep = Path(p.paths.prepare)
+    manifest = io.read_manifest(prep)
+    n_gt, n_pred = manifest["num_classes"], p.cluster.k + 1
+    labelled = set(manifest["labelled"])
+    splits = {split: [n for n in manifest[key] if n in labelled]
+              for split, key in (("eval", "eval_names"), ("train", "names"))}
+    splits = {s: names for s, names in splits.items() if names}
+    if not splits:
         io.write_json(out / "metrics.json", {"note": "no ground truth in this dataset: nothing to evaluate"})
-        print("evaluate: the dataset has no labels/; skipped")
+        print("evaluate: no image has ground truth (labels/); skipped")
         return
-    gt = io.read_labels(Path(p.paths.prepare) / "gt", names)
-    images = io.read_images(p.paths.prepare, names)
-    n_pred = p.cluster.k + 1
-    sources = {"pseudolabels": Path(p.paths.pseudolabels) / "labels", "filter": Path(p.paths.filter) / "labels",
-               "merge": Path(p.paths.merge) / "labels", "network": Path(p.paths.train) / "predictions" / "labels"}
-    # self-training (train.rounds > 1): every round's predictions, predictions/round_<r>/labels
-    rounds = sorted((Path(p.paths.train) / "predictions").glob("round_*/labels"), key=lambda f: int(f.parent.name[6:]))
-    sources.update({f"network round {f.parent.name[6:]}": f for f in rounds})
-    results, coverage = {}, {}
-    for key, folder in sources.items():
-        maps = io.read_labels(folder, names)
-        coverage[key] = float((maps != io.IGNORE).mean())
-        results[key] = metrics.evaluate_maps(np.where(maps == io.IGNORE, 0, maps), gt, n_pred, n_gt)
-    colours = baselines.kmeans_colours(images, n_gt, p.seed, p.evaluate.baseline_pixels, p.evaluate.baseline_kmeans_init)
-    results["baseline_colour_kmeans"] = metrics.evaluate_maps(colours, gt, n_gt, n_gt)
-    _, tokens = io.read_shards(p.paths.features, "tokens")
-    patch = baselines.kmeans_patches(tokens, n_gt, p.seed, p.evaluate.baseline_kmeans_init)
-    results["baseline_feature_kmeans"] = metrics.evaluate_maps(
-        baselines.upsample_labels(patch, manifest["image_size"]), gt, n_gt, n_gt)
-    summary = {k: {"miou": round(v["miou"], 4), "pixel_acc": round(v["pixel_acc"], 4)} for k, v in results.items()}
-    for k, c in coverage.items():
-        summary[k]["coverage"] = round(c, 4)
+    preds = Path(p.paths.train) / "predictions"
+    rounds = sorted(preds.glob("round_*/labels"), key=lambda f: int(f.parent.name[6:]))
+    sources = {"eval": {"network": preds / "labels", **{f"network round {f.parent.name[6:]}": f for f in rounds}},
+               "train": {"pseudolabels": Path(p.paths.pseudolabels) / "labels",
+                         "filter": Path(p.paths.filter) / "labels", "merge": Path(p.paths.merge) / "labels",
+                         "network": preds / "labels"}}
+    results: dict[str, dict[str, dict]] = {}
+    summary: dict[str, dict[str, dict]] = {}
+    for split, names in splits.items():
+        confs = {key: metrics.Confusion(n_pred, n_gt) for key in sources[split]}
+        kept = dict.fromkeys(sources[split], 0)  # pixels not ignored (255), for the coverage column
+        total = 0
+        for name in tqdm(names, desc=f"evaluate {split}", unit="img"):
+            gt = io.read_label(prep / "gt" / f"{name}.png")
+            total += gt.size
+            for key, folder in sources[split].items():
+                pred = metrics.to_size(io.read_label(folder / f"{name}.png"), gt.shape)
+                confs[key].add(pred, gt)
+                kept[key] += int((pred != io.IGNORE).sum())
+        if split == "eval":  # label-free baselines, fitted on the scored images themselves; they ignore nothing
+            confs.update(baseline_rows(p, names, n_gt))
+        results[split] = {key: conf.result(p.evaluate.match) for key, conf in confs.items()}
+        summary[split] = {key: {"miou": round(r["miou"], 4), "pixel_acc": round(r["pixel_acc"], 4),
+                                "coverage": round(kept.get(key, total) / total, 4)}
+                          for key, r in results[split].items()}
     extra = {}
-    if manifest.get("gt_instances"):  # COCO: class-agnostic mask AP50 of the proposals' object masks
+    if manifest.get("gt_instances"):  # COCO: class-agnostic mask AP50 of the training split's proposals
         extra["proposals_mask_ap50"] = proposal_ap50(p, manifest)
     io.write_json(out / "metrics.json", {**summary, **extra})
-    io.write_json(out / "per_class.json", {k: dict(zip(manifest["class_names"], v["iou"])) for k, v in results.items()})
+    io.write_json(out / "per_class.json", {split: {k: dict(zip(manifest["class_names"], v["iou"])) for k, v in r.items()}
+                                           for split, r in results.items()})
     io.write_json(out / "details.json", results)
-    net = results["network"]
+    headline = next(iter(results))  # the evaluation split when there is one
+    net = results[headline]["network"]
     conf = np.asarray(net["confusion"])
     order = np.argsort([m if m >= 0 else n_gt + i for i, m in enumerate(net["mapping"])])
     rows = [f"pred {i} -> {manifest['class_names'][net['mapping'][i]] if net['mapping'][i] >= 0 else 'unmatched'}"
             for i in order]
-    viz.save_confusion(out / "confusion.png", conf[order], rows, manifest["class_names"], "network vs ground truth")
-    lines = ["| label map | mIoU | pixel acc | coverage |", "|---|---|---|---|"]
-    lines += [f"| {k} | {v['miou']:.3f} | {v['pixel_acc']:.3f} | {v.get('coverage', 1.0):.3f} |" for k, v in summary.items()]
-    if extra:
-        ap = extra["proposals_mask_ap50"]
-        lines += ["", f"proposals, class-agnostic mask AP50 (COCOeval): {'n/a' if ap is None else f'{ap:.3f}'}"]
-    io.write_bytes(out / "table.md", ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+    viz.save_confusion(out / "confusion.png", conf[order], rows, manifest["class_names"],
+                       f"network vs ground truth ({headline} split)")
+    text = metrics.results_table(summary, p.evaluate.match, metrics.warn_classes(n_pred, n_gt), extra)
+    io.write_bytes(out / "table.md", (text + "\n").encode())
+    print(text)
+
+
+def baseline_rows(p, names: list[str], n_gt: int) -> dict[str, metrics.Confusion]:
+    """The two baselines on the evaluation split, each -> its Confusion: k-means on the prepared
+    images' Lab colours and on the features stage's patch tokens (n_gt clusters each), fitted on a seeded sample of
+    those images, predicted image by image and scored at the original size."""
+    prep = Path(p.paths.prepare)
+    images = io.LazyImages(prep, names)
+    colour = baselines.fit_colour(images, n_gt, p.seed, p.evaluate.baseline_pixels, p.evaluate.baseline_kmeans_init)
+    feat_names, grids = io.read_shards(Path(p.paths.features) / "eval", "tokens")
+    grids = dict(zip(feat_names, grids))
+    feature = baselines.fit_features([grids[n] for n in names], n_gt, p.seed, p.evaluate.baseline_kmeans_init,
+                                     p.evaluate.baseline_patches)
+    rows = {"baseline_colour_kmeans": metrics.Confusion(n_gt, n_gt), "baseline_feature_kmeans": metrics.Confusion(n_gt, n_gt)}
+    for name, image in zip(names, images):
+        gt = io.read_label(prep / "gt" / f"{name}.png")
+        rows["baseline_colour_kmeans"].add(metrics.to_size(baselines.predict_colour(colour, image), gt.shape), gt)
+        rows["baseline_feature_kmeans"].add(baselines.predict_features(feature, grids[name], gt.shape), gt)
+    return rows
 
 
 def proposal_ap50(p, manifest: dict) -> float | None:
-    """Class-agnostic mask AP50 of data/04_proposals against the prepared instance ground truth (None: no instances)."""
+    """Class-agnostic mask AP50 of data/04_proposals (training split) against the prepared instance ground truth at
+    the original size (None: no instances)."""
     gt = io.read_json(Path(p.paths.prepare) / manifest["gt_instances"])
     table = io.read_json(Path(p.paths.proposals) / "proposals.json")
-    maps = {n: io.read_label(Path(p.paths.proposals) / "masks" / f"{n}.png") for n in manifest["names"]}
+    sizes = manifest["sizes"]
+    maps = {n: metrics.to_size(io.read_label(Path(p.paths.proposals) / "masks" / f"{n}.png"), sizes[n])
+            for n in manifest["names"]}
     scores = {n: [m["score"] for m in table.get(n, [])] for n in manifest["names"]}
     ap = coco.mask_ap50(gt, coco.mask_detections(maps, scores, gt))
     return None if np.isnan(ap) else round(ap, 4)

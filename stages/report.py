@@ -20,18 +20,21 @@ def main() -> None:
     sections = []
     ev = Path(p.paths.evaluate)
     metrics = io.read_json(ev / "metrics.json") if (ev / "metrics.json").is_file() else {}
-    rows = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    rows = report.split_rows(metrics)
     if rows:
-        sections.append(("Metrics across stages", "Hungarian-matched to the ground truth (data/10_evaluate/metrics.json)",
+        sections.append(("Metrics across stages", "Hungarian-matched to the ground truth at its original size; "
+                         "(eval): the held-out evaluation split, (train): the training split "
+                         "(data/10_evaluate/metrics.json)",
                          report.table_html(rows, "label map", "metrics")))
         io.write_json(out / "plots" / "miou.json", report.miou_rows(metrics))
     else:
         sections.append(("Metrics", "", f"<p>{metrics.get('note', 'no metrics: the evaluate stage did not run')}</p>"))
     if (ev / "per_class.json").is_file():
         sections.append(("Per-class IoU", "IoU of each ground-truth class with the label map's matched class",
-                         report.table_html(io.read_json(ev / "per_class.json"), "label map", "per-class")))
+                         report.table_html(report.split_rows(io.read_json(ev / "per_class.json")), "label map",
+                                           "per-class")))
     if data.final:
-        net = data.details[data.final]
+        net = data.details[data.final[0]][data.final[1]]
         cls = data.manifest["class_names"]
         pred_names = [f"{cls[m]} (class {i})" if m >= 0 else f"class {i} (unmatched)" for i, m in enumerate(net["mapping"])]
         io.write_json(out / "plots" / "confusion.json",

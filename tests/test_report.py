@@ -63,11 +63,20 @@ def test_table_shows_whatever_rows_and_columns_are_present():
     assert t.count("<tr>") == 3
 
 
-def test_final_row_is_the_last_non_baseline_label_map():
-    details = {"pseudolabels": {"mapping": []}, "network": {"mapping": []}, "network round 2": {"mapping": []},
-               "baseline_colour_kmeans": {"mapping": []}}
-    assert inspect.final_row(details) == "network round 2"
+def test_final_row_is_the_headline_splits_last_non_baseline_label_map():
+    details = {"eval": {"network": {"mapping": []}, "network round 2": {"mapping": []},
+                        "baseline_colour_kmeans": {"mapping": []}},
+               "train": {"pseudolabels": {"mapping": []}, "network": {"mapping": []}}}
+    assert inspect.final_row(details) == ("eval", "network round 2")
+    assert inspect.final_row({"train": details["train"]}) == ("train", "network")  # no evaluation split
     assert inspect.final_row({}) is None
+
+
+def test_split_rows_name_each_row_with_its_split_in_order():
+    metrics = {"eval": {"network": {"miou": 0.4}, "baseline_colour_kmeans": {"miou": 0.2}},
+               "train": {"merge": {"miou": 0.3}}, "proposals_mask_ap50": 0.5}
+    assert list(report.split_rows(metrics)) == ["network (eval)", "baseline_colour_kmeans (eval)", "merge (train)"]
+    assert report.miou_rows(metrics)[0] == {"label_map": "network (eval)", "miou": 0.4}
 
 
 def test_journey_panels_say_what_each_stage_did_to_each_mask():
@@ -140,18 +149,23 @@ def _fake_project(d, journey_images=("b",)):
         lab = props.copy()
         for folder in ("06_pseudolabels/labels", "07_filter/labels", "08_merge/labels", "09_train/predictions/labels"):
             io.write_label(data / folder / f"{n}.png", lab)
-    io.write_json(data / "01_prepare/manifest.json", {"names": names, "image_size": 32, "num_classes": 3,
-                                                     "class_names": ["background", "disc", "square"], "has_labels": True})
+    io.write_json(data / "01_prepare/manifest.json", {"names": names, "eval_names": [], "image_size": 32,
+                                                     "sizes": {n: [32, 32] for n in names}, "labelled": names,
+                                                     "num_classes": 3, "class_names": ["background", "disc", "square"],
+                                                     "has_labels": True})
     io.write_json(data / "04_proposals/proposals.json", table)
     io.write_json(data / "05_cluster/clusters.json", {"k": 2, "masks": records})
     io.write_json(data / "08_merge/merge.json", {"community_class": [1, 2], "part_community": [0, 1], "masks": records})
     (data / "09_train/live/plots/metrics/train").mkdir(parents=True)
     (data / "09_train/live/plots/metrics/train/loss.tsv").write_text("timestamp\tstep\tloss\n0\t0\t1.0\n0\t1\t0.5\n")
-    rows = ["pseudolabels", "filter", "merge", "network", "network round 2"]
-    io.write_json(data / "10_evaluate/metrics.json", {r: {"miou": 0.1 * i, "pixel_acc": 0.5} for i, r in enumerate(rows)})
-    io.write_json(data / "10_evaluate/per_class.json", {r: {"background": 0.5, "disc": 0.2, "square": None} for r in rows})
+    splits = {"eval": ["network", "network round 2"], "train": ["pseudolabels", "filter", "merge", "network"]}
+    io.write_json(data / "10_evaluate/metrics.json", {s: {r: {"miou": 0.1 * i, "pixel_acc": 0.5} for i, r in enumerate(rows)}
+                                                      for s, rows in splits.items()})
+    io.write_json(data / "10_evaluate/per_class.json", {s: {r: {"background": 0.5, "disc": 0.2, "square": None}
+                                                            for r in rows} for s, rows in splits.items()})
     conf = [[10, 1, 0], [0, 5, 2], [1, 0, 7]]
-    io.write_json(data / "10_evaluate/details.json", {r: {"mapping": [0, 2, 1], "confusion": conf} for r in rows})
+    io.write_json(data / "10_evaluate/details.json", {s: {r: {"mapping": [0, 2, 1], "confusion": conf} for r in rows}
+                                                      for s, rows in splits.items()})
     viz.save_confusion(data / "10_evaluate/confusion.png", np.array(conf), ["p0", "p1", "p2"], ["b", "d", "s"], "c")
     return data
 
@@ -170,10 +184,12 @@ def test_report_stage_writes_page_journeys_galleries_and_plot_tables(built):
     assert sorted(p.name for p in (built / "journey").iterdir()) == ["b.png"]
     assert sorted(p.name for p in (built / "galleries").iterdir()) == ["clusters.png", "communities.png", "filter.png"]
     page = (built / "report.html").read_text()
-    assert "network round 2" in page and 'id="metrics"' in page
+    assert "network round 2 (eval)" in page and "merge (train)" in page and 'id="metrics"' in page
     assert "src=\"http" not in page and "src=\"file" not in page  # self-contained
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 1 + 1 + 1 + 3  # conf, curves, journey, 3 galleries
-    assert [r["label_map"] for r in json.loads((built / "plots/miou.json").read_text())][-1] == "network round 2"
+    assert [r["label_map"] for r in json.loads((built / "plots/miou.json").read_text())] == [
+        "network (eval)", "network round 2 (eval)", "pseudolabels (train)", "filter (train)", "merge (train)",
+        "network (train)"]
     assert len(json.loads((built / "plots/confusion.json").read_text())) == 50
 
 

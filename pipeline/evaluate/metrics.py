@@ -195,6 +195,24 @@ def warn_classes(k_plus_1: int, n_gt: int) -> str | None:
             f"(set cluster.k: {n_gt - 1} for numbers that stand beside theirs).")
 
 
+def results_table(summary: dict[str, dict[str, dict]], match: str, warning: str | None = None,
+                  extra: dict | None = None) -> str:
+    """evaluate's metrics ({split: {label map: {miou, pixel_acc, coverage}}}, evaluation split first) -> the markdown
+    table of data/10_evaluate/table.md (and of the README, scripts/results_table.py): one row per split and label
+    map, the matching rule, the class-count warning and COCO's proposal AP50 below it when given."""
+    lines = ["| split | label map | mIoU | pixel acc | coverage |", "|---|---|---|---|---|"]
+    lines += [f"| {split} | {key} | {v['miou']:.3f} | {v['pixel_acc']:.3f} | {v['coverage']:.3f} |"
+              for split, rows in summary.items() for key, v in rows.items()]
+    lines += ["", f"Hungarian matching by {match} over each row's dataset-level confusion matrix, at the ground "
+              "truth's original size."]
+    if warning:
+        lines += ["", warning]
+    if extra and "proposals_mask_ap50" in extra:
+        ap = extra["proposals_mask_ap50"]
+        lines += ["", f"proposals (train split), class-agnostic mask AP50 (COCOeval): {'n/a' if ap is None else f'{ap:.3f}'}"]
+    return "\n".join(lines)
+
+
 def foreground_iou(pred_fg: np.ndarray, gt: np.ndarray) -> float:
     """Boolean foreground maps (N, H, W) vs ground truth (N, H, W) (class > 0 is foreground, 255 skipped)
     -> IoU of the foreground over the whole set."""

@@ -12,6 +12,7 @@ import csv
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pipeline import io
@@ -19,11 +20,15 @@ from pipeline.config import ConfigError, Paths, load_params
 from pipeline.report import page as report
 
 
-def final_row(details: dict) -> str | None:
-    """evaluate's details.json -> the name of the last label map that is not a baseline (the network's last
-    round, whatever its rows are called), or None."""
-    names = [k for k, v in details.items() if isinstance(v, dict) and "mapping" in v and not k.startswith("baseline")]
-    return names[-1] if names else None
+def final_row(details: dict) -> tuple[str, str] | None:
+    """evaluate's details.json ({split: {label map: {mapping, ...}}}, the evaluation split first) -> (split, name)
+    of the headline split's last label map that is not a baseline (the network's last round, whatever its rows
+    are called), or None."""
+    for split, rows in details.items():
+        names = [k for k, v in rows.items() if isinstance(v, dict) and "mapping" in v and not k.startswith("baseline")]
+        if names:
+            return split, names[-1]
+    return None
 
 
 class StageOutputs:
@@ -50,7 +55,7 @@ class StageOutputs:
         details_file = Path(paths.evaluate) / "details.json"
         self.details: dict = io.read_json(details_file) if details_file.is_file() else {}
         self.final = final_row(self.details)
-        self.mapping: list[int] | None = self.details[self.final]["mapping"] if self.final else None
+        self.mapping: list[int] | None = self.details[self.final[0]][self.final[1]]["mapping"] if self.final else None
         self.n_pred = len(self.mapping) if self.mapping else 1 + max((r["cluster"] + 1 for r in self.records), default=0)
 
     def check_names(self, names: list[str]) -> None:
@@ -82,7 +87,9 @@ def journey(data: StageOutputs, name: str) -> np.ndarray:
     """One image's journey picture (H, W, 3) uint8 from the stages' outputs."""
     data.check_names([name])
     p = data.paths
-    gt = data.label_map(Path(p.prepare) / "gt", name)
+    image = data.image(name)
+    at_image = (lambda m: None if m is None else cv2.resize(m, image.shape[1::-1], interpolation=cv2.INTER_NEAREST))
+    gt = at_image(data.label_map(Path(p.prepare) / "gt", name))  # ground truth and network: at the original size
     if gt is not None and data.mapping is not None:
         gt = report.gt_in_prediction_colours(gt, data.mapping, data.n_pred)
     else:
@@ -93,9 +100,9 @@ def journey(data: StageOutputs, name: str) -> np.ndarray:
         maps[key] = data.label_map(folder, name)
         if maps[key] is None:
             raise io.InputError(f"{folder}/{name}.png: not found (run `dvc repro` up to the merge stage)")
-    panels = report.journey_panels(data.image(name), data.proposal_map(name), data.masks(name), maps["pseudo"],
+    panels = report.journey_panels(image, data.proposal_map(name), data.masks(name), maps["pseudo"],
                                    maps["filtered"], maps["merged"],
-                                   data.label_map(Path(p.train) / "predictions" / "labels", name), gt)
+                                   at_image(data.label_map(Path(p.train) / "predictions" / "labels", name)), gt)
     legend = report.class_legend(data.n_pred, data.mapping, data.manifest.get("class_names"))
     if gt is not None and data.mapping is not None:  # ground-truth classes no prediction was matched to
         pal = io.palette()
@@ -103,7 +110,8 @@ def journey(data: StageOutputs, name: str) -> np.ndarray:
             if g not in data.mapping:
                 legend.insert(-1, (f"gt {gname} (unmatched)", pal[min(data.n_pred + g, 254)]))
     return report.journey_figure(panels, legend, f"{name}: from proposals to prediction"
-                                 + (f" (colours matched to ground truth via '{data.final}')" if data.final else ""))
+                                 + (f" (colours matched to ground truth via '{data.final[1]}' on the {data.final[0]} split)"
+                                    if data.final else ""))
 
 
 def _tile(data: StageOutputs, rec: dict, colour: np.ndarray, size: int, cache: dict) -> np.ndarray:

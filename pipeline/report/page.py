@@ -245,9 +245,17 @@ def curves_figure(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarra
 
 # ---------------------------------------------------------------- tables for dvc plots
 
+def split_rows(table: dict) -> dict[str, dict]:
+    """evaluate's per-split tables ({split: {label map: {...}}}, the evaluation split first, as metrics.json,
+    per_class.json and details.json hold them) -> {"label map (split)": {...}} in that order; top-level entries
+    that are not splits (e.g. COCO's proposals_mask_ap50 number) are left out."""
+    return {f"{row} ({split})": v for split, rows in table.items() if isinstance(rows, dict)
+            for row, v in rows.items() if isinstance(v, dict)}
+
+
 def miou_rows(metrics: dict) -> list[dict]:
-    """evaluate's metrics.json ({label map: {miou, ...}}) -> [{label_map, miou}] in its order, rows without miou left out."""
-    return [{"label_map": k, "miou": v["miou"]} for k, v in metrics.items() if isinstance(v, dict) and "miou" in v]
+    """evaluate's metrics.json -> [{label_map: "row (split)", miou}] in its order, rows without miou left out."""
+    return [{"label_map": k, "miou": v["miou"]} for k, v in split_rows(metrics).items() if "miou" in v]
 
 
 def confusion_rows(conf: np.ndarray, pred_names: list[str], gt_names: list[str], total: int) -> list[dict]:
