@@ -35,10 +35,14 @@ def main() -> None:
         results[key] = metrics.evaluate_maps(np.where(maps == io.IGNORE, 0, maps), gt, n_pred, n_gt)
     colours = baselines.kmeans_colours(images, n_gt, p.seed, p.evaluate.baseline_pixels, p.evaluate.baseline_kmeans_init)
     results["baseline_colour_kmeans"] = metrics.evaluate_maps(colours, gt, n_gt, n_gt)
-    _, tokens = io.read_shards(p.paths.features, "tokens")
-    patch = baselines.kmeans_patches(tokens, n_gt, p.seed, p.evaluate.baseline_kmeans_init)
-    results["baseline_feature_kmeans"] = metrics.evaluate_maps(
-        baselines.upsample_labels(patch, manifest["image_size"]), gt, n_gt, n_gt)
+    _, tokens = io.read_shards(p.paths.features, "tokens")  # per image (h, w, D); grids may differ in size
+    # k-means on every patch of every image at once (a (1, P, 1, D) stack of the flattened grids: the same rows,
+    # in the same order, as stacking equal grids), then each image's labels back on its own grid.
+    flat = np.concatenate([t.reshape(-1, t.shape[-1]) for t in tokens])[None, :, None]
+    patch = baselines.kmeans_patches(flat, n_gt, p.seed, p.evaluate.baseline_kmeans_init)[0, :, 0]
+    grids = io.unpack_ragged(patch, np.array([t.shape[:2] for t in tokens]))
+    maps = np.stack([baselines.upsample_labels(g[None], manifest["image_size"])[0] for g in grids])
+    results["baseline_feature_kmeans"] = metrics.evaluate_maps(maps, gt, n_gt, n_gt)
     summary = {k: {"miou": round(v["miou"], 4), "pixel_acc": round(v["pixel_acc"], 4)} for k, v in results.items()}
     for k, c in coverage.items():
         summary[k]["coverage"] = round(c, 4)

@@ -12,6 +12,7 @@ import csv
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pipeline import io
@@ -78,6 +79,13 @@ class StageOutputs:
         return io.read_label(f) if f.is_file() else None
 
 
+def at_size(label: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """A label map resized to (H, W) by nearest neighbour (unchanged when it has that size; None stays None)."""
+    if label is None or label.shape == tuple(shape):
+        return label
+    return cv2.resize(label, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
 def journey(data: StageOutputs, name: str) -> np.ndarray:
     """One image's journey picture (H, W, 3) uint8 from the stages' outputs."""
     data.check_names([name])
@@ -93,9 +101,11 @@ def journey(data: StageOutputs, name: str) -> np.ndarray:
         maps[key] = data.label_map(folder, name)
         if maps[key] is None:
             raise io.InputError(f"{folder}/{name}.png: not found (run `dvc repro` up to the merge stage)")
-    panels = report.journey_panels(data.image(name), data.proposal_map(name), data.masks(name), maps["pseudo"],
-                                   maps["filtered"], maps["merged"],
-                                   data.label_map(Path(p.train) / "predictions" / "labels", name), gt)
+    image = data.image(name)
+    # The network's prediction (and the ground truth) are at the image's original size: drawn at the prepared size.
+    prediction = at_size(data.label_map(Path(p.train) / "predictions" / "labels", name), image.shape[:2])
+    panels = report.journey_panels(image, data.proposal_map(name), data.masks(name), maps["pseudo"],
+                                   maps["filtered"], maps["merged"], prediction, at_size(gt, image.shape[:2]))
     legend = report.class_legend(data.n_pred, data.mapping, data.manifest.get("class_names"))
     if gt is not None and data.mapping is not None:  # ground-truth classes no prediction was matched to
         pal = io.palette()
