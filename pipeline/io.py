@@ -220,9 +220,44 @@ def read_manifest(prepare_dir: str | Path) -> dict:
     return read_json(Path(prepare_dir) / "manifest.json")
 
 
+def eval_names(manifest: dict) -> list[str]:
+    """The evaluation split of a manifest (its `eval_names`; [] for a manifest written without one)."""
+    return list(manifest.get("eval_names", []))
+
+
+def image_shape(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image file, read from its header (no decoding); InputError when it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except Exception as e:
+        raise InputError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+
+
+def original_sizes(prepare_dir: str | Path, manifest: dict, names: list[str]) -> dict[str, tuple[int, int]]:
+    """{name: (H, W)} the ORIGINAL size of each image (manifest `sizes`); an image the manifest gives no size for
+    (a manifest written without `sizes`) keeps its prepared image's own size."""
+    sizes = manifest.get("sizes") or {}
+    return {n: (int(sizes[n][0]), int(sizes[n][1])) if n in sizes
+            else image_shape(Path(prepare_dir) / "images" / f"{n}.png") for n in names}
+
+
+def read_image_list(prepare_dir: str | Path, names: list[str]) -> list[np.ndarray]:
+    """The prepared images -> a list of (H_i, W_i, 3) uint8, one per name (sizes may differ between images)."""
+    return [read_image(Path(prepare_dir) / "images" / f"{n}.png") for n in names]
+
+
 def read_images(prepare_dir: str | Path, names: list[str]) -> np.ndarray:
-    """The prepared images -> (N, S, S, 3) uint8."""
-    return np.stack([read_image(Path(prepare_dir) / "images" / f"{n}.png") for n in names])
+    """The prepared images -> (N, H, W, 3) uint8; all must have one size (else use read_image_list)."""
+    return _stack(read_image_list(prepare_dir, names), "images", "read_image_list")
+
+
+def read_label_list(folder: str | Path, names: list[str]) -> list[np.ndarray]:
+    """Label PNGs `folder/<name>.png` -> a list of (H_i, W_i) uint8 (sizes may differ between images)."""
+    return [read_label(Path(folder) / f"{n}.png") for n in names]
 
 
 class LazyImages(Sequence):
@@ -240,14 +275,49 @@ class LazyImages(Sequence):
 
 
 def read_labels(folder: str | Path, names: list[str]) -> np.ndarray:
-    """Label PNGs `folder/<name>.png` -> (N, H, W) uint8."""
-    return np.stack([read_label(Path(folder) / f"{n}.png") for n in names])
+    """Label PNGs `folder/<name>.png` -> (N, H, W) uint8; all must have one size (else use read_label_list)."""
+    return _stack(read_label_list(folder, names), "label maps", "read_label_list")
 
 
-# ---------------------------------------------------------------- sharded feature arrays
+def _stack(arrays: list[np.ndarray], what: str, instead: str) -> np.ndarray:
+    shapes = sorted({a.shape for a in arrays})
+    if len(shapes) > 1:
+        raise ValueError(f"{what} of {len(shapes)} different sizes ({shapes[:3]}...) cannot be stacked; use {instead}")
+    return np.stack(arrays)
+
+
+# ---------------------------------------------------------------- sharded per-image arrays (ragged)
+# A shard is one uncompressed .npz holding, for every key, ALL its images' arrays raveled and concatenated into one
+# 1-d array `<key>`, and their shapes as `<key>.shapes` (n, ndim) int64: arrays of different shapes (feature grids of
+# images of different sizes) share one file and one read, and each image's array is a view of that buffer (no copy).
+# index.json: {"layout": "ragged", "keys": [...], "shards": [{"file", "names"}, ...]}, images in writing order.
+
+SHAPES = ".shapes"  # suffix of the shapes entry of a key in a shard
+
+
+def pack_ragged(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays of one dtype and number of dimensions, shapes free -> (flat 1-d concatenation, shapes (n, ndim) int64)."""
+    if not arrays:
+        return np.zeros(0, np.float32), np.zeros((0, 0), np.int64)
+    dtypes, ndims = {a.dtype for a in arrays}, {a.ndim for a in arrays}
+    if len(dtypes) > 1 or len(ndims) > 1:
+        raise ValueError(f"pack_ragged: arrays must share dtype and ndim, got {sorted(map(str, dtypes))}, {sorted(ndims)}")
+    flat = np.concatenate([np.ascontiguousarray(a).reshape(-1) for a in arrays])
+    return flat, np.array([a.shape for a in arrays], np.int64).reshape(len(arrays), -1)
+
+
+def unpack_ragged(flat: np.ndarray, shapes: np.ndarray) -> list[np.ndarray]:
+    """The inverse of pack_ragged -> list of arrays (views of `flat`)."""
+    sizes = [int(np.prod(s)) for s in shapes]
+    ends = np.cumsum(sizes)
+    if len(flat) != (ends[-1] if len(ends) else 0):
+        raise ValueError(f"unpack_ragged: {len(flat)} values for shapes holding {int(ends[-1]) if len(ends) else 0}")
+    return [flat[e - n:e].reshape(tuple(int(v) for v in s)) for e, n, s in zip(ends, sizes, shapes)]
+
 
 class ShardWriter:
-    """Streams per-image arrays into shards of `shard_size` images, so memory stays bounded."""
+    """Streams per-image arrays (any shapes; float16 features as the caller gives them) into shards of
+    `shard_size` images, so memory stays bounded. See the layout above."""
 
     def __init__(self, folder: str | Path, shard_size: int) -> None:
         self.folder, self.shard_size = Path(folder), shard_size
@@ -257,10 +327,14 @@ class ShardWriter:
         self.keys: list[str] = []
 
     def add(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        if self.keys and sorted(arrays) != self.keys:
+            raise ValueError(f"ShardWriter.add({name!r}): keys {sorted(arrays)}, earlier images had {self.keys}")
+        if any(k.endswith(SHAPES) for k in arrays):
+            raise ValueError(f"ShardWriter.add({name!r}): a key may not end in {SHAPES!r}")
         self.names.append(name)
         self.keys = sorted(arrays)
         for k, v in arrays.items():
-            self.buffer.setdefault(k, []).append(v)
+            self.buffer.setdefault(k, []).append(np.asarray(v))
         if len(self.names) == self.shard_size:
             self._flush()
 
@@ -268,28 +342,35 @@ class ShardWriter:
         if not self.names:
             return
         fname = f"shard_{len(self.shards):03d}.npz"
-        write_npz(self.folder / fname, **{k: np.stack(v) for k, v in self.buffer.items()})
+        entries = {}
+        for k, v in self.buffer.items():
+            entries[k], entries[k + SHAPES] = pack_ragged(v)
+        write_npz(self.folder / fname, **entries)
         self.shards.append({"file": fname, "names": self.names})
         self.buffer, self.names = {}, []
 
     def close(self) -> None:
         self._flush()
-        write_json(self.folder / "index.json", {"keys": self.keys, "shards": self.shards})
+        write_json(self.folder / "index.json", {"layout": "ragged", "keys": self.keys, "shards": self.shards})
 
 
-def iter_shards(folder: str | Path, key: str) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Yield (names, array (n, ...)) shard by shard for one key."""
+def iter_shards(folder: str | Path, key: str) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+    """Yield (names, list of per-image arrays) shard by shard for one key (shapes may differ between images)."""
     folder = Path(folder)
     index = read_json(folder / "index.json")
     for shard in index["shards"]:
         with np.load(folder / shard["file"]) as z:
-            yield shard["names"], z[key]
+            if key + SHAPES in z.files:
+                arrays = unpack_ragged(z[key], z[key + SHAPES])
+            else:  # a shard written before the ragged layout: one stacked (n, ...) array
+                arrays = list(z[key])
+        yield shard["names"], arrays
 
 
-def read_shards(folder: str | Path, key: str) -> tuple[list[str], np.ndarray]:
-    """All shards of one key concatenated -> (names, array (N, ...))."""
-    names, parts = [], []
+def read_shards(folder: str | Path, key: str) -> tuple[list[str], list[np.ndarray]]:
+    """All shards of one key -> (names, list of per-image arrays), in writing order."""
+    names, arrays = [], []
     for n, a in iter_shards(folder, key):
         names += n
-        parts.append(a)
-    return names, np.concatenate(parts)
+        arrays += a
+    return names, arrays

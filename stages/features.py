@@ -1,4 +1,6 @@
-"""Stage features: the backbone's dense patch tokens and attention keys for every image, in float16 shards."""
+"""Stage features: the backbone's dense patch tokens and attention keys for every image, in float16 shards (ragged:
+each image's (H/p, W/p, D) grid at its prepared size). The training split (manifest `names`) -> data/03_features,
+the evaluation split (`eval_names`, used only by evaluate's feature baseline) -> data/03_features/eval."""
 from pathlib import Path
 
 from tqdm import tqdm
@@ -8,27 +10,31 @@ from pipeline.backbone import factory as bb
 from pipeline.backbone import features
 from pipeline.config import load_params
 
+WINDOW = 4  # images are read and batched by size this many batches at a time (memory stays bounded)
+
 
 def main() -> None:
     p = load_params()
     manifest = io.read_manifest(p.paths.prepare)
-    names = manifest["names"]
+    splits = {"train": (manifest["names"], Path(p.paths.features)),
+              "eval": (io.eval_names(manifest), Path(p.paths.features) / "eval")}
     model = bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth", manifest["image_size"])
     device = bb.pick_device(p.features.device)
-    writer = io.ShardWriter(p.paths.features, p.features.shard_size)
-    bar = tqdm(total=len(names), desc="features", unit="img")
-    # Images are read one chunk at a time, so memory stays bounded whatever the dataset's size.
-    chunk = max(p.features.batch_size, 1)
-    for start in range(0, len(names), chunk):
-        batch_names = names[start:start + chunk]
-        images = io.read_images(p.paths.prepare, batch_names)
-        for arrays in features.extract(model, images, p.features.batch_size, device):
-            for i, name in enumerate(batch_names):
-                writer.add(name, {k: v[i] for k, v in arrays.items()})
-        bar.update(len(batch_names))
-    writer.close()
+    bar = tqdm(total=sum(len(n) for n, _ in splits.values()), desc="features", unit="img")
+    # Images are read a window at a time and batched by size inside it; shards keep the manifest's order.
+    chunk = max(p.features.batch_size, 1) * WINDOW
+    for names, folder in splits.values():
+        writer = io.ShardWriter(folder, p.features.shard_size)
+        for start in range(0, len(names), chunk):
+            batch_names = names[start:start + chunk]
+            images = io.read_image_list(p.paths.prepare, batch_names)
+            for name, arrays in zip(batch_names, features.per_image(model, images, p.features.batch_size, device)):
+                writer.add(name, arrays)
+            bar.update(len(batch_names))
+        writer.close()
     bar.close()
-    print(f"features: {len(names)} images on {device} -> {p.paths.features}")
+    print(f"features: {len(splits['train'][0])} training + {len(splits['eval'][0])} evaluation images on {device} "
+          f"-> {p.paths.features} (+ eval/)")
 
 
 if __name__ == "__main__":

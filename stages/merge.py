@@ -45,7 +45,10 @@ def main() -> None:
                for name, recs in by_image.items()}
     labelmaps.write_mask_labels(p.paths.prepare, p.paths.proposals, out, names, classes, "merge")
     comm, comm_cls, n_comms = res.part_community, res.community_class, int(res.part_community.max()) + 1
-    io.write_npz(out / "parts.npz", names=np.array(names), parts=np.stack(res.part_grids).astype(np.int16))
+    # parts.npz: every image's (h, w) part map (-1 = no part), raveled and concatenated, with their shapes
+    # (grids differ between images of different sizes): io.unpack_ragged(parts, shapes) gives them back.
+    flat, shapes = io.pack_ragged([g.astype(np.int16) for g in res.part_grids])
+    io.write_npz(out / "parts.npz", names=np.array(names), parts=flat, shapes=shapes)
     viz.save_graph(out / "graph.png", res.graph, comm_cls[comm] - 1,
                    f"{res.n_parts} parts, {n_comms} communities (colour: class)", p.seed)
     io.write_json(out / "merge.json", {"parts": res.n_parts, "communities": n_comms,

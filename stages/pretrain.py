@@ -3,6 +3,7 @@ import hashlib
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline import io
@@ -24,7 +25,12 @@ def main() -> None:
     model = bb.create_backbone(p.backbone, manifest["image_size"])
     history = []
     if p.backbone.source == "pretrain":
-        images = io.read_images(p.paths.prepare, manifest["names"])
+        # The objectives take one stacked array: images of different sizes (aspect ratio kept, short side
+        # data.image_size) are centre-cropped to the square of the shortest side; square images stay as they are.
+        images = io.read_image_list(p.paths.prepare, manifest["names"])
+        side = min(min(im.shape[:2]) for im in images)
+        images = np.stack([im[(im.shape[0] - side) // 2:(im.shape[0] - side) // 2 + side,
+                              (im.shape[1] - side) // 2:(im.shape[1] - side) // 2 + side] for im in images])
         log = lambda r: print(f"pretrain {p.pretrain.method} epoch {r['epoch']}: loss {r['loss']:.4f} "  # noqa: E731
                               f"({r['minutes']:.1f} min)", flush=True)
         device = bb.pick_device(p.pretrain.device)

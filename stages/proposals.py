@@ -30,6 +30,9 @@ def main() -> None:
         for name, f in zip(names, feats):
             image = frame(name)
             patch = image.shape[0] // f.shape[0]
+            if image.shape[:2] != (f.shape[0] * patch, f.shape[1] * patch):
+                raise io.InputError(f"{name}: prepared image of {image.shape[:2]} pixels but a feature grid of "
+                                    f"{f.shape[:2]} patches (re-run the features stage: `dvc repro features`)")
             lists, extras, min_pixels = [], [], []
             for src in sources:
                 if src == "saliency":

@@ -1,8 +1,12 @@
-"""Stage train: the segmentation network on the merged pseudo-labels (255 ignored), train.rounds self-training
-rounds, then predict every image. Resumes from data/09_train/checkpoints/ when a run was interrupted.
+"""Stage train: the segmentation network on the merged pseudo-labels (255 ignored) of the training split
+(manifest `names`, prepared size; crops of data.image_size), train.rounds self-training rounds (relabelling the
+training split), then predict every image of both splits (`names` + `eval_names`): logits upsampled bilinearly
+to the image's ORIGINAL size (manifest `sizes`), argmax -> predictions/labels/<name>.png and overlays at that
+size (rounds > 1: also predictions/round_<r>/). Resumes from data/09_train/checkpoints/ when a run was interrupted.
 
 With train.gpus > 1 (or auto and several GPUs) the stage re-launches itself under torchrun, one process per
-GPU; started by torchrun itself (several nodes) it joins the given process group. Rank 0 alone writes.
+GPU; started by torchrun itself (several nodes) it joins the given process group. Rank 0 alone writes, but the
+predictions, which every process writes for its share of the images.
 """
 import os
 import subprocess
@@ -44,8 +48,8 @@ def main() -> None:
         torch.set_num_threads(p.train.threads)
     manifest = io.read_manifest(p.paths.prepare)
     names = manifest["names"]
-    images = io.read_images(p.paths.prepare, names)
-    labels = io.read_labels(Path(p.paths.merge) / "labels", names)
+    images = io.read_image_list(p.paths.prepare, names)  # the prepared size: may differ between images
+    labels = io.read_label_list(Path(p.paths.merge) / "labels", names)
     torch.manual_seed(p.seed)
     model = segnet.build_model(p.train, p.cluster.k + 1, manifest["image_size"],
                                lambda: bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth",
@@ -84,7 +88,8 @@ def main() -> None:
         if main_rank:
             checkpoint.save(ckpt, state, key)
 
-    rounds = segnet.self_train(model, images, labels, p.train, p.seed, device, resume=resume, on_step=log, save=save)
+    rounds = segnet.self_train(model, images, labels, p.train, p.seed, device, resume=resume, on_step=log, save=save,
+                               crop_size=manifest["image_size"])
     if main_rank:
         for rd in rounds:
             live.log_metric(f"round_{rd['round']}/relabel_kept", rd["kept"], plot=False)
@@ -93,18 +98,50 @@ def main() -> None:
         live.end()
         with io.atomic_open(out / "model.pt") as f:
             torch.save({"state_dict": model.state_dict(), "num_classes": p.cluster.k + 1}, f)
-        viz.write_maps(out / "predictions", names, rounds[-1]["pred"], images)
-        if len(rounds) > 1:
-            for rd in rounds:
-                viz.write_maps(out / "predictions" / f"round_{rd['round']}", names, rd["pred"], images)
         io.write_json(out / "history.json", [{**e, "round": rd["round"]} for rd in rounds
                                              for e in segnet.epoch_summary(rd["history"])])
+    n_written = write_predictions(p, manifest, model, rounds, images, device, out / "predictions")
+    if world_size > 1:
+        dist.barrier()  # every process has written its share of the predictions
+    if main_rank:
         ckpt.unlink(missing_ok=True)  # finished: the outputs above are the result
         final = rounds[-1]["history"][-1]["loss"] if rounds[-1]["history"] else float("nan")
-        print(f"train: {len(rounds)} round(s) on {device} x{world_size}, final loss {final:.4f} -> {out}")
+        print(f"train: {len(rounds)} round(s) on {device} x{world_size}, final loss {final:.4f}, "
+              f"{n_written} predictions (both splits, original size) per round -> {out}")
     if world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
+
+
+def write_predictions(p, manifest: dict, model: torch.nn.Module, rounds: list[dict], images: list,
+                      device: torch.device, folder: Path) -> int:
+    """Every round's network predicts every image of both splits (this process: its contiguous share of each split,
+    so several processes share the work): logits upsampled to the original size, argmax -> folder/labels/<name>.png
+    and overlays (the prepared image resized to that size) for the last round, and with several rounds also
+    folder/round_<r>/. One batch in memory at a time. -> the number of images of both splits. The model ends
+    with the last round's weights."""
+    rank, world_size = segnet.world()
+    final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    splits = [(manifest["names"], images), (io.eval_names(manifest), None)]
+    todo = []  # (names, images) of this process's share of each split
+    for split_names, split_images in splits:
+        share = -(-len(split_names) // world_size)
+        mine = split_names[rank * share:(rank + 1) * share]
+        if split_images is None:
+            todo.append((mine, io.read_image_list(p.paths.prepare, mine)))
+        else:
+            todo.append((mine, split_images[rank * share:(rank + 1) * share]))
+    sizes = io.original_sizes(p.paths.prepare, manifest, [n for mine, _ in todo for n in mine])
+    for rd in rounds:
+        folders = ([folder / f"round_{rd['round']}"] if len(rounds) > 1 else []) + ([folder] if rd is rounds[-1] else [])
+        model.load_state_dict(rd.get("weights", final))
+        for mine, imgs in todo:
+            for i, pred, _ in segnet.iter_predictions(model, imgs, p.train.batch_size, device, p.train.amp,
+                                                      sizes=[sizes[n] for n in mine]):
+                for f in folders:
+                    viz.write_maps(f, [mine[i]], [pred.cpu().numpy()], [imgs[i]])
+    model.load_state_dict(final)
+    return sum(len(n) for n, _ in splits)
 
 
 if __name__ == "__main__":

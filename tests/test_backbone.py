@@ -72,3 +72,25 @@ def test_hub_offline_fails_with_a_message_naming_the_alternatives(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert "ERR could not fetch pretrained weights" in out.stdout
     assert "backbone.source=file" in out.stdout and "backbone.source=pretrain" in out.stdout
+
+
+def test_features_of_non_square_images_are_per_image_grids_in_input_order():
+    """Images of 48x80, 32x32 and 48x80 (patch 8) -> grids (6, 10, D), (4, 4, D), (6, 10, D) in input order (the two
+    48x80 images batched together), each the features of that image alone (float16)."""
+    import numpy as np
+
+    from pipeline.backbone import features
+
+    model = bb.create_backbone(TINY, 32).eval()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, s + (3,)).astype(np.uint8) for s in ((48, 80), (32, 32), (48, 80))]
+    batches = [idx for idx, _ in features.extract(model, images, 8, torch.device("cpu"))]
+    assert batches == [[0, 2], [1]]
+    out = features.per_image(model, images, 8, torch.device("cpu"))
+    assert [o["tokens"].shape for o in out] == [(6, 10, 32), (4, 4, 32), (6, 10, 32)]
+    assert all(o["keys"].shape == o["tokens"].shape and o["tokens"].dtype == np.float16 for o in out)
+    for im, o in zip(images, out):
+        tokens, keys = bb.dense_features(model, bb.normalize(bb.to_tensor(im[None])))
+        np.testing.assert_allclose(o["tokens"], tokens[0].numpy().astype(np.float16), atol=2e-3)
+        np.testing.assert_allclose(o["keys"], keys[0].numpy().astype(np.float16), atol=2e-3)
+    assert bb.size_batches([(4, 4, 3)] * 5, 2) == [[0, 1], [2, 3], [4]]  # one size: consecutive batches

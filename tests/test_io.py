@@ -43,8 +43,57 @@ def test_shards_stream_and_read_back_in_order(tmp_path):
     w.close()
     names, got = io.read_shards(tmp_path, "tokens")
     assert names == [f"img{i}" for i in range(5)]
-    assert got.dtype == np.float16 and np.array_equal(got, np.stack(arrays))
+    assert len(got) == 5 and all(g.dtype == np.float16 and np.array_equal(g, a) for g, a in zip(got, arrays))
     assert len(io.read_json(tmp_path / "index.json")["shards"]) == 3
+
+
+def test_ragged_shards_round_trip_arrays_of_different_shapes_exactly(tmp_path):
+    """Feature grids of images of different sizes: every array comes back with its own shape, dtype and values,
+    in writing order, over several shards; iter_shards yields each shard's names with a list of its arrays."""
+    rng = np.random.default_rng(0)
+    grids = [(6, 10), (10, 6), (8, 8), (6, 10), (1, 3), (12, 7), (5, 5)]
+    arrays = [{"tokens": rng.normal(size=(h, w, 4)).astype(np.float16),
+               "keys": rng.normal(size=(h, w, 3)).astype(np.float16)} for h, w in grids]
+    w = io.ShardWriter(tmp_path, shard_size=3)
+    for i, a in enumerate(arrays):
+        w.add(f"img{i}", a)
+    w.close()
+    index = io.read_json(tmp_path / "index.json")
+    assert [s["names"] for s in index["shards"]] == [["img0", "img1", "img2"], ["img3", "img4", "img5"], ["img6"]]
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["shard_000.npz", "shard_001.npz", "shard_002.npz"]
+    for key in ("tokens", "keys"):
+        names, got = io.read_shards(tmp_path, key)
+        assert names == [f"img{i}" for i in range(len(grids))]
+        assert [g.shape for g in got] == [a[key].shape for a in arrays]
+        for g, a in zip(got, arrays):
+            assert g.dtype == np.float16 and np.array_equal(g, a[key])
+    shards = list(io.iter_shards(tmp_path, "keys"))
+    assert [n for n, _ in shards] == [s["names"] for s in index["shards"]]
+    assert [len(a) for _, a in shards] == [3, 3, 1] and isinstance(shards[0][1], list)
+    other = io.ShardWriter(tmp_path / "other", 2)
+    other.add("a", {"tokens": arrays[0]["tokens"]})
+    with pytest.raises(ValueError, match="keys"):  # every image needs the same keys
+        other.add("b", {"keys": arrays[0]["keys"]})
+
+
+def test_a_shard_of_the_older_stacked_layout_still_reads(tmp_path):
+    stacked = np.arange(24, dtype=np.float16).reshape(2, 2, 2, 3)
+    io.write_npz(tmp_path / "shard_000.npz", tokens=stacked)
+    io.write_json(tmp_path / "index.json", {"keys": ["tokens"], "shards": [{"file": "shard_000.npz", "names": ["a", "b"]}]})
+    names, got = io.read_shards(tmp_path, "tokens")
+    assert names == ["a", "b"] and np.array_equal(np.stack(got), stacked)
+
+
+def test_original_sizes_fall_back_to_the_prepared_image_and_eval_names_to_none(tmp_path):
+    io.write_image(tmp_path / "images" / "a.png", np.zeros((16, 24, 3), np.uint8))
+    io.write_image(tmp_path / "images" / "b.png", np.zeros((8, 8, 3), np.uint8))
+    manifest = {"names": ["a", "b"], "sizes": {"a": [33, 50]}}
+    assert io.original_sizes(tmp_path, manifest, ["a", "b"]) == {"a": (33, 50), "b": (8, 8)}
+    assert io.eval_names(manifest) == [] and io.eval_names({"eval_names": ["c"]}) == ["c"]
+    got = io.read_image_list(tmp_path, ["a", "b"])
+    assert [g.shape for g in got] == [(16, 24, 3), (8, 8, 3)]
+    with pytest.raises(ValueError, match="read_image_list"):
+        io.read_images(tmp_path, ["a", "b"])
 
 
 def test_a_failed_atomic_write_leaves_neither_the_file_nor_a_temporary(tmp_path):

@@ -92,3 +92,41 @@ def test_ncut_vectors_equal_the_dense_generalized_eigenvectors():
     for j in range(2):  # equal up to sign, with the same D-normalisation
         assert np.allclose(abs(got[:, j] @ d @ ref[:, j]), 1.0, atol=1e-6)
         assert np.allclose(got[:, j].T @ d @ got[:, j], 1.0, atol=1e-8)
+
+
+def test_the_per_image_method_runs_on_a_non_square_grid():
+    """A 48x80 image on a 6x10 patch grid (patch 8), as a non-square prepared image gives: the normalized cut finds
+    the object on the (6, 10) grid, its pixel mask (with and without GrabCut) is (48, 80) and in the right place,
+    patch fractions, the mask embedding, merge's mask and part grids and the label map keep the (6, 10) / (48, 80)
+    shapes (rows and columns never swapped), next to a 10x6 image in the same merge."""
+    from pipeline.method import cluster, merge
+    from pipeline.report import viz
+
+    f = two_region_features(6, 10, [(slice(1, 5), slice(5, 9))])
+    truth = np.zeros((6, 10), bool)
+    truth[1:5, 5:9] = True
+    props = proposals.patch_proposals(f, section("proposals", refine="none", num_eigs=1))
+    assert len(props) == 1 and props[0].patches.shape == (6, 10) and np.array_equal(props[0].patches, truth)
+    image = np.full((48, 80, 3), 40, np.uint8)
+    image[8:40, 40:72] = (220, 60, 60)
+    for refine in ("none", "grabcut"):
+        mask_map, kept = proposals.pixel_masks(image, props, 8, section("proposals", refine=refine))
+        assert mask_map.shape == (48, 80) and len(kept) == 1
+        ys, xs = np.nonzero(mask_map == 1)
+        assert abs(ys.mean() - 23.5) < 2 and abs(xs.mean() - 55.5) < 2  # the object's centre, rows then columns
+    frac = proposals.patch_fractions(mask_map, 1, (6, 10))
+    assert frac.shape == (1, 6, 10) and np.array_equal(frac[0] >= 0.5, truth)
+    emb = cluster.mask_embeddings(f, frac)
+    assert emb.shape == (1, 8) and emb[0, 1] > 0.9  # the object's direction
+    labels = cluster.render_labels(mask_map, np.array([2], np.uint8))
+    assert labels.shape == (48, 80) and set(np.unique(labels)) == {0, 2}
+    grid = merge.mask_grid(frac, np.array([0]), np.array([True]))
+    tall_f = two_region_features(10, 6, [(slice(5, 9), slice(1, 5))])
+    tall = np.zeros((10, 6), np.int64)
+    tall[5:9, 1:5] = 2
+    res = merge.refine(np.concatenate([f[grid > 0], tall_f[tall > 0]]), [grid, tall],
+                       np.concatenate([grid[grid > 0], tall[tall > 0]]) - 1, np.array([1, 1]),
+                       section("merge", parts=2), 0)
+    assert [g.shape for g in res.part_grids] == [(6, 10), (10, 6)]
+    assert np.array_equal(res.part_grids[0] >= 0, truth) and np.array_equal(res.part_grids[1] >= 0, tall > 0)
+    assert viz.mask_tile(image, mask_map == 1, np.array([255, 0, 0]), 32).shape == (32, 32, 3)

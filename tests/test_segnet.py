@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 from conftest import section
 from pipeline.backbone.factory import create_backbone
@@ -114,9 +115,10 @@ def test_self_training_trains_on_the_relabelled_maps_of_the_previous_round():
     images, labels = tiny_data()
     rounds = segnet.self_train(tiny_net(2), images, labels, TINY, 0, CPU)
     assert [r["round"] for r in rounds] == [1, 2]
-    r1 = rounds[0]
+    r1 = {k: np.stack(rounds[0][k]) for k in ("pred", "relabel")}
     assert np.all((r1["relabel"] == 255) | (r1["relabel"] == r1["pred"]))
-    assert r1["kept"] == pytest.approx(float((r1["relabel"] != 255).mean()))
+    assert rounds[0]["kept"] == pytest.approx(float((r1["relabel"] != 255).mean()))
+    r1 = rounds[0]
     assert len(r1["history"]) == 4 and len(rounds[1]["history"]) == 2  # 8 images / batch 4 x epochs
 
 
@@ -174,7 +176,8 @@ def _ddp_worker(rank: int, rdzv: str, out: str) -> None:
     net = tiny_net(2)
     rounds = segnet.self_train(net, images, labels, TINY, 0, CPU)
     if rank == 0:
-        torch.save({"logits": eval_logits(net, images), "model": net.state_dict(), "pred": torch.from_numpy(rounds[-1]["pred"]),
+        torch.save({"logits": eval_logits(net, images), "model": net.state_dict(),
+                    "pred": torch.from_numpy(np.stack(rounds[-1]["pred"])),
                     "loss": [r["loss"] for r in rounds[0]["history"]]}, out)
     dist.destroy_process_group()
 
@@ -194,7 +197,7 @@ def test_two_gloo_processes_train_the_same_weights_as_one_process(tmp_path):
     ref = eval_logits(net, images)
     assert (got["logits"] - ref).abs().max().item() < 1e-4 * ref.abs().max().item()
     np.testing.assert_allclose(got["loss"], [r["loss"] for r in rounds[0]["history"]], rtol=1e-5)
-    assert (got["pred"].numpy() == rounds[-1]["pred"]).mean() > 0.999
+    assert (got["pred"].numpy() == np.stack(rounds[-1]["pred"])).mean() > 0.999
 
 
 @pytest.mark.parametrize("model, name", [("timm", "resnet18"), ("timm", "vit_tiny_patch16_224"),
@@ -215,3 +218,129 @@ def test_train_config_rejects_bad_process_counts_and_models():
         section("train", model="timm")
     with pytest.raises(ConfigError, match=r"'train\.model_name' is 'vgg'; allowed values for deeplabv3: resnet50"):
         section("train", model="deeplabv3", model_name="vgg")
+
+
+# ---------------------------------------------------------------- images of different sizes
+
+def ragged_data() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Six noise images with a bright labelled square, of two sizes: 32x48 and 48x32 (short side 32)."""
+    rng = np.random.default_rng(1)
+    images, labels = [], []
+    for i in range(6):
+        h, w = (32, 48) if i % 2 else (48, 32)
+        img = rng.integers(0, 255, (h, w, 3)).astype(np.uint8)
+        lab = np.zeros((h, w), np.uint8)
+        y, x = rng.integers(0, 16, 2)
+        img[y:y + 16, x:x + 16] = 250
+        lab[y:y + 16, x:x + 16] = 1
+        images.append(img)
+        labels.append(lab)
+    return images, labels
+
+
+def test_a_non_square_prediction_is_the_argmax_of_its_logits_upsampled_to_the_original_size():
+    """iter_predictions on a 32x48 (and a 48x32) image with original sizes 97x150 (and 150x97): the class map
+    has exactly that shape and equals the argmax of the network's logits upsampled bilinearly
+    (align_corners=False) to it, computed here by hand; without sizes it stays at the input size."""
+    images, _ = ragged_data()
+    net = tiny_net().eval()
+    sizes = [(97, 150) if im.shape[0] == 32 else (150, 97) for im in images]
+    got = {i: (cls.numpy(), conf.numpy()) for i, cls, conf in segnet.iter_predictions(net, images, 4, CPU, sizes=sizes)}
+    assert sorted(got) == list(range(6))
+    for i, im in enumerate(images):
+        cls, conf = got[i]
+        assert cls.shape == sizes[i] and cls.dtype == np.uint8 and conf.shape == sizes[i]
+        x = torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255
+        x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        with torch.no_grad():
+            logits = net(x)
+            assert logits.shape[-2:] == im.shape[:2]
+            up = F.interpolate(logits, size=sizes[i], mode="bilinear", align_corners=False)
+        np.testing.assert_array_equal(cls, up.argmax(1)[0].numpy())
+        np.testing.assert_allclose(conf, up.softmax(1).max(1).values[0].numpy(), atol=1e-5)
+    at_input = {i: cls.shape for i, cls, _ in segnet.iter_predictions(net, images, 4, CPU)}
+    assert all(at_input[i] == im.shape[:2] for i, im in enumerate(images))
+    pred, conf = segnet.predict_with_confidence(net, images, 4, CPU)
+    assert [p.shape for p in pred] == [im.shape[:2] for im in images] == [c.shape for c in conf]
+
+
+def test_training_and_self_training_run_on_images_of_two_sizes():
+    """Crops of 32x32 from 32x48 and 48x32 images stack into batches; round 2 trains on round 1's relabelled
+    maps, each at its own image's size."""
+    images, labels = ragged_data()
+    net = tiny_net(2)
+    cfg = replace(TINY, batch_size=3, epochs=2)
+    rounds = segnet.self_train(net, images, labels, cfg, 0, CPU, crop_size=32)
+    assert [len(r["history"]) for r in rounds] == [4, 2]  # 6 images / batch 3 x epochs
+    assert all(np.isfinite(h["loss"]) for r in rounds for h in r["history"])
+    assert [p.shape for p in rounds[0]["relabel"]] == [im.shape[:2] for im in images]
+    assert "weights" in rounds[0] and "weights" not in rounds[1]  # round 1's network, to predict its maps later
+    assert segnet.default_crop(images) == 32
+    # the fingerprint of lists of arrays of different sizes tells the data apart
+    a = checkpoint.fingerprint({}, [images, labels], tiny_net())
+    assert a == checkpoint.fingerprint({}, [images, labels], tiny_net())
+    assert a != checkpoint.fingerprint({}, [images, labels[::-1]], tiny_net())
+
+
+def _ddp_predict_worker(rank: int, rdzv: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=2)
+    images, _ = ragged_data()
+    pred, conf = segnet.predict_with_confidence(tiny_net(), images[:5], 2, CPU)
+    if rank == 0:
+        torch.save({"pred": [torch.from_numpy(p) for p in pred], "conf": [torch.from_numpy(c) for c in conf]}, out)
+    dist.destroy_process_group()
+
+
+def test_two_processes_share_the_prediction_of_images_of_different_sizes(tmp_path):
+    images, _ = ragged_data()
+    pred, conf = segnet.predict_with_confidence(tiny_net(), images[:5], 2, CPU)
+    out = tmp_path / "pred.pt"
+    mp.start_processes(_ddp_predict_worker, args=(f"file://{tmp_path / 'rdzv'}", str(out)), nprocs=2,
+                       start_method="fork")
+    got = torch.load(out, weights_only=True)
+    assert [p.shape for p in got["pred"]] == [im.shape[:2] for im in images[:5]]
+    for g, p in zip(got["pred"], pred):
+        np.testing.assert_array_equal(g.numpy(), p)
+    for g, c in zip(got["conf"], conf):
+        np.testing.assert_allclose(g.numpy(), c, atol=1e-6)
+
+
+def test_the_train_stage_writes_every_rounds_predictions_of_both_splits_at_the_original_size(tmp_path):
+    """stages.train.write_predictions: training images (in memory) and evaluation images (read from the prepared
+    folder) -> predictions/labels and round_<r>/labels at the manifest's original sizes (the prepared size where
+    the manifest gives none), overlays at that size; round 1's maps come from round 1's weights, the top level's
+    from the last round's; the model ends with the last round's weights."""
+    from types import SimpleNamespace
+
+    from pipeline import io
+    from stages import train as stage
+
+    images, _ = ragged_data()
+    for i, im in enumerate(images):
+        io.write_image(tmp_path / "prep" / "images" / f"im{i}.png", im)
+    manifest = {"names": ["im0", "im1", "im2", "im3"], "eval_names": ["im4", "im5"],
+                "sizes": {"im0": [70, 45], "im1": [33, 50], "im3": [40, 61], "im4": [99, 65], "im5": [32, 48]}}
+    p = SimpleNamespace(paths=SimpleNamespace(prepare=str(tmp_path / "prep")),
+                        train=SimpleNamespace(batch_size=2, amp=False))
+    first, last = tiny_net(), tiny_net()
+    with torch.no_grad():
+        for v in last.parameters():
+            v.add_(0.3 * torch.randn_like(v))
+    model = tiny_net()
+    model.load_state_dict(last.state_dict())
+    rounds = [{"round": 1, "weights": first.state_dict()}, {"round": 2}]
+    out = tmp_path / "predictions"
+    assert stage.write_predictions(p, manifest, model, rounds, images[:4], CPU, out) == 6
+    sizes = io.original_sizes(tmp_path / "prep", manifest, [f"im{i}" for i in range(6)])
+    assert sizes["im2"] == (48, 32)  # no size in the manifest: the prepared image's
+    for i in range(6):
+        name = f"im{i}"
+        for net, folder in ((first, out / "round_1"), (last, out / "round_2"), (last, out)):
+            lab = io.read_label(folder / "labels" / f"{name}.png")
+            assert lab.shape == sizes[name]
+            (_, want, _), = segnet.iter_predictions(net, [images[i]], 1, CPU, amp=False, sizes=[sizes[name]])
+            np.testing.assert_array_equal(lab, want.numpy())
+        assert io.read_image(out / "overlays" / f"{name}.jpg").shape == sizes[name] + (3,)
+    for k, v in last.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)

@@ -90,6 +90,17 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
 
 
+def size_batches(shapes: list[tuple[int, ...]], batch_size: int) -> list[list[int]]:
+    """Image shapes (one per image) -> batches of image indices, each of images of one (H, W) and at most
+    batch_size long: images grouped by size (sizes in order of first appearance, indices ascending within a
+    size), each group cut into consecutive batches. Images of one size give range(n) cut every batch_size."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, s in enumerate(shapes):
+        groups.setdefault(tuple(s[:2]), []).append(i)
+    bs = max(batch_size, 1)
+    return [g[k:k + bs] for g in groups.values() for k in range(0, len(g), bs)]
+
+
 def patch_tokens(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Normalised images (B, 3, H, W) -> final patch tokens (B, H/p, W/p, D)."""
     tokens = model.forward_features(x)[:, model.num_prefix_tokens:]

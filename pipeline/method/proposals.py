@@ -114,9 +114,11 @@ def patch_proposals(feats: np.ndarray, cfg: ProposalsConfig) -> list[Proposal]:
     return kept
 
 
-def upsample(patches: np.ndarray, size: int) -> np.ndarray:
-    """(h, w) bool patch mask -> (size, size) bool pixel mask by bilinear upsampling at 0.5."""
-    return cv2.resize(patches.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
+def upsample(patches: np.ndarray, shape: tuple[int, int] | int) -> np.ndarray:
+    """(h, w) bool patch mask -> (H, W) bool pixel mask (shape (H, W), or an int for a square) by bilinear
+    upsampling at 0.5."""
+    height, width = (shape, shape) if isinstance(shape, int) else shape
+    return cv2.resize(patches.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) > 0.5
 
 
 def grabcut_refine(image: np.ndarray, mask: np.ndarray, band: int, iters: int) -> np.ndarray:
@@ -143,15 +145,14 @@ def grabcut_refine(image: np.ndarray, mask: np.ndarray, band: int, iters: int) -
 
 
 def pixel_masks(image: np.ndarray, props: list[Proposal], patch: int, cfg: ProposalsConfig) -> tuple[np.ndarray, list[Proposal]]:
-    """Image (S, S, 3) uint8 and patch proposals -> (S, S) uint8 map (0 none, i = i-th kept proposal)
-    and the kept proposals. Overlaps go to the better-scored proposal; one left with fewer pixels
-    than half of cfg.min_patches patches is dropped."""
-    size = image.shape[0]
+    """Image (H, W, 3) uint8 and patch proposals on its (H/patch, W/patch) grid -> (H, W) uint8 map (0 none,
+    i = i-th kept proposal) and the kept proposals. Overlaps go to the better-scored proposal; one left with
+    fewer pixels than half of cfg.min_patches patches is dropped."""
     out = np.zeros(image.shape[:2], np.uint8)
     kept: list[Proposal] = []
     min_pixels = cfg.min_patches * patch * patch // 2
     for prop in props:
-        m = upsample(prop.patches, size)
+        m = upsample(prop.patches, image.shape[:2])
         if cfg.refine == "grabcut":
             m = grabcut_refine(image, m, band=patch // 2, iters=cfg.refine_iters)
         m &= out == 0
@@ -163,7 +164,7 @@ def pixel_masks(image: np.ndarray, props: list[Proposal], patch: int, cfg: Propo
 
 
 def patch_fractions(mask_map: np.ndarray, n_masks: int, grid: tuple[int, int]) -> np.ndarray:
-    """(S, S) map with values 0..n_masks -> (n_masks, h, w) float32: share of each patch each mask covers."""
+    """(H, W) map with values 0..n_masks -> (n_masks, h, w) float32: share of each (H/h, W/w) patch each mask covers."""
     h, w = grid
     out = np.zeros((n_masks, h, w), np.float32)
     for i in range(n_masks):

@@ -83,13 +83,20 @@ class StageOutputs:
         return io.read_label(f) if f.is_file() else None
 
 
+def at_size(label: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """A label map resized to (H, W) by nearest neighbour (unchanged when it has that size; None stays None)."""
+    if label is None or label.shape == tuple(shape):
+        return label
+    return cv2.resize(label, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
 def journey(data: StageOutputs, name: str) -> np.ndarray:
     """One image's journey picture (H, W, 3) uint8 from the stages' outputs."""
     data.check_names([name])
     p = data.paths
     image = data.image(name)
-    at_image = (lambda m: None if m is None else cv2.resize(m, image.shape[1::-1], interpolation=cv2.INTER_NEAREST))
-    gt = at_image(data.label_map(Path(p.prepare) / "gt", name))  # ground truth and network: at the original size
+    # The ground truth and the network's prediction are at the image's original size: drawn at the prepared size.
+    gt = at_size(data.label_map(Path(p.prepare) / "gt", name), image.shape[:2])
     if gt is not None and data.mapping is not None:
         gt = report.gt_in_prediction_colours(gt, data.mapping, data.n_pred)
     else:
@@ -102,7 +109,7 @@ def journey(data: StageOutputs, name: str) -> np.ndarray:
             raise io.InputError(f"{folder}/{name}.png: not found (run `dvc repro` up to the merge stage)")
     panels = report.journey_panels(image, data.proposal_map(name), data.masks(name), maps["pseudo"],
                                    maps["filtered"], maps["merged"],
-                                   at_image(data.label_map(Path(p.train) / "predictions" / "labels", name)), gt)
+                                   at_size(data.label_map(Path(p.train) / "predictions" / "labels", name), image.shape[:2]), gt)
     legend = report.class_legend(data.n_pred, data.mapping, data.manifest.get("class_names"))
     if gt is not None and data.mapping is not None:  # ground-truth classes no prediction was matched to
         pal = io.palette()

@@ -80,16 +80,29 @@ def save_confusion(path: str | Path, conf: np.ndarray, row_names: list[str], col
     save_figure(fig, path)
 
 
-def write_maps(folder: str | Path, names: list[str], maps: np.ndarray, images: np.ndarray) -> None:
-    """Label maps (N, H, W) uint8 -> folder/labels/<name>.png (indexed palette) and folder/overlays/<name>.jpg."""
+def write_maps(folder: str | Path, names: list[str], maps, images) -> None:
+    """Label maps ((H_i, W_i) uint8 each, an (N, H, W) array or a list) -> folder/labels/<name>.png (indexed palette)
+    and folder/overlays/<name>.jpg drawn on its image; an image of another size than its map (a prepared image
+    under a prediction at the original size) is resized to the map's size (bilinear) first."""
     folder = Path(folder)
     for name, lab, img in zip(names, maps, images):
+        if img.shape[:2] != lab.shape:
+            img = cv2.resize(img, (lab.shape[1], lab.shape[0]), interpolation=cv2.INTER_LINEAR)
         io.write_label(folder / "labels" / f"{name}.png", lab)
         io.write_image(folder / "overlays" / f"{name}.jpg", overlay(img, lab))
 
 
 def mask_tile(image: np.ndarray, mask: np.ndarray, colour: np.ndarray, size: int) -> np.ndarray:
-    """Image (H, W, 3) and bool mask (H, W) -> (size, size, 3) tile: the image dimmed outside the mask, mask outlined."""
+    """Image (H, W, 3) and bool mask (H, W) -> (size, size, 3) tile: the image dimmed outside the mask, mask outlined.
+    A non-square image is first cropped to the square of its short side nearest the mask's centre (not squashed)."""
+    h, w = mask.shape
+    if h != w:
+        side = min(h, w)
+        ys, xs = np.nonzero(mask)
+        cy, cx = (ys.mean(), xs.mean()) if len(ys) else (h / 2, w / 2)
+        y0 = int(np.clip(round(cy - side / 2), 0, h - side))
+        x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+        image, mask = image[y0:y0 + side, x0:x0 + side], mask[y0:y0 + side, x0:x0 + side]
     tile = image.astype(np.float32)
     tile[~mask] *= 0.35
     edge = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0

@@ -17,12 +17,22 @@ from torch import nn
 from pipeline import io
 
 
-def fingerprint(config: dict, arrays: list[np.ndarray], model: nn.Module) -> str:
-    """JSON-able config, input arrays and a model's initial weights -> sha256 hex digest."""
+def fingerprint(config: dict, arrays: list, model: nn.Module) -> str:
+    """JSON-able config, inputs (each an array, or a list of arrays such as images of different sizes) and a
+    model's initial weights -> sha256 hex digest."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    for a in arrays:
+
+    def add(a) -> None:
+        if isinstance(a, (list, tuple)):
+            h.update(f"list of {len(a)}".encode())
+            for item in a:
+                add(item)
+            return
         h.update(str((a.shape, str(a.dtype))).encode())
         h.update(np.ascontiguousarray(a).tobytes())
+
+    for a in arrays:
+        add(a)
     for k, v in model.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())

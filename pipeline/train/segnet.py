@@ -7,11 +7,15 @@ convolutional encoders, DataLoader workers with pinned memory) and several proce
 processes compute what one process computes with the same global batch). Every random choice (data order,
 crops) derives from (seed, round, epoch, image), so a run resumed from a checkpoint reaches the same
 weights. Self-training rounds relabel the images with the model's confident pixels and retrain.
+
+Images may differ in size (lists of (H_i, W_i, 3) arrays; a stacked (N, H, W, 3) array works too): training draws
+crop_size x crop_size random resized crops, so batches stack; prediction batches images of one size together and
+can upsample each image's logits to any size (the image's original size) before the argmax.
 """
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -134,8 +138,10 @@ def augment(size: int, scale_min: float) -> v2.Compose:
     return v2.Compose([v2.RandomResizedCrop(size, scale=(scale_min, 1.0), antialias=True), v2.RandomHorizontalFlip()])
 
 
-def make_batch(images: np.ndarray, labels: np.ndarray, aug: v2.Compose | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, H, W, 3) uint8 images and (B, H, W) uint8 labels -> normalised (B, 3, H, W) and (B, H, W) int64."""
+def make_batch(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+               aug: v2.Compose | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """B (H, W, 3) uint8 images and B (H, W) uint8 labels -> normalised (B, 3, H, W) and (B, H, W) int64 (without
+    `aug` every image must have the same size; `aug` crops them to one size)."""
     xs, ys = [], []
     for img, lab in zip(images, labels):
         x = tv_tensors.Image(torch.from_numpy(img).permute(2, 0, 1).float() / 255.0)
@@ -148,12 +154,14 @@ def make_batch(images: np.ndarray, labels: np.ndarray, aug: v2.Compose | None) -
 
 
 class PairDataset(Dataset):
-    """Augmented (image, label) pairs keyed by (epoch, index): the crop of image i in epoch e depends only on
-    (seed, e, i), whichever process or worker draws it."""
+    """Augmented (image, label) pairs keyed by (epoch, index): a random resized crop of image i to size x size (the
+    images may differ in size) whose draw in epoch e depends only on (seed, e, i), whichever process or worker
+    draws it."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, scale_min: float, seed: int) -> None:
+    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], scale_min: float, seed: int,
+                 size: int) -> None:
         self.images, self.labels, self.seed = images, labels, seed
-        self.aug = augment(images.shape[1], scale_min)
+        self.aug = augment(size, scale_min)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -222,10 +230,17 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
 
 # ---------------------------------------------------------------- training
 
-def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, seed: int, device: torch.device,
-        epochs: int, start: dict | None = None, on_step: Callable[[dict], None] | None = None,
-        on_checkpoint: Callable[[dict], None] | None = None, max_steps: int | None = None) -> tuple[list[dict], bool]:
-    """Train on images (N, H, W, 3) uint8 with labels (N, H, W) uint8 (255 ignore) for `epochs` epochs.
+def default_crop(images: Sequence[np.ndarray]) -> int:
+    """The training crop side when none is given: the shortest image side (every image holds such a square)."""
+    return min(min(im.shape[:2]) for im in images)
+
+
+def fit(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg: TrainConfig, seed: int,
+        device: torch.device, epochs: int, start: dict | None = None, on_step: Callable[[dict], None] | None = None,
+        on_checkpoint: Callable[[dict], None] | None = None, max_steps: int | None = None,
+        crop_size: int | None = None) -> tuple[list[dict], bool]:
+    """Train on images ((H_i, W_i, 3) uint8, sizes may differ) with labels ((H_i, W_i) uint8, 255 ignore) for
+    `epochs` epochs, on random resized crops of crop_size x crop_size (default: `default_crop`).
 
     start: a state from `on_checkpoint` ({'step', 'model', 'opt', 'sched', 'scaler', 'history'}) to resume
     from; its 'opt' may be None (fresh optimiser on its weights). on_checkpoint gets that state every
@@ -261,7 +276,8 @@ def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: TrainConf
         return {"step": step, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                 "scaler": scaler.state_dict(), "history": list(history)}
 
-    loader = DataLoader(PairDataset(images, labels, cfg.crop_scale_min, seed), batch_sampler=plan[step:],
+    size = crop_size or default_crop(images)
+    loader = DataLoader(PairDataset(images, labels, cfg.crop_scale_min, seed, size), batch_sampler=plan[step:],
                         num_workers=cfg.workers, pin_memory=device.type == "cuda",
                         persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
     net.train()
@@ -314,77 +330,121 @@ def epoch_summary(history: list[dict]) -> list[dict]:
              "images_per_second": float(np.mean([r["images_per_second"] for r in rs]))} for e, rs in sorted(out.items())]
 
 
-def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, seed: int, device: torch.device,
-          log: Callable[[dict], None] | None = None) -> list[dict]:
+def train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg: TrainConfig, seed: int,
+          device: torch.device, log: Callable[[dict], None] | None = None, crop_size: int | None = None) -> list[dict]:
     """One uninterrupted training run of cfg.epochs epochs -> per-epoch history (see `fit`)."""
-    history, _ = fit(model, images, labels, cfg, seed, device, cfg.epochs, on_step=log)
+    history, _ = fit(model, images, labels, cfg, seed, device, cfg.epochs, on_step=log, crop_size=crop_size)
     return epoch_summary(history)
 
 
 # ---------------------------------------------------------------- prediction and self-training
 
 @torch.no_grad()
-def predict_with_confidence(model: nn.Module, images: np.ndarray, batch_size: int,
-                            device: torch.device, amp: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, H, W, 3) uint8 -> argmax classes (N, H, W) uint8 and their softmax probability (N, H, W) float32.
+def iter_predictions(model: nn.Module, images: Sequence[np.ndarray], batch_size: int, device: torch.device,
+                     amp: bool = True, sizes: Sequence[tuple[int, int]] | None = None
+                     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Images ((H_i, W_i, 3) uint8, sizes may differ) -> per image (index, argmax classes uint8, their softmax
+    probability float32), tensors on `device`, batch by batch: images of one size are batched together
+    (`factory.size_batches`), so indices may come out of order.
+
+    sizes: per image the (H, W) its logits are upsampled to (bilinear, align_corners=False) before the softmax and
+    argmax (the image's original size); None, or an image's own size, keeps the logits at the input size. Only one
+    batch's logits (and one image's upsampled logits) are held at a time.
+    """
+    model.to(device).eval()
+    dtype = amp_dtype(device, amp)
+    for idx in bb.size_batches([im.shape for im in images], batch_size):
+        x = bb.normalize(bb.to_tensor(np.stack([images[i] for i in idx])).to(device))
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            logits = model(x)
+        logits = logits.float()
+        targets = [tuple(logits.shape[-2:]) if sizes is None else tuple(int(v) for v in sizes[i]) for i in idx]
+        if all(t == tuple(logits.shape[-2:]) for t in targets):
+            conf, cls = logits.softmax(1).max(1)
+            for j, i in enumerate(idx):
+                yield i, cls[j].to(torch.uint8), conf[j]
+            continue
+        for j, i in enumerate(idx):
+            lg = logits[j:j + 1]
+            if targets[j] != tuple(lg.shape[-2:]):
+                lg = F.interpolate(lg, size=targets[j], mode="bilinear", align_corners=False)
+            conf, cls = lg.softmax(1).max(1)
+            yield i, cls[0].to(torch.uint8), conf[0]
+
+
+def _all_gather_images(mine: list[torch.Tensor], shapes: list[tuple[int, int]], share: int, dtype: torch.dtype,
+                       device: torch.device) -> list[torch.Tensor]:
+    """Per-image (H_i, W_i) tensors of this process (process r holds images r*share .. (r+1)*share - 1 of the
+    images of `shapes`) -> every image's tensor, on every process (one all_gather of the padded flat tensors)."""
+    _, world_size = world()
+    n, sizes = len(shapes), [h * w for h, w in shapes]
+    lengths = [sum(sizes[r * share:(r + 1) * share]) for r in range(world_size)]
+    flat = torch.cat([t.reshape(-1) for t in mine]) if mine else torch.zeros(0, dtype=dtype, device=device)
+    flat = torch.cat([flat, flat.new_zeros(max(lengths) - len(flat))]).contiguous()
+    parts = [torch.empty_like(flat) for _ in range(world_size)]
+    dist.all_gather(parts, flat)
+    out = []
+    for r in range(world_size):
+        pos = 0
+        for i in range(r * share, min((r + 1) * share, n)):
+            out.append(parts[r][pos:pos + sizes[i]].view(shapes[i]))
+            pos += sizes[i]
+    return out
+
+
+@torch.no_grad()
+def predict_with_confidence(model: nn.Module, images: Sequence[np.ndarray], batch_size: int,
+                            device: torch.device, amp: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Images ((H_i, W_i, 3) uint8) -> per image, at its own size: argmax classes (H_i, W_i) uint8 and their
+    softmax probability (H_i, W_i) float32 (two lists).
 
     Under torch.distributed each process predicts a share and all receive every prediction.
     """
     rank, world_size = world()
-    model.to(device).eval()
-    dtype = amp_dtype(device, amp)
     n = len(images)
     share = -(-n // world_size)
-    mine = images[rank * share:(rank + 1) * share]
-    preds, confs = [], []
-    for i in range(0, len(mine), batch_size):
-        x = bb.normalize(bb.to_tensor(mine[i:i + batch_size]).to(device))
-        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            logits = model(x)
-        conf, cls = logits.float().softmax(1).max(1)
-        preds.append(cls.to(torch.uint8))
-        confs.append(conf)
-    h, w = images.shape[1:3]
-    pred = torch.cat(preds) if preds else torch.zeros((0, h, w), dtype=torch.uint8, device=device)
-    conf = torch.cat(confs) if confs else torch.zeros((0, h, w), device=device)
+    mine = list(range(rank * share, min((rank + 1) * share, n)))
+    preds: list = [None] * len(mine)
+    confs: list = [None] * len(mine)
+    for j, cls, conf in iter_predictions(model, [images[i] for i in mine], batch_size, device, amp):
+        preds[j], confs[j] = cls, conf
     if world_size > 1:
-        pad = share - len(pred)
-        pred = torch.cat([pred, pred.new_zeros((pad, h, w))]).contiguous()
-        conf = torch.cat([conf, conf.new_zeros((pad, h, w))]).contiguous()
-        pg, cg = [torch.empty_like(pred) for _ in range(world_size)], [torch.empty_like(conf) for _ in range(world_size)]
-        dist.all_gather(pg, pred)
-        dist.all_gather(cg, conf)
-        pred, conf = torch.cat(pg)[:n], torch.cat(cg)[:n]
-    return pred.cpu().numpy(), conf.cpu().numpy()
+        shapes = [tuple(im.shape[:2]) for im in images]
+        preds = _all_gather_images(preds, shapes, share, torch.uint8, device)
+        confs = _all_gather_images(confs, shapes, share, torch.float32, device)
+    return [t.cpu().numpy() for t in preds], [t.cpu().numpy() for t in confs]
 
 
-def predict(model: nn.Module, images: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
-    """Images (N, H, W, 3) uint8 -> (N, H, W) uint8 argmax classes."""
+def predict(model: nn.Module, images: Sequence[np.ndarray], batch_size: int, device: torch.device) -> list[np.ndarray]:
+    """Images ((H_i, W_i, 3) uint8) -> per image (H_i, W_i) uint8 argmax classes."""
     return predict_with_confidence(model, images, batch_size, device)[0]
 
 
 def relabel(pred: np.ndarray, conf: np.ndarray, threshold: float) -> np.ndarray:
-    """Classes (N, H, W) uint8 and confidences (N, H, W) -> the classes where conf >= threshold, IGNORE elsewhere."""
+    """Classes (..., H, W) uint8 and confidences (..., H, W) -> the classes where conf >= threshold, IGNORE elsewhere."""
     return np.where(conf >= threshold, pred, IGNORE).astype(np.uint8)
 
 
-def self_train(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, seed: int,
-               device: torch.device, resume: dict | None = None, on_step: Callable[[dict], None] | None = None,
-               save: Callable[[dict], None] | None = None, max_steps: int | None = None) -> list[dict] | None:
+def self_train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg: TrainConfig,
+               seed: int, device: torch.device, resume: dict | None = None,
+               on_step: Callable[[dict], None] | None = None, save: Callable[[dict], None] | None = None,
+               max_steps: int | None = None, crop_size: int | None = None) -> list[dict] | None:
     """cfg.rounds rounds of training: round 1 on `labels` for cfg.epochs, each later round for cfg.round_epochs
-    on the previous round's confident predictions (`relabel`), continuing from its weights.
+    on the previous round's confident predictions (`relabel`, at each image's own size), continuing from its
+    weights. crop_size: the training crop side (see `fit`).
 
     save gets the resumable state ({'round', 'fit' (a `fit` state), 'rounds'}) at every checkpoint and round
     end; resume is such a state. on_step gets fit's records with 'round' (1-based) added.
-    Returns per round {'round', 'pred' (N, H, W) uint8, 'relabel' (N, H, W) uint8, 'kept', 'history'},
-    or None when stopped by max_steps.
+    Returns per round {'round', 'pred' (per image (H_i, W_i) uint8), 'relabel' (the same), 'kept', 'history'}
+    and, when cfg.rounds > 1, for every round but the last 'weights' (its state dict on the CPU: the model
+    holds the last round's), or None when stopped by max_steps.
     """
     rounds = list(resume["rounds"]) if resume else []
     if resume and resume["round"] >= cfg.rounds:  # every round finished before the interruption
         model.load_state_dict(resume["fit"]["model"])
     for r in range(len(rounds), cfg.rounds):
         start = resume["fit"] if resume and resume["round"] == r else None
-        train_labels = labels if r == 0 else rounds[r - 1]["relabel"].numpy()
+        train_labels = labels if r == 0 else [t.numpy() for t in rounds[r - 1]["relabel"]]
         epochs = cfg.epochs if r == 0 else cfg.round_epochs
 
         def checkpoint(state: dict, r: int = r) -> None:
@@ -396,17 +456,23 @@ def self_train(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: Tr
                 on_step({**rec, "round": r + 1})
 
         history, finished = fit(model, images, train_labels, cfg, seed + r, device, epochs, start=start,
-                                on_step=step_log, on_checkpoint=checkpoint, max_steps=max_steps)
+                                on_step=step_log, on_checkpoint=checkpoint, max_steps=max_steps, crop_size=crop_size)
         if not finished:
             return None
         if max_steps is not None:
             max_steps -= len(history) - (len(start["history"]) if start and start.get("opt") is not None else 0)
         pred, conf = predict_with_confidence(model, images, cfg.batch_size, device, cfg.amp)
-        kept = relabel(pred, conf, cfg.relabel_threshold)
-        rounds.append({"round": r + 1, "pred": torch.from_numpy(pred), "relabel": torch.from_numpy(kept),
-                       "kept": float((kept != IGNORE).mean()), "history": history})
+        kept = [relabel(p, c, cfg.relabel_threshold) for p, c in zip(pred, conf)]
+        del conf
+        share = sum(int((k != IGNORE).sum()) for k in kept) / max(sum(k.size for k in kept), 1)
+        rd = {"round": r + 1, "pred": [torch.from_numpy(a) for a in pred],
+              "relabel": [torch.from_numpy(a) for a in kept], "kept": float(share), "history": history}
+        if r < cfg.rounds - 1:  # the weights that predict this round's maps later (the model moves on)
+            rd["weights"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        rounds.append(rd)
         if save:  # the next round starts from these weights with a fresh optimiser
             save({"round": r + 1, "fit": {"step": 0, "model": model.state_dict(), "opt": None, "history": []},
                   "rounds": rounds})
         resume = None
-    return [{**rd, "pred": rd["pred"].numpy(), "relabel": rd["relabel"].numpy()} for rd in rounds]
+    return [{**rd, "pred": [t.numpy() for t in rd["pred"]], "relabel": [t.numpy() for t in rd["relabel"]]}
+            for rd in rounds]
