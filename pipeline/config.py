@@ -17,6 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+
 class ConfigError(ValueError):
     """A params.yaml value that the pipeline cannot use; the message names the key."""
 

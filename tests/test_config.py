@@ -46,11 +46,11 @@ def test_bool_is_not_accepted_as_int():
 
 
 def test_out_of_range_values_are_errors():
-    for section, key, value, pattern in [("filter", "keep", 1.5, r"filter\.keep.*\(0, 1\]"),
+    for sec, key, value, pattern in [("filter", "keep", 1.5, r"filter\.keep.*\(0, 1\]"),
                                          ("cluster", "k", 0, r"cluster\.k"),
                                          ("proposals", "refine", "crf", r"allowed values: grabcut, none")]:
         raw = raw_params()
-        raw[section][key] = value
+        raw[sec][key] = value
         with pytest.raises(ConfigError, match=pattern):
             parse_params(raw)
 

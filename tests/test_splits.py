@@ -15,7 +15,6 @@ from pipeline import io
 from pipeline.config import ConfigError, load_params, parse_params, replace
 from pipeline.data import datasets, synth, video
 
-
 # ---------------------------------------------------------------- the resize rule
 
 @pytest.mark.parametrize("hw,size,patch,want", [

@@ -137,8 +137,8 @@ def video_run(tmp_path_factory):
     for name in ("pipeline", "stages"):
         shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
     params = raw_params()
-    for section, values in TINY.items():
-        params[section].update(values)
+    for sec, values in TINY.items():
+        params[sec].update(values)
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for stage in ("prepare", "pretrain", "features", "proposals"):
         run_stage(stage, d)
