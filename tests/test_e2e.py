@@ -34,7 +34,9 @@ def find_dvc() -> str | None:
     return str(beside) if beside.is_file() else shutil.which("dvc")
 
 
-MARGIN = -1.0
+# Measured on this configuration (seed 0, CPU), on the 16 held-out images: network 0.289, k-means on pixel colours
+# 0.224 (features 0.223), a margin of 0.065; asserted with half of it to spare.
+MARGIN = 0.032
 DVC = find_dvc()
 # The stages' `python -m ...` commands find the running interpreter first, as dvc itself does.
 ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
@@ -98,9 +100,7 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     assert list(metrics["eval"]) == ["network", "network round 1", "network round 2", "baseline_colour_kmeans",
                                      "baseline_feature_kmeans"]
     assert list(metrics["train"]) == ["pseudolabels", "filter", "merge", "network"]
-    # Measured on this configuration (seed 0, CPU), on the held-out split: network MARGIN_NOTE
     assert metrics["eval"]["network"]["miou"] >= metrics["eval"]["baseline_colour_kmeans"]["miou"] + MARGIN, metrics
-    print("E2E", {k: v["miou"] for k, v in metrics["eval"].items()})
     shown = run(["dvc", "metrics", "show", "--json"], d)
     assert "network" in shown
     assert (d / "data/11_report/report.html").is_file() and (d / "data/11_report/journey/synth_00000.png").is_file()

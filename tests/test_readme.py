@@ -40,12 +40,43 @@ def anchors(text: str) -> set[str]:
     return ids
 
 
-def test_results_block_is_the_committed_metrics():
+def test_results_block_is_the_committed_per_seed_metrics():
     script = results_script()
     table, block = script.results_table(), script.readme_block(README.read_text())
-    assert block == table, ("README.md's results block differs from data/10_evaluate/metrics.json; "
+    assert block == table, ("README.md's results block differs from results/*/seed_*.json; "
                             "run `python scripts/results_table.py --readme`")
-    assert "| network |" in block and "mIoU" in block
+    assert "| eval | network |" in block and "± " in block
+
+
+def _run(tmp_path, metrics: dict, seed: int, md5: str | None = None):
+    """A fake run: metrics.json and the dvc.lock entries record() reads."""
+    import hashlib
+    import json
+
+    import yaml
+    m = tmp_path / f"metrics_{seed}.json"
+    m.write_text(json.dumps(metrics))
+    data = {"name": "synthetic", "synth_images": 300, "synth_eval_images": 100, "image_size": 128, "num_classes": 5}
+    lock = {"stages": {"prepare": {"params": {"params.yaml": {"data": data}}},
+                       "evaluate": {"params": {"params.yaml": {"seed": seed, "cluster.k": 4, "evaluate": {"match": "iou"}}},
+                                    "outs": [{"path": "data/10_evaluate/metrics.json",
+                                              "md5": md5 or hashlib.md5(m.read_bytes()).hexdigest()}]}}}
+    lk = tmp_path / f"lock_{seed}.yaml"
+    lk.write_text(yaml.safe_dump(lock))
+    return lk, m
+
+
+def test_recorded_seeds_give_mean_and_sample_std_per_split_and_row(tmp_path):
+    script = results_script()
+    for seed, net in ((0, 0.30), (1, 0.40), (2, 0.50)):
+        lk, m = _run(tmp_path, {"eval": {"network": {"miou": net}}, "train": {"merge": {"miou": 0.2}}}, seed)
+        script.record("default", lk, m, tmp_path / "results")
+    table = script.results_table(tmp_path / "results")
+    assert "| eval | network | 0.400 ± 0.100 | 3 |" in table  # sample std (ddof=1) of 0.3, 0.4, 0.5
+    assert "| train | merge | 0.200 ± 0.000 | 3 |" in table and "seeds 0, 1, 2" in table
+    lk, m = _run(tmp_path, {"eval": {}}, 3, md5="0" * 32)
+    with pytest.raises(ValueError, match="is not the metrics.json dvc.lock records"):
+        script.record("default", lk, m, tmp_path / "results")
 
 
 @pytest.mark.parametrize("doc", [README, *DOCS], ids=lambda p: p.relative_to(ROOT).as_posix())
