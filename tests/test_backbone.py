@@ -94,3 +94,12 @@ def test_features_of_non_square_images_are_per_image_grids_in_input_order():
         np.testing.assert_allclose(o["tokens"], tokens[0].numpy().astype(np.float16), atol=2e-3)
         np.testing.assert_allclose(o["keys"], keys[0].numpy().astype(np.float16), atol=2e-3)
     assert bb.size_batches([(4, 4, 3)] * 5, 2) == [[0, 1], [2, 3], [4]]  # one size: consecutive batches
+
+
+def test_hf_cache_is_an_hf_home_or_the_hub_cache_itself(tmp_path):
+    """backbone.hf_cache names an HF_HOME (its hub/ holds models--timm--*) or the hub cache folder itself: timm gets
+    the folder that holds models--*, not its parent (where the lookup missed the weights and failed offline)."""
+    assert bb.hub_cache_dir("") is None  # huggingface_hub's own default
+    assert bb.hub_cache_dir(str(tmp_path)) == str(tmp_path)  # a hub cache, or an empty folder to fill online
+    (tmp_path / "hub").mkdir()
+    assert bb.hub_cache_dir(str(tmp_path)) == str(tmp_path / "hub")  # an HF_HOME

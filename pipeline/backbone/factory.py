@@ -5,7 +5,6 @@ image size, so any input size that is a multiple of the patch size works.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -40,10 +39,8 @@ def create_backbone(cfg: BackboneConfig, img_size: int, source: str | None = Non
     if cfg.name.split(".")[0] not in timm.list_models():
         raise BackboneError(f"backbone.name {cfg.name!r} is not a timm model; e.g. vit_tiny_patch16_224, vit_small_patch16_224.dino")
     if source == "hub":
-        if cfg.hf_cache:
-            os.environ.setdefault("HF_HOME", cfg.hf_cache)
         try:
-            return timm.create_model(cfg.name, pretrained=True, cache_dir=cfg.hf_cache or None, **kwargs)
+            return timm.create_model(cfg.name, pretrained=True, cache_dir=hub_cache_dir(cfg.hf_cache), **kwargs)
         except Exception as e:  # huggingface_hub raises several types when offline
             raise BackboneError(
                 f"could not fetch pretrained weights for {cfg.name!r} from the hub ({type(e).__name__}: {e}). "
@@ -65,6 +62,16 @@ def create_backbone(cfg: BackboneConfig, img_size: int, source: str | None = Non
         except RuntimeError as e:
             raise BackboneError(f"backbone.weights: {path} does not fit {cfg.name} with overrides {cfg.overrides}: {e}") from e
     return timm.create_model(cfg.name, pretrained=False, **kwargs)
+
+
+def hub_cache_dir(hf_cache: str) -> str | None:
+    """backbone.hf_cache -> the folder huggingface_hub keeps models--<org>--<name>/ in (its `cache_dir`): the
+    folder's hub/ when it has one (an HF_HOME, e.g. ~/.cache/huggingface), else the folder itself (a hub cache, e.g.
+    ~/.cache/huggingface/hub, or an empty folder to fill while online); None ('') = huggingface_hub's default
+    (HF_HOME / HF_HUB_CACHE, read when it is imported)."""
+    if not hf_cache:
+        return None
+    return str(Path(hf_cache) / "hub") if (Path(hf_cache) / "hub").is_dir() else hf_cache
 
 
 def from_stage(cfg: BackboneConfig, weights: str | Path, img_size: int) -> nn.Module:
