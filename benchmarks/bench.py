@@ -205,18 +205,18 @@ def peak():
             Path(peak_file).write_text(str(int(line.split()[1]) * 1024))
 atexit.register(peak)
 sys.argv = [stage]
-runpy.run_path(stage, run_name="__main__")
+runpy.run_module(stage, run_name="__main__", alter_sys=True)  # `python -c`: the project in cwd comes first
 """
 
 
-def run_child(script: str, cwd: Path) -> tuple[float, int, int]:
-    """Run a stage script in its own process; -> (wall seconds, its peak RSS in bytes, exit code).
+def run_child(module: str, cwd: Path) -> tuple[float, int, int]:
+    """Run a stage module (stages.<name>) in its own process; -> (wall seconds, its peak RSS in bytes, exit code).
     stdout/err go to cwd/log.txt."""
     peak_file = cwd / "peak_rss.txt"
     peak_file.unlink(missing_ok=True)
     with open(cwd / "log.txt", "ab") as log:
         t = time.perf_counter()
-        rc = subprocess.call([sys.executable, "-c", LAUNCH, script, str(peak_file)], cwd=cwd, stdout=log, stderr=log)
+        rc = subprocess.call([sys.executable, "-c", LAUNCH, module, str(peak_file)], cwd=cwd, stdout=log, stderr=log)
         wall = time.perf_counter() - t
     return wall, int(peak_file.read_text()) if peak_file.exists() else 0, rc
 
@@ -245,7 +245,7 @@ def stages(sizes: list[int], train_epochs: int, keep: bool) -> list[dict]:
         params["train"]["epochs"] = train_epochs
         (work / "params.yaml").write_text(yaml.safe_dump(params))
         for stage in STAGES:
-            wall, rss, rc = run_child(f"stages/{stage}.py", work)
+            wall, rss, rc = run_child(f"stages.{stage}", work)
             if rc != 0:
                 raise RuntimeError(f"stage {stage} failed at N={n}; see {work / 'log.txt'}")
             out = work / "data" / next(p.name for p in (work / "data").iterdir() if p.name.endswith(stage))
