@@ -228,7 +228,8 @@ def test_report_renders_table_and_every_image_in_headless_chromium(built, tmp_pa
     n_img = len(re.findall(r"<img ", dom))
     assert n_img == 6 and f'data-images-ok="{n_img}"' in dom, re.findall(r"<body[^>]*>", dom)
     metrics_table = re.search(r'<table id="metrics">.*?</table>', dom, re.S).group(0)
-    assert metrics_table.count("<tr>") == 1 + 5
+    assert metrics_table.count("<tr>") == 1 + 6  # header, 2 evaluation-split rows, 4 training-split rows
+    assert "network round 2 (eval)" in metrics_table and "merge (train)" in metrics_table
 
 
 def test_mask_crop_tile_centres_the_mask_in_colour_and_greys_the_rest():
