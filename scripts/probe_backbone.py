@@ -32,8 +32,8 @@ def main() -> None:
     n_init = p.evaluate.baseline_kmeans_init
     pl = baselines.upsample_labels(baselines.kmeans_patches(toks, k, p.seed, n_init), p.data.image_size)
     cl = baselines.kmeans_colours(images, k, p.seed, p.evaluate.baseline_pixels, n_init)
-    print(f"patch-feature kmeans mIoU {metrics.evaluate_maps(pl, labels, k, k)['miou']:.3f}  "
-          f"colour kmeans mIoU {metrics.evaluate_maps(cl, labels, k, k)['miou']:.3f}")
+    print(f"patch-feature kmeans mIoU {metrics.evaluate_maps(pl, labels, k, k, p.evaluate.match)['miou']:.3f}  "
+          f"colour kmeans mIoU {metrics.evaluate_maps(cl, labels, k, k, p.evaluate.match)['miou']:.3f}")
 
 
 if __name__ == "__main__":

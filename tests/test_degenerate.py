@@ -76,18 +76,18 @@ def test_no_foreground_patch_to_merge_leaves_every_mask_class_unchanged():
 def test_a_class_absent_from_the_ground_truth_gives_no_nan():
     gt = np.array([[[0, 0, 1, 1]]], np.uint8)  # 3 configured classes, class 2 never occurs
     pred = np.array([[[0, 2, 1, 1]]], np.uint8)
-    out = metrics.evaluate_maps(pred, gt, 3, 3)
+    out = metrics.evaluate_maps(pred, gt, 3, 3, "pixels")
     # class 2 is absent from the ground truth but a cluster is matched to it: its pixel is a false positive,
     # IoU 0 (tp 0 / union 1); class 0: tp 1 / union 2; class 1: 2 / 2
     assert out["mapping"] == [0, 1, 2] and out["iou"] == [0.5, 1.0, 0.0] and np.isclose(out["miou"], 0.5)
-    absent_both = metrics.evaluate_maps(np.array([[[0, 0, 1, 1]]], np.uint8), gt, 3, 3)
+    absent_both = metrics.evaluate_maps(np.array([[[0, 0, 1, 1]]], np.uint8), gt, 3, 3, "pixels")
     assert absent_both["iou"] == [1.0, 1.0, None] and absent_both["miou"] == 1.0  # left out of the mean
     json.dumps(out, allow_nan=False)  # the metrics files hold no NaN
 
 
 def test_ground_truth_that_is_all_ignore_scores_zero_not_nan():
     gt = np.full((2, 3, 3), 255, np.uint8)
-    out = metrics.evaluate_maps(np.zeros_like(gt), gt, 3, 2)
+    out = metrics.evaluate_maps(np.zeros_like(gt), gt, 3, 2, "pixels")
     assert out["miou"] == 0.0 and out["pixel_acc"] == 0.0 and out["iou"] == [None, None]
     json.dumps(out, allow_nan=False)
 

@@ -18,7 +18,7 @@ def test_permuted_labels_score_perfectly_after_hungarian_matching(match):
 def test_iou_matches_the_formula_and_ignore_is_skipped():
     gt = np.array([[0, 0, 1, 1, 255]], np.uint8)[None]
     pred = np.array([[0, 1, 1, 1, 0]], np.uint8)[None]
-    out = metrics.evaluate_maps(pred, gt, 2, 2)
+    out = metrics.evaluate_maps(pred, gt, 2, 2, "pixels")
     # class 0: tp 1, gt 2, pred 1 -> 1/2; class 1: tp 2, gt 2, pred 3 -> 2/3
     assert np.allclose(out["iou"], [1 / 2, 2 / 3])
     assert np.isclose(out["miou"], (1 / 2 + 2 / 3) / 2)
@@ -37,7 +37,7 @@ def test_unmatched_predicted_classes_count_as_wrong(match):
 
 def test_class_absent_everywhere_is_left_out_of_the_mean():
     gt = np.zeros((1, 2, 2), np.uint8)
-    out = metrics.evaluate_maps(np.zeros_like(gt), gt, 3, 3)
+    out = metrics.evaluate_maps(np.zeros_like(gt), gt, 3, 3, "pixels")
     assert out["iou"][1] is None and out["miou"] == 1.0
 
 
@@ -55,8 +55,8 @@ def test_matching_is_one_assignment_for_the_whole_dataset_not_one_per_image():
     gt = np.array([[[0, 0, 1, 1]], [[0, 0, 1, 1]]], np.uint8)
     pred = np.array([[[0, 0, 1, 1]], [[1, 1, 0, 0]]], np.uint8)
     for i in range(2):
-        assert metrics.evaluate_maps(pred[i:i + 1], gt[i:i + 1], 2, 2)["miou"] == 1.0
-    out = metrics.evaluate_maps(pred, gt, 2, 2)
+        assert metrics.evaluate_maps(pred[i:i + 1], gt[i:i + 1], 2, 2, "pixels")["miou"] == 1.0
+    out = metrics.evaluate_maps(pred, gt, 2, 2, "pixels")
     assert out["confusion"] == [[2, 2], [2, 2]]
     assert np.allclose(out["iou"], [1 / 3, 1 / 3]) and np.isclose(out["miou"], 1 / 3)
     assert np.isclose(out["pixel_acc"], 1 / 2)
@@ -83,16 +83,16 @@ def test_a_predicted_id_out_of_range_is_an_error_naming_it_and_the_range(bad):
     pred = np.array([[[0, 1, 2, 2]]], np.uint8)
     pred[0, 0, 1] = bad
     with pytest.raises(ValueError, match=rf"id {bad}\b.*0\.\.2"):
-        metrics.evaluate_maps(pred, gt, 3, 3)
+        metrics.evaluate_maps(pred, gt, 3, 3, "pixels")
     pred[0, 0, 1] = 1
     pred[0, 0, 3] = bad  # also where the ground truth is ignored: the map itself is wrong
     with pytest.raises(ValueError, match=rf"id {bad}\b.*0\.\.2"):
-        metrics.evaluate_maps(pred, gt, 3, 3)
+        metrics.evaluate_maps(pred, gt, 3, 3, "pixels")
 
 
 def test_predicted_ignore_255_counts_as_background_not_an_error():
     gt = np.array([[[0, 1, 1]]], np.uint8)
-    out = metrics.evaluate_maps(np.array([[[255, 1, 1]]], np.uint8), gt, 2, 2)
+    out = metrics.evaluate_maps(np.array([[[255, 1, 1]]], np.uint8), gt, 2, 2, "pixels")
     assert out["confusion"] == [[1, 0], [0, 2]] and out["miou"] == 1.0
 
 

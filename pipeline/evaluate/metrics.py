@@ -154,10 +154,9 @@ class Confusion:
 
 
 def evaluate_maps(preds: Iterable[np.ndarray], gts: Iterable[np.ndarray], n_pred: int, n_gt: int,
-                  match: Match = "pixels") -> dict:
+                  match: Match) -> dict:
     """Predicted maps and ground truth, image by image ((N, H, W) stacks or lists of (H_i, W_i) maps of matching
-    shapes) -> scores plus the matching and confusion (`Confusion(...).add` per pair, `.result(match)`).
-    `match` defaults to "pixels" only so that callers written before `evaluate.match` keep their results."""
+    shapes) -> scores plus the matching and confusion (`Confusion(...).add` per pair, `.result(match)`)."""
     conf = Confusion(n_pred, n_gt)
     for pred, gt in zip(preds, gts, strict=True):
         conf.add(pred, gt)
