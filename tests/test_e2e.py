@@ -49,25 +49,29 @@ def run(cmd: list[str], cwd) -> str:
     return out.stdout + out.stderr
 
 
+def repro_project(d: Path, sections: dict) -> str:
+    """The project's code, dvc.yaml and models/ copied into `d` with params.yaml's `sections` updated (dict values
+    merged key by key), made a git + dvc repository and committed; `dvc repro` there -> its log."""
+    for name in ("pipeline", "stages", "models"):
+        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
+                ["git", "config", "user.name", "test"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "project"]):
+        run(cmd, d)
+    return run(["dvc", "repro"], d)
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     if DVC is None:
         pytest.skip("dvc is not installed (pip install -r requirements.txt)")
     d = tmp_path_factory.mktemp("unseg")
-    for name in ("pipeline", "stages", "models"):
-        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], d)
-    run(["git", "config", "user.email", "t@example.com"], d)
-    run(["git", "config", "user.name", "test"], d)
-    run(["dvc", "init", "-q"], d)
-    run(["git", "add", "-A"], d)
-    run(["git", "commit", "-qm", "tiny"], d)
-    log = run(["dvc", "repro"], d)
+    log = repro_project(d, TINY)
     return d, log, outputs_digest(d)
 
 

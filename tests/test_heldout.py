@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import ROOT
 from test_datasets_voc import palette_png
-from test_e2e import DVC, run
+from test_e2e import DVC, repro_project
 
 STAGES = ["prepare", "pretrain", "features", "proposals", "cluster", "pseudolabels", "filter", "merge", "train"]
 # A 1-block ViT (patch 8, width 32) with random weights: the method stages' work stays tiny.
@@ -163,17 +163,8 @@ def voc_repo(tmp_path_factory):
     base = tmp_path_factory.mktemp("voc")
     write_vocdevkit(base / "VOCdevkit", {"train": VOC_TRAIN, "val": VOC_VAL})
     d = base / "unseg"
-    for name in ("pipeline", "stages", "models"):
-        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
-    write_params(d, **{**VOC_TINY, "data": {**VOC_TINY["data"], "root": str(base / "VOCdevkit")}})
-    run(["git", "init", "-q"], d)
-    run(["git", "config", "user.email", "t@example.com"], d)
-    run(["git", "config", "user.name", "test"], d)
-    run(["dvc", "init", "-q"], d)
-    run(["git", "add", "-A"], d)
-    run(["git", "commit", "-qm", "voc"], d)
-    return d, run(["dvc", "repro"], d)
+    d.mkdir()
+    return d, repro_project(d, {**VOC_TINY, "data": {**VOC_TINY["data"], "root": str(base / "VOCdevkit")}})
 
 
 def test_vocdevkit_runs_the_whole_dag_fitting_on_train_and_scoring_val_at_the_original_size(voc_repo):
