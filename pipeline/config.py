@@ -166,7 +166,8 @@ class FeaturesConfig(_Section):
 
 class ProposalsConfig(_Section):
     affinity: Literal["keys", "tokens"]; tau: float = Field(ge=-1, lt=1); eps: PosF
-    num_eigs: Pos; min_patches: Pos; max_per_image: Pos; nms_iou: Scale
+    num_eigs: Pos; fg_rule: Literal["border", "seed"]; components: Literal["all", "seed"]
+    min_patches: Pos; max_per_image: Pos; nms_iou: Scale
     min_score: float = Field(ge=0, lt=2); refine: Refine; refine_iters: Pos
     sources: list[Literal["saliency", "motion"]]  # each once
 

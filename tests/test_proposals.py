@@ -130,3 +130,44 @@ def test_the_per_image_method_runs_on_a_non_square_grid():
     assert [g.shape for g in res.part_grids] == [(6, 10), (10, 6)]
     assert np.array_equal(res.part_grids[0] >= 0, truth) and np.array_equal(res.part_grids[1] >= 0, tall > 0)
     assert viz.mask_tile(image, mask_map == 1, np.array([255, 0, 0]), 32).shape == (32, 32, 3)
+
+
+def ring_features() -> tuple[np.ndarray, np.ndarray]:
+    """An 8x8 grid whose object is the one-patch ring along the border (28 patches, all of the border) around a
+    6x6 background (36 patches): the object touches the border more than the background does, and, being the
+    smaller side, holds the largest |eigenvector| entry -> features (8, 8, 8), object (8, 8) bool."""
+    ring = np.ones((8, 8), bool)
+    ring[1:7, 1:7] = False
+    blocks = [(slice(0, 1), slice(0, 8)), (slice(7, 8), slice(0, 8)), (slice(0, 8), slice(0, 1)), (slice(0, 8), slice(7, 8))]
+    return two_region_features(8, 8, blocks), ring
+
+
+def test_fg_rule_border_takes_the_side_touching_the_border_less_seed_the_side_holding_the_seed():
+    f, ring = ring_features()
+    border = proposals.patch_proposals(f, section("proposals", refine="none", fg_rule="border", components="all"))
+    seed = proposals.patch_proposals(f, section("proposals", refine="none", fg_rule="seed", components="all"))
+    assert [p.patches.tolist() for p in border] == [(~ring).tolist()]  # the 6x6 interior
+    assert [p.patches.tolist() for p in seed] == [ring.tolist()]  # TokenCut: the ring, where argmax |v| lies
+
+
+def test_components_seed_keeps_only_the_component_holding_the_seed():
+    # object: columns 0-1 (A) and column 7 (B), two components of the foreground side; B's features lean towards
+    # the background (linked to it in the graph), so the largest |v| lies in A
+    f = two_region_features(8, 8, [(slice(0, 8), slice(0, 2)), (slice(0, 8), slice(7, 8))])
+    f[:, 7, 0] = 0.3
+    a = np.zeros((8, 8), bool); a[:, 0:2] = True
+    b = np.zeros((8, 8), bool); b[:, 7] = True
+    every = proposals.patch_proposals(f, section("proposals", refine="none", fg_rule="seed", components="all"))
+    only = proposals.patch_proposals(f, section("proposals", refine="none", fg_rule="seed", components="seed"))
+    assert [p.patches.tolist() for p in every] == [a.tolist(), b.tolist()]
+    assert [p.patches.tolist() for p in only] == [a.tolist()]
+
+
+def test_seed_component_is_the_component_of_the_largest_entry_on_the_foreground():
+    fg = np.zeros((4, 4), bool)
+    fg[0, 0:2] = fg[3, 1:4] = True  # two components: 2 and 3 cells
+    vec = np.zeros(16)
+    vec[1], vec[14], vec[5] = 0.5, -0.9, 2.0  # index 5 (largest |v|) is off the foreground: the seed is 14
+    assert proposals.seed_patch(vec, fg) == 14
+    assert [c.tolist() for c in proposals.seed_component(fg, vec, 1)] == [(np.arange(16).reshape(4, 4) >= 13).tolist()]
+    assert proposals.seed_component(fg, vec, 4) == []  # the seed's component is below min_size

@@ -3,9 +3,19 @@
 Per image: cosine affinities between patch features, thresholded as in TokenCut (edge 1 above tau,
 eps below); the generalized eigenproblem (D - W) v = lambda D v gives bipartitions (eigenvectors
 1..num_eigs, the Fiedler vector first); the foreground side is the one that touches the image
-border less; its connected components are proposals, scored by how much more they resemble
-themselves than the rest; overlapping ones are suppressed; the survivors are upsampled to pixels
-and refined with GrabCut on the image colours.
+border less (proposals.fg_rule border); its connected components are proposals (proposals.components
+all), scored by how much more they resemble themselves than the rest; overlapping ones are suppressed;
+the survivors are upsampled to pixels and refined with GrabCut on the image colours.
+
+TokenCut-faithful options (read from TokenCut's object_discovery.py `ncut` / `detect_box`, the same in
+unsupervised_saliency_detection/): the bipartition is v > mean(v); the seed is argmax |v|; when the seed
+is not on the `>` side, TokenCut flips the partition, so the foreground is the side holding the seed
+(fg_rule seed); `detect_box` labels that side's 4-connected components (scipy.ndimage.label's default
+cross) and keeps only the one containing the seed (components seed). Where we depart: we keep our
+Lanczos solver (same eigenvectors as TokenCut's dense generalized `eigh`, up to sign, which the seed rule
+does not depend on), eigenvectors beyond the Fiedler one (num_eigs), the min_patches and min_score
+filters, NMS, and GrabCut refinement (TokenCut's saliency code uses a bilateral solver instead). With
+fg_rule border and components seed, the seed is the foreground side's patch of largest |v|.
 """
 from __future__ import annotations
 
@@ -69,6 +79,33 @@ def foreground_side(vec: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return side if a < b else ~side
 
 
+def seed_patch(vec: np.ndarray, side: np.ndarray | None = None) -> int:
+    """One eigenvector (n,) -> flat index of its largest |v| entry (TokenCut's seed), among the patches
+    where `side` ((n,) or (h, w) bool) is True when given."""
+    mag = np.abs(vec)
+    if side is not None:
+        mag = np.where(side.reshape(-1), mag, -1.0)
+    return int(np.argmax(mag))
+
+
+def seed_side(vec: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """One eigenvector (h*w,) -> (h, w) bool foreground as TokenCut picks it: of the two sides of the mean
+    split, the one holding the seed patch (largest |v|)."""
+    side = (vec > vec.mean()).reshape(shape)
+    return side if side.reshape(-1)[seed_patch(vec)] else ~side
+
+
+def seed_component(fg: np.ndarray, vec: np.ndarray, min_size: int) -> list[np.ndarray]:
+    """(h, w) bool foreground and its eigenvector (h*w,) -> [the 4-connected component of fg holding the seed
+    (fg's patch of largest |v|)] as an (h, w) bool array, or [] when fg is empty or that component has
+    fewer than min_size cells (TokenCut's detect_box keeps only this component)."""
+    if not fg.any():
+        return []
+    _, lab = cv2.connectedComponents(fg.astype(np.uint8), connectivity=4)
+    comp = lab == lab.reshape(-1)[seed_patch(vec, fg)]
+    return [comp] if comp.sum() >= min_size else []
+
+
 def contrast_score(sim: np.ndarray, mask: np.ndarray) -> float:
     """Mean similarity inside the mask minus mean similarity between mask and the rest -> float."""
     m = mask.reshape(-1)
@@ -99,8 +136,10 @@ def patch_proposals(feats: np.ndarray, cfg: ProposalsConfig) -> list[Proposal]:
     vecs = ncut_vectors(sim, cfg.tau, cfg.eps, cfg.num_eigs)
     cands = []
     for e in range(vecs.shape[1]):
-        fg = foreground_side(vecs[:, e], (h, w))
-        for comp in components(fg, cfg.min_patches):
+        vec = vecs[:, e]
+        fg = foreground_side(vec, (h, w)) if cfg.fg_rule == "border" else seed_side(vec, (h, w))
+        comps = components(fg, cfg.min_patches) if cfg.components == "all" else seed_component(fg, vec, cfg.min_patches)
+        for comp in comps:
             score = contrast_score(sim, comp) if comp.sum() < h * w else 0.0
             if score > cfg.min_score:
                 cands.append(Proposal(comp, score, e + 1))
