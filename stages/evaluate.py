@@ -4,6 +4,7 @@ row's dataset-level confusion matrix (`evaluate.match`). Rows: the held-out eval
 headline), its self-training rounds and two label-free baselines fitted there; the training split's pseudolabels,
 filter, merge and network (the quality of the labels the network learnt from, as MaskDistill reports it)."""
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -38,7 +39,10 @@ def main() -> None:
     results: dict[str, dict[str, dict]] = {}
     summary: dict[str, dict[str, dict]] = {}
     for split, names in splits.items():
+        # label-free baselines, fitted on the scored images themselves (evaluation split only); they ignore nothing
+        fitted = fit_baselines(p, names, n_gt) if split == "eval" else {}
         confs = {key: metrics.Confusion(n_pred, n_gt) for key in sources[split]}
+        confs.update({key: metrics.Confusion(n_gt, n_gt) for key in fitted})
         kept = dict.fromkeys(sources[split], 0)  # pixels not ignored (255), for the coverage column
         total = 0
         for name in tqdm(names, desc=f"evaluate {split}", unit="img"):
@@ -48,8 +52,8 @@ def main() -> None:
                 pred = metrics.to_size(io.read_label(folder / f"{name}.png"), gt.shape)
                 confs[key].add(pred, gt)
                 kept[key] += int((pred != io.IGNORE).sum())
-        if split == "eval":  # label-free baselines, fitted on the scored images themselves; they ignore nothing
-            confs.update(baseline_rows(p, names, n_gt))
+            for key, predict in fitted.items():
+                confs[key].add(predict(name, gt.shape), gt)
         results[split] = {key: conf.result(p.evaluate.match) for key, conf in confs.items()}
         summary[split] = {key: {"miou": round(r["miou"], 4), "pixel_acc": round(r["pixel_acc"], 4),
                                 "coverage": round(kept.get(key, total) / total, 4)}
@@ -74,23 +78,20 @@ def main() -> None:
     print(text)
 
 
-def baseline_rows(p, names: list[str], n_gt: int) -> dict[str, metrics.Confusion]:
-    """The two baselines on the evaluation split, each -> its Confusion: k-means on the prepared
-    images' Lab colours and on the features stage's patch tokens (n_gt clusters each), fitted on a seeded sample of
-    those images, predicted image by image and scored at the original size."""
+def fit_baselines(p, names: list[str], n_gt: int) -> dict[str, Callable[[str, tuple[int, int]], np.ndarray]]:
+    """The two baselines on the evaluation split: k-means (n_gt clusters) on the prepared images' Lab colours and on
+    the features stage's patch tokens, fitted on a seeded sample of those images -> {row: predict(name, (H, W))},
+    each predicting one image's (H, W) uint8 ids at its original size."""
     prep = Path(p.paths.prepare)
-    images = io.LazyImages(prep, names)
-    colour = baselines.fit_colour(images, n_gt, p.seed, p.evaluate.baseline_pixels, p.evaluate.baseline_kmeans_init)
+    colour = baselines.fit_colour(io.LazyImages(prep, names), n_gt, p.seed, p.evaluate.baseline_pixels,
+                                  p.evaluate.baseline_kmeans_init)
     feat_names, grids = io.read_shards(Path(p.paths.features) / "eval", "tokens")
     grids = dict(zip(feat_names, grids))
     feature = baselines.fit_features([grids[n] for n in names], n_gt, p.seed, p.evaluate.baseline_kmeans_init,
                                      p.evaluate.baseline_patches)
-    rows = {"baseline_colour_kmeans": metrics.Confusion(n_gt, n_gt), "baseline_feature_kmeans": metrics.Confusion(n_gt, n_gt)}
-    for name, image in zip(names, images):
-        gt = io.read_label(prep / "gt" / f"{name}.png")
-        rows["baseline_colour_kmeans"].add(metrics.to_size(baselines.predict_colour(colour, image), gt.shape), gt)
-        rows["baseline_feature_kmeans"].add(baselines.predict_features(feature, grids[name], gt.shape), gt)
-    return rows
+    return {"baseline_colour_kmeans": lambda name, size: metrics.to_size(
+                baselines.predict_colour(colour, io.read_image(prep / "images" / f"{name}.png")), size),
+            "baseline_feature_kmeans": lambda name, size: baselines.predict_features(feature, grids[name], size)}
 
 
 def proposal_ap50(p, manifest: dict) -> float | None:
