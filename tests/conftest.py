@@ -6,6 +6,37 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
+def raw_params() -> dict:
+    """params.yaml as the plain mapping it holds (not validated)."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def write_params(work: Path, **sections) -> dict:
+    """params.yaml of the project with `sections` updated (dict values merged key by key) -> work/params.yaml."""
+    import yaml
+
+    params = raw_params()
+    for name, values in sections.items():
+        params[name].update(values)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def run_prepare(work: Path, monkeypatch, **sections) -> dict:
+    """The prepare stage's main() in `work`, in this process, with params.yaml's `sections` updated -> the
+    manifest it wrote."""
+    from pipeline import io
+    from stages import prepare
+
+    write_params(work, **sections)
+    monkeypatch.chdir(work)
+    prepare.main()
+    return io.read_manifest(work / "data" / "01_prepare")
+
+
 def section(name: str, /, **overrides):  # positional-only: overrides may hold a `name` (data.name, backbone.name)
     """params.yaml's section `name` as its validated config object, with `overrides` applied (validated again):
     the tests' defaults come from params.yaml, the one place a default is written."""

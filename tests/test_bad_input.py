@@ -2,17 +2,15 @@
 a bad label never removes its image (label isolation): the label alone is left out and recorded."""
 import csv
 import hashlib
-import importlib.util
 import io as pyio
 import os
 import re
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from conftest import ROOT, section
+from conftest import run_prepare, section
 from pipeline import io
 from pipeline.config import DataConfig
 from pipeline.data import datasets
@@ -246,17 +244,6 @@ def tree_digest(root) -> dict:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def run_prepare(workdir, monkeypatch, **data):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(data)
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(workdir)
-    spec = importlib.util.spec_from_file_location("prepare_stage", ROOT / "stages" / "prepare.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.main()
-
-
 def test_prepare_writes_a_skip_report_and_never_touches_the_input_folder(tmp_path, monkeypatch):
     src = tmp_path / "photos"
     expected = make_folder(src)
@@ -264,7 +251,7 @@ def test_prepare_writes_a_skip_report_and_never_touches_the_input_folder(tmp_pat
     before = tree_digest(src)
     work = tmp_path / "work"
     work.mkdir()
-    run_prepare(work, monkeypatch, name="folder", root=str(src), image_size=32, num_classes=2, on_bad_image="skip")
+    run_prepare(work, monkeypatch, data=dict(name="folder", root=str(src), image_size=32, num_classes=2, on_bad_image="skip"))
     assert tree_digest(src) == before
     out = work / "data" / "01_prepare"
     with open(out / "skipped.csv") as f:
@@ -292,7 +279,7 @@ def test_prepare_in_error_mode_names_the_file_and_still_writes_the_report(tmp_pa
     work = tmp_path / "work"
     work.mkdir()
     with pytest.raises(io.InputError, match=r"c\.png: flattens"):
-        run_prepare(work, monkeypatch, name="folder", root=str(src), image_size=32, num_classes=2, on_bad_image="error")
+        run_prepare(work, monkeypatch, data=dict(name="folder", root=str(src), image_size=32, num_classes=2, on_bad_image="error"))
     assert tree_digest(src) == before
     assert (work / "data" / "01_prepare" / "skipped.csv").is_file()
 
@@ -304,20 +291,13 @@ def test_prepare_fails_clearly_when_every_image_is_skipped(tmp_path, monkeypatch
     work = tmp_path / "work"
     work.mkdir()
     with pytest.raises(io.InputError, match=r"every image was left out; see .*skipped\.csv"):
-        run_prepare(work, monkeypatch, name="folder", root=str(src), image_size=32, num_classes=2)
+        run_prepare(work, monkeypatch, data=dict(name="folder", root=str(src), image_size=32, num_classes=2))
 
 
 def test_prepare_rejects_an_unknown_backbone_name_before_reading_any_image(tmp_path, monkeypatch):
     from pipeline.config import ConfigError
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["backbone"]["name"] = "vit_tiny_patch16_2244"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
-    spec = importlib.util.spec_from_file_location("prepare_stage", ROOT / "stages" / "prepare.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     with pytest.raises(ConfigError, match=r"'backbone\.name' is 'vit_tiny_patch16_2244'.*did you mean vit_tiny_patch16_224"):
-        mod.main()
+        run_prepare(tmp_path, monkeypatch, backbone={"name": "vit_tiny_patch16_2244"})
     assert not (tmp_path / "data").exists()
 
 

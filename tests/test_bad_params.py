@@ -5,13 +5,9 @@ import json
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, raw_params
 from pipeline.config import ConfigError, check_backbone_name, parse_params
 from pipeline.method import cluster
-
-
-def raw_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 @pytest.mark.parametrize("section,key,value,pattern", [

@@ -1,14 +1,9 @@
 import pytest
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from conftest import ROOT, section
+from conftest import ROOT, raw_params, section
 from pipeline import config
 from pipeline.config import ConfigError, load_params, parse_params, replace
-
-
-def raw_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 def test_project_params_load_into_typed_sections():

@@ -5,10 +5,9 @@ import sys
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from conftest import ROOT, section
+from conftest import section, write_params
 from pipeline import io
 from pipeline.config import ConfigError
 from pipeline.data import coco, datasets
@@ -193,10 +192,8 @@ def test_prepare_stage_writes_coco_maps_instances_and_manifest(coco_root, tmp_pa
     everything at the original size."""
     work = tmp_path / "work"
     work.mkdir()
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(name="coco", root=str(coco_root), num_classes=81, image_size=SIZE, split="train")
-    params["evaluate"].update(split="val")
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(work, data={"name": "coco", "root": str(coco_root), "num_classes": 81, "image_size": SIZE,
+                             "split": "train"}, evaluate={"split": "val"})
     out = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=work,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -4,10 +4,9 @@ import sys
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from conftest import ROOT, section
+from conftest import section, write_params
 from pipeline import io
 from pipeline.config import ConfigError
 from pipeline.data import datasets, voc
@@ -184,10 +183,7 @@ def test_voc_prepare_stage_writes_both_splits_and_gt_at_the_original_size(devkit
 
 def run_prepare(work, **sections) -> dict:
     """`python -m stages.prepare` in `work` with params.yaml's sections updated -> the manifest it wrote."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for name, values in sections.items():
-        params[name].update(values)
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(work, **sections)
     out = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=work, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return io.read_manifest(work / "data" / "01_prepare")

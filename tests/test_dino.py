@@ -42,14 +42,21 @@ def tiny_backbone():
     return create_backbone(cfg, 32)
 
 
-def test_train_steps_lower_the_loss_on_a_fixed_batch():
+def tiny_dino() -> tuple:
+    """Seed 0: a tiny DINO (student, teacher, loss) on tiny_backbone() and one fixed multi-crop batch of 8 images:
+    2 global crops of 32 px and 2 local crops of 16 px."""
     torch.manual_seed(0)
     cfg = section("pretrain", out_dim=32, hidden_dim=32, bottleneck_dim=8, global_crop_size=32, local_crop_size=16,
                   local_crops=2)
     student, teacher, loss_fn = dino.build(tiny_backbone(), cfg)
-    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
     glob, local = dino.multicrop_transforms(cfg)
     crops = dino.make_crops(torch.rand(8, 3, 40, 40), glob, local, 2)
+    return student, teacher, loss_fn, crops
+
+
+def test_train_steps_lower_the_loss_on_a_fixed_batch():
+    student, teacher, loss_fn, crops = tiny_dino()
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
     assert [c.shape[-1] for c in crops] == [32, 32, 16, 16]
     losses = [dino.train_step(student, teacher, loss_fn, opt, crops, 0.04, 0.9, 3.0, False) for _ in range(15)]
     assert losses[-1] < losses[0]
@@ -58,13 +65,8 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch():
 def test_the_teacher_is_the_ema_of_the_student_with_each_steps_momentum():
     """After every step, parameter by parameter: teacher = m * teacher_before + (1 - m) * student_after, with
     that step's m; the buffers (BatchNorm statistics) are the student's."""
-    torch.manual_seed(0)
-    cfg = section("pretrain", out_dim=32, hidden_dim=32, bottleneck_dim=8, global_crop_size=32, local_crop_size=16,
-                  local_crops=2)
-    student, teacher, loss_fn = dino.build(tiny_backbone(), cfg)
+    student, teacher, loss_fn, crops = tiny_dino()
     opt = torch.optim.AdamW(student.parameters(), lr=1e-2)
-    glob, local = dino.multicrop_transforms(cfg)
-    crops = dino.make_crops(torch.rand(8, 3, 40, 40), glob, local, 2)
     for m in (0.9, 0.5, 0.99):  # a different momentum each step, as the cosine schedule gives
         t_before = {n: p.clone() for n, p in teacher.named_parameters()}
         s_before = {n: p.clone() for n, p in student.named_parameters()}

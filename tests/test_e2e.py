@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, write_params
 
 # params.yaml's shipped backbone (backbone.source file, models/ is copied) on 24 small images: a random one gives
 # the network nothing to learn (it scored below k-means on pixel colours), so the network-beats-baseline check
@@ -55,10 +55,7 @@ def repro_project(d: Path, sections: dict) -> str:
     for name in ("pipeline", "stages", "models"):
         shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(d, **sections)
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
                 ["git", "config", "user.name", "test"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                 ["git", "commit", "-qm", "project"]):

@@ -11,26 +11,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
-
-from conftest import ROOT
 from test_datasets_voc import palette_png
 from test_e2e import DVC, repro_project
+
+from conftest import write_params
 
 STAGES = ["prepare", "pretrain", "features", "proposals", "cluster", "pseudolabels", "filter", "merge", "train"]
 # A 1-block ViT (patch 8, width 32) with random weights: the method stages' work stays tiny.
 RANDOM_TINY = {"source": "random", "overrides": {"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}}
-
-
-def write_params(work, **sections) -> dict:
-    """params.yaml of the project with `sections` updated (dict values merged key by key) -> work/params.yaml."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for name, values in sections.items():
-        params[name].update(values)
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return params
 
 
 def stage(work, name: str, env: dict | None = None) -> str:

@@ -5,9 +5,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from conftest import ROOT, fixed_batch_losses, section, tiny_backbone
+from conftest import fixed_batch_losses, raw_params, section, tiny_backbone
 from pipeline.backbone import pretext
 from pipeline.backbone.pretext import colorization as col
 from pipeline.backbone.pretext import context as ctx
@@ -282,9 +281,6 @@ def test_objectives_reject_geometry_that_does_not_fit():
 
 
 # ---- config ---------------------------------------------------------------------------------------------
-
-def raw_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 def test_nested_pretrain_sections_are_checked_like_the_others():

@@ -5,9 +5,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from conftest import ROOT, fixed_batch_losses, section, tiny_backbone
+from conftest import fixed_batch_losses, raw_params, section, tiny_backbone
 from pipeline.backbone import pretext
 from pipeline.backbone.pretext import frames as fr
 from pipeline.backbone.pretext import temporal_order as to
@@ -261,15 +260,15 @@ def test_multitask_takes_the_video_objectives_as_tasks():
 
 
 def test_video_sections_are_checked_like_the_others():
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = raw_params()
     raw["pretrain"]["temporal_order"]["mode"] = "reverse"
     with pytest.raises(ConfigError, match=r"pretrain\.temporal_order\.mode.*allowed values: shuffle, sort"):
         parse_params(raw)
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = raw_params()
     raw["pretrain"]["tracking"]["margin"] = 0
     with pytest.raises(ConfigError, match=r"pretrain\.tracking\.margin"):
         parse_params(raw)
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = raw_params()
     raw["pretrain"]["method"] = "tracking"
     raw["pretrain"]["multitask"]["tasks"] = {"tracking": 1.0, "temporal_order": 0.5}
     p = parse_params(raw)

@@ -3,14 +3,13 @@ images as before, the synthetic evaluation stream, folder eval_fraction / eval_r
 isolation, the config checks, and the manifest the prepare stage writes."""
 import csv
 import hashlib
-import importlib.util
 
 import cv2
 import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, section
+from conftest import ROOT, raw_params, run_prepare, section
 from pipeline import io
 from pipeline.config import ConfigError, load_params, parse_params, replace
 from pipeline.data import datasets, synth, video
@@ -165,7 +164,7 @@ def test_eval_root_and_eval_fraction_together_are_a_clear_error():
 
 
 def params_with(**sections):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = raw_params()
     for name, values in sections.items():
         raw[name].update(values)
     return parse_params(raw)
@@ -231,21 +230,6 @@ def test_video_folder_splits_by_whole_videos_with_eval_fraction_or_eval_root(tmp
 
 
 # ---------------------------------------------------------------- the prepare stage
-
-def run_prepare(work, monkeypatch, **sections) -> dict:
-    """stages/prepare.py's main() in `work` with params.yaml's sections updated -> the manifest it wrote."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for name, values in sections.items():
-        params[name].update(values)
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(work)
-    spec = importlib.util.spec_from_file_location("prepare_stage", ROOT / "stages" / "prepare.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    mod.main()
-    return io.read_manifest(work / "data" / "01_prepare")
-
 
 def test_prepare_writes_the_synthetic_splits_and_the_manifest(tmp_path, monkeypatch):
     m = run_prepare(tmp_path, monkeypatch, data={"synth_images": 8, "synth_eval_images": 3, "image_size": 64})

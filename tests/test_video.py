@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, section
+from conftest import ROOT, raw_params, section
 from pipeline import io
 from pipeline.data import synth_video, video
 
@@ -111,9 +111,6 @@ def test_video_folder_errors_name_the_problem(tmp_path):
     lpath = tmp_path / "labels" / "v" / "f00000.png"
     assert skipped == [(str(lpath), f"label left out of evaluation (its image is used): {lpath}: label file not found")]
 
-
-def raw_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 TINY = {
