@@ -25,9 +25,9 @@ class ConfigError(ValueError):
 class Paths:
     """Where each stage writes (structure of the DAG, mirrored in dvc.yaml; not a tuning knob, not in params.yaml)."""
     prepare: str = "data/01_prepare"; pretrain: str = "data/02_pretrain"; features: str = "data/03_features"
-    proposals: str = "data/04_proposals"; cluster: str = "data/05_cluster"; pseudolabels: str = "data/06_pseudolabels"
-    filter: str = "data/07_filter"; merge: str = "data/08_merge"; train: str = "data/09_train"
-    evaluate: str = "data/10_evaluate"; report: str = "data/11_report"
+    proposals: str = "data/04_proposals"; cluster: str = "data/06_cluster"; pseudolabels: str = "data/07_pseudolabels"
+    filter: str = "data/08_filter"; merge: str = "data/09_merge"; train: str = "data/10_train"
+    evaluate: str = "data/11_evaluate"; report: str = "data/12_report"
 
 def _require(model: Any, ok: Any, key: str, value: Any, rule: str) -> Any:
     """`model` if `ok`, else the error "'key' is value; rule" (a validator's check; key relative to the model)."""

@@ -62,7 +62,7 @@ def set_params(path: Path, original: str, sources: list[str], overrides: list[st
 
 def report(tag: str, root: Path, seconds: float | None) -> dict:
     ious = proposal_iou(root)
-    ev = io.read_json(root / "data/10_evaluate/metrics.json")
+    ev = io.read_json(root / "data/11_evaluate/metrics.json")
     row = {"sources": tag, "proposal_fg_iou": ious, **{k: ev[k]["miou"] for k in ("pseudolabels", "filter", "merge", "network")}}
     if seconds is not None:
         row["seconds"] = round(seconds)

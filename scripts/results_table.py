@@ -4,7 +4,7 @@
     python scripts/results_table.py                    # print the tables (every results/<set>/ folder)
     python scripts/results_table.py --readme           # rewrite README.md between the results markers
 
-`--record SET` copies data/10_evaluate/metrics.json into results/SET/seed_<seed>.json together with what it was
+`--record SET` copies data/11_evaluate/metrics.json into results/SET/seed_<seed>.json together with what it was
 measured on (the prepare stage's `data` params, the seed, cluster.k and the evaluation's matching, read from
 dvc.lock), after checking that dvc.lock records exactly this metrics.json (md5): the numbers and their
 description come from the same run. The tables give every row's mIoU as mean ± sample std (ddof=1) over the
@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = ROOT / "data" / "10_evaluate" / "metrics.json"
+METRICS = ROOT / "data" / "11_evaluate" / "metrics.json"
 LOCK = ROOT / "dvc.lock"
 RESULTS = ROOT / "results"
 README = ROOT / "README.md"
@@ -32,7 +32,7 @@ def run_record(lock: dict, metrics_path: Path) -> dict:
     """This run's metrics with what they were measured on, from dvc.lock (which must record this very
     metrics.json as the evaluate stage's output, else the description could be another run's)."""
     stages = lock["stages"]
-    recorded = {o["path"]: o.get("md5") for o in stages["evaluate"]["outs"]}.get("data/10_evaluate/metrics.json")
+    recorded = {o["path"]: o.get("md5") for o in stages["evaluate"]["outs"]}.get("data/11_evaluate/metrics.json")
     md5 = hashlib.md5(metrics_path.read_bytes()).hexdigest()
     if recorded != md5:
         raise ValueError(f"{metrics_path} (md5 {md5}) is not the metrics.json dvc.lock records ({recorded}): "
@@ -114,7 +114,7 @@ def write_readme(readme: Path = README) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--record", metavar="SET", help="keep data/10_evaluate/metrics.json as results/SET/seed_<seed>.json")
+    ap.add_argument("--record", metavar="SET", help="keep data/11_evaluate/metrics.json as results/SET/seed_<seed>.json")
     ap.add_argument("--readme", action="store_true", help="rewrite README.md's results block in place")
     args = ap.parse_args()
     if args.record:

@@ -7,7 +7,7 @@
 Every record of `dvc exp show --json` is used: the workspace, each baseline commit and each experiment (failed
 or still queued ones, which have no metrics, are skipped). Params are flattened to dotted keys (`cluster.k`; a
 params file other than params.yaml prefixes its keys with `file:`), metrics to slash-joined paths per metrics file
-(`eval/network/miou` in data/10_evaluate/metrics.json; numbers only). Records whose params are equal except
+(`eval/network/miou` in data/11_evaluate/metrics.json; numbers only). Records whose params are equal except
 `seed` form a group; one record is kept per seed (the workspace usually repeats the experiment applied last:
 the first record in dvc's order is kept, preferring commits and experiments to the workspace, and a note names any
 set-aside duplicate whose metrics differ). For each group with at least 2 seeds a markdown table gives every metric

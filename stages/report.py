@@ -1,4 +1,4 @@
-"""Stage report: one static page to look at every stage (data/11_report/report.html, images embedded), the
+"""Stage report: one static page to look at every stage (data/12_report/report.html, images embedded), the
 journey picture of the images in report.journey_images, cluster / community / filter galleries, and the tables
 that dvc plots draws (mIoU per label map, confusion)."""
 from pathlib import Path
@@ -24,7 +24,7 @@ def main() -> None:
     if rows:
         sections.append(("Metrics across stages", "Hungarian-matched to the ground truth at its original size; "
                          "(eval): the held-out evaluation split, (train): the training split "
-                         "(data/10_evaluate/metrics.json)",
+                         "(data/11_evaluate/metrics.json)",
                          report.table_html(rows, "label map", "metrics")))
         io.write_json(out / "plots" / "miou.json", report.miou_rows(metrics))
     else:
@@ -45,7 +45,7 @@ def main() -> None:
     curves = inspect.read_curves(Path(p.paths.train) / "live" / "plots" / "metrics")
     curves_png = report.png_bytes(report.curves_figure(curves))
     io.write_bytes(out / "curves.png", curves_png)
-    sections.append(("Training curves", "dvclive, data/09_train/live", report.img_tag(curves_png, "training curves")))
+    sections.append(("Training curves", "dvclive, data/10_train/live", report.img_tag(curves_png, "training curves")))
     body = []
     for name in names:
         png = report.png_bytes(inspect.journey(data, name))

@@ -2,7 +2,7 @@
 (manifest `names`, prepared size; crops of data.image_size), train.rounds self-training rounds (relabelling the
 training split), then predict every image of both splits (`names` + `eval_names`): logits upsampled bilinearly
 to the image's ORIGINAL size (manifest `sizes`), argmax -> predictions/labels/<name>.png and overlays at that
-size (rounds > 1: also predictions/round_<r>/). Resumes from data/09_train/checkpoints/ when a run was interrupted.
+size (rounds > 1: also predictions/round_<r>/). Resumes from data/10_train/checkpoints/ when a run was interrupted.
 
 With train.gpus > 1 (or auto and several GPUs) the stage re-launches itself under torchrun, one process per
 GPU; started by torchrun itself (several nodes) it joins the given process group. Rank 0 alone writes, but the

@@ -100,4 +100,4 @@ def test_cluster_stage_checks_k_before_reading_any_feature(tmp_path, monkeypatch
     spec.loader.exec_module(mod)
     with pytest.raises(cluster.ClusterError, match=r"'cluster\.k' is 4 but only 2 masks"):
         mod.main()
-    assert not (tmp_path / "data" / "05_cluster").exists()
+    assert not (tmp_path / "data" / "06_cluster").exists()

@@ -72,10 +72,10 @@ def repo(tmp_path_factory):
     return d, log, outputs_digest(d)
 
 
-REPRODUCED = ["data/01_prepare/images", "data/04_proposals/masks", "data/05_cluster/clusters.json",
-              "data/06_pseudolabels/labels", "data/07_filter/labels", "data/07_filter/filter.json",
-              "data/08_merge/labels", "data/08_merge/merge.json", "data/09_train/predictions/labels",
-              "data/10_evaluate/metrics.json", "data/10_evaluate/details.json"]
+REPRODUCED = ["data/01_prepare/images", "data/04_proposals/masks", "data/06_cluster/clusters.json",
+              "data/07_pseudolabels/labels", "data/08_filter/labels", "data/08_filter/filter.json",
+              "data/09_merge/labels", "data/09_merge/merge.json", "data/10_train/predictions/labels",
+              "data/11_evaluate/metrics.json", "data/11_evaluate/details.json"]
 
 
 def outputs_digest(d) -> dict[str, str]:
@@ -90,13 +90,13 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
                   "train", "evaluate", "report"):
         assert f"Running stage '{stage}'" in log
     name = "synth_00000.png"
-    for folder in ("data/04_proposals/masks", "data/06_pseudolabels/labels", "data/07_filter/labels",
-                   "data/08_merge/labels", "data/09_train/predictions/labels"):
+    for folder in ("data/04_proposals/masks", "data/07_pseudolabels/labels", "data/08_filter/labels",
+                   "data/09_merge/labels", "data/10_train/predictions/labels"):
         assert (d / folder / name).is_file(), folder
-    assert (d / "data/06_pseudolabels/overlays/synth_00000.jpg").is_file()
-    assert (d / "data/09_train/predictions/labels/synth_eval_00000.png").is_file()  # the held-out split, predicted
-    assert not (d / "data/06_pseudolabels/labels/synth_eval_00000.png").exists()  # and never fitted on
-    metrics = json.loads((d / "data/10_evaluate/metrics.json").read_text())
+    assert (d / "data/07_pseudolabels/overlays/synth_00000.jpg").is_file()
+    assert (d / "data/10_train/predictions/labels/synth_eval_00000.png").is_file()  # the held-out split, predicted
+    assert not (d / "data/07_pseudolabels/labels/synth_eval_00000.png").exists()  # and never fitted on
+    metrics = json.loads((d / "data/11_evaluate/metrics.json").read_text())
     assert list(metrics) == ["eval", "train"]
     assert list(metrics["eval"]) == ["network", "network round 1", "network round 2", "baseline_colour_kmeans",
                                      "baseline_feature_kmeans"]
@@ -104,7 +104,7 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     assert metrics["eval"]["network"]["miou"] >= metrics["eval"]["baseline_colour_kmeans"]["miou"] + MARGIN, metrics
     shown = run(["dvc", "metrics", "show", "--json"], d)
     assert "network" in shown
-    assert (d / "data/11_report/report.html").is_file() and (d / "data/11_report/journey/synth_00000.png").is_file()
+    assert (d / "data/12_report/report.html").is_file() and (d / "data/12_report/journey/synth_00000.png").is_file()
     plots = json.loads(run(["dvc", "plots", "show", "--json"], d))
     assert any(k.endswith("train/loss.tsv") for k in plots["data"]), plots
 
@@ -123,10 +123,10 @@ def test_each_network_round_is_its_own_row_scored_from_its_own_label_files(repo)
     assert len(names) == TINY["data"]["synth_eval_images"] and not set(names) & set(manifest["names"])
     gt = io.read_labels(d / "data/01_prepare/gt", names).astype(np.int64)
     valid = gt != io.IGNORE
-    details = json.loads((d / "data/10_evaluate/details.json").read_text())["eval"]
-    metrics = json.loads((d / "data/10_evaluate/metrics.json").read_text())["eval"]
+    details = json.loads((d / "data/11_evaluate/details.json").read_text())["eval"]
+    metrics = json.loads((d / "data/11_evaluate/metrics.json").read_text())["eval"]
     folders = {"network round 1": "round_1/labels", "network round 2": "round_2/labels", "network": "labels"}
-    preds = {k: io.read_labels(d / "data/09_train/predictions" / f, names).astype(np.int64) for k, f in folders.items()}
+    preds = {k: io.read_labels(d / "data/10_train/predictions" / f, names).astype(np.int64) for k, f in folders.items()}
     assert (preds["network round 1"] != preds["network round 2"]).any()
     assert np.array_equal(preds["network"], preds["network round 2"])  # the network is the last round's
     assert details["network round 1"]["confusion"] != details["network round 2"]["confusion"]

@@ -166,7 +166,7 @@ def test_vocdevkit_runs_the_whole_dag_fitting_on_train_and_scoring_val_at_the_or
     assert manifest["names"] == list(VOC_TRAIN) and manifest["eval_names"] == list(VOC_VAL)
     assert manifest["sizes"] == {n: list(s) for n, s in {**VOC_TRAIN, **VOC_VAL}.items()}
     for name, (h, w) in {**VOC_TRAIN, **VOC_VAL}.items():  # both splits predicted, at the ground truth's size
-        assert io.read_label(d / "data/09_train/predictions/labels" / f"{name}.png").shape == (h, w), name
+        assert io.read_label(d / "data/10_train/predictions/labels" / f"{name}.png").shape == (h, w), name
         assert io.read_label(d / "data/01_prepare/gt" / f"{name}.png").shape == (h, w), name
         prepared = io.read_image(d / "data/01_prepare/images" / f"{name}.png").shape[:2]
         assert min(prepared) == 64 and prepared[0] % 8 == prepared[1] % 8 == 0 and \
@@ -174,23 +174,23 @@ def test_vocdevkit_runs_the_whole_dag_fitting_on_train_and_scoring_val_at_the_or
 
     # Nothing of the val images was fitted on: the label-free stages saw the training split only.
     train = set(VOC_TRAIN)
-    for folder in ("data/04_proposals/masks", "data/06_pseudolabels/labels", "data/07_filter/labels",
-                   "data/08_merge/labels"):
+    for folder in ("data/04_proposals/masks", "data/07_pseudolabels/labels", "data/08_filter/labels",
+                   "data/09_merge/labels"):
         assert {p.stem for p in (d / folder).iterdir()} == train, folder
     shards = lambda f: [n for s in json.loads((f / "index.json").read_text())["shards"] for n in s["names"]]
     assert shards(d / "data/03_features") == list(VOC_TRAIN)
     assert shards(d / "data/03_features/eval") == list(VOC_VAL)  # for evaluate's feature baseline only
     assert list(json.loads((d / "data/04_proposals/proposals.json").read_text())) == list(VOC_TRAIN)
-    for f in ("data/05_cluster/clusters.json", "data/07_filter/filter.json"):
+    for f in ("data/06_cluster/clusters.json", "data/08_filter/filter.json"):
         masks = json.loads((d / f).read_text())["masks"]
         assert masks and {m["image"] for m in masks} <= train, f
 
-    metrics = json.loads((d / "data/10_evaluate/metrics.json").read_text())
+    metrics = json.loads((d / "data/11_evaluate/metrics.json").read_text())
     assert list(metrics) == ["eval", "train"]
     assert list(metrics["eval"]) == ["network", "baseline_colour_kmeans", "baseline_feature_kmeans"]
     assert list(metrics["train"]) == ["pseudolabels", "filter", "merge", "network"]
     assert all(0 <= row["miou"] <= 1 for rows in metrics.values() for row in rows.values())
-    table = (d / "data/10_evaluate/table.md").read_text()
+    table = (d / "data/11_evaluate/table.md").read_text()
     assert "cluster.k + 1 = 4 predicted ids (background included) but the ground truth has 21 classes" in table
 
 
@@ -203,19 +203,19 @@ ISOLATION_TINY = {"data": {"synth_images": 16, "synth_eval_images": 4, "image_si
 
 
 def stage_outputs(work) -> dict[str, str]:
-    """sha256 of every file pretrain .. train wrote (data/02_pretrain .. data/09_train) -> {relative path: digest};
-    left out: data/09_train/live/ (dvclive's metrics log the training throughput, images/s) and history.json's
+    """sha256 of every file pretrain .. train wrote (data/02_pretrain .. data/10_train) -> {relative path: digest};
+    left out: data/10_train/live/ (dvclive's metrics log the training throughput, images/s) and history.json's
     images_per_second (the same wall-clock rate), which differ from run to run on any data."""
     digests = {}
     for folder in sorted((work / "data").iterdir()):
-        if folder.name < "02" or folder.name > "09_train":
+        if folder.name < "02" or folder.name > "10_train":
             continue
         for p in sorted(folder.rglob("*")):
             rel = p.relative_to(work).as_posix()
-            if not p.is_file() or rel.startswith("data/09_train/live/"):
+            if not p.is_file() or rel.startswith("data/10_train/live/"):
                 continue
             data = p.read_bytes()
-            if rel == "data/09_train/history.json":
+            if rel == "data/10_train/history.json":
                 data = json.dumps([{k: v for k, v in e.items() if k != "images_per_second"}
                                    for e in json.loads(data)]).encode()
             digests[rel] = hashlib.sha256(data).hexdigest()
@@ -238,8 +238,8 @@ def test_label_isolation_prepare_through_train_are_byte_identical_without_the_gr
     for name in STAGES[1:]:
         stage(second, name)
     want, got = stage_outputs(first), stage_outputs(second)
-    assert {p.split("/")[1] for p in want} == {"02_pretrain", "03_features", "04_proposals", "05_cluster",
-                                               "06_pseudolabels", "07_filter", "08_merge", "09_train"}
-    assert any(p.startswith("data/09_train/predictions/labels/synth_eval_") for p in want)  # the held-out split too
+    assert {p.split("/")[1] for p in want} == {"02_pretrain", "03_features", "04_proposals", "06_cluster",
+                                               "07_pseudolabels", "08_filter", "09_merge", "10_train"}
+    assert any(p.startswith("data/10_train/predictions/labels/synth_eval_") for p in want)  # the held-out split too
     assert list(got) == list(want)
     assert [p for p in want if got[p] != want[p]] == []

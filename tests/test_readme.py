@@ -59,7 +59,7 @@ def _run(tmp_path, metrics: dict, seed: int, md5: str | None = None):
     data = {"name": "synthetic", "synth_images": 300, "synth_eval_images": 100, "image_size": 128, "num_classes": 5}
     lock = {"stages": {"prepare": {"params": {"params.yaml": {"data": data}}},
                        "evaluate": {"params": {"params.yaml": {"seed": seed, "cluster.k": 4, "evaluate": {"match": "iou"}}},
-                                    "outs": [{"path": "data/10_evaluate/metrics.json",
+                                    "outs": [{"path": "data/11_evaluate/metrics.json",
                                               "md5": md5 or hashlib.md5(m.read_bytes()).hexdigest()}]}}}
     lk = tmp_path / f"lock_{seed}.yaml"
     lk.write_text(yaml.safe_dump(lock))

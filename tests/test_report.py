@@ -147,26 +147,26 @@ def _fake_project(d, journey_images=("b",)):
                             "merged_class": m, "community": (m - 1) if j < 2 else None,
                             "community_share": 0.9 if j < 2 else None})
         lab = props.copy()
-        for folder in ("06_pseudolabels/labels", "07_filter/labels", "08_merge/labels", "09_train/predictions/labels"):
+        for folder in ("07_pseudolabels/labels", "08_filter/labels", "09_merge/labels", "10_train/predictions/labels"):
             io.write_label(data / folder / f"{n}.png", lab)
     io.write_json(data / "01_prepare/manifest.json", {"names": names, "eval_names": [], "image_size": 32,
                                                      "sizes": {n: [32, 32] for n in names}, "labelled": names,
                                                      "num_classes": 3, "class_names": ["background", "disc", "square"],
                                                      "has_labels": True})
     io.write_json(data / "04_proposals/proposals.json", table)
-    io.write_json(data / "05_cluster/clusters.json", {"k": 2, "masks": records})
-    io.write_json(data / "08_merge/merge.json", {"community_class": [1, 2], "part_community": [0, 1], "masks": records})
-    (data / "09_train/live/plots/metrics/train").mkdir(parents=True)
-    (data / "09_train/live/plots/metrics/train/loss.tsv").write_text("timestamp\tstep\tloss\n0\t0\t1.0\n0\t1\t0.5\n")
+    io.write_json(data / "06_cluster/clusters.json", {"k": 2, "masks": records})
+    io.write_json(data / "09_merge/merge.json", {"community_class": [1, 2], "part_community": [0, 1], "masks": records})
+    (data / "10_train/live/plots/metrics/train").mkdir(parents=True)
+    (data / "10_train/live/plots/metrics/train/loss.tsv").write_text("timestamp\tstep\tloss\n0\t0\t1.0\n0\t1\t0.5\n")
     splits = {"eval": ["network", "network round 2"], "train": ["pseudolabels", "filter", "merge", "network"]}
-    io.write_json(data / "10_evaluate/metrics.json", {s: {r: {"miou": 0.1 * i, "pixel_acc": 0.5} for i, r in enumerate(rows)}
+    io.write_json(data / "11_evaluate/metrics.json", {s: {r: {"miou": 0.1 * i, "pixel_acc": 0.5} for i, r in enumerate(rows)}
                                                       for s, rows in splits.items()})
-    io.write_json(data / "10_evaluate/per_class.json", {s: {r: {"background": 0.5, "disc": 0.2, "square": None}
+    io.write_json(data / "11_evaluate/per_class.json", {s: {r: {"background": 0.5, "disc": 0.2, "square": None}
                                                             for r in rows} for s, rows in splits.items()})
     conf = [[10, 1, 0], [0, 5, 2], [1, 0, 7]]
-    io.write_json(data / "10_evaluate/details.json", {s: {r: {"mapping": [0, 2, 1], "confusion": conf} for r in rows}
+    io.write_json(data / "11_evaluate/details.json", {s: {r: {"mapping": [0, 2, 1], "confusion": conf} for r in rows}
                                                       for s, rows in splits.items()})
-    viz.save_confusion(data / "10_evaluate/confusion.png", np.array(conf), ["p0", "p1", "p2"], ["b", "d", "s"], "c")
+    viz.save_confusion(data / "11_evaluate/confusion.png", np.array(conf), ["p0", "p1", "p2"], ["b", "d", "s"], "c")
     return data
 
 
@@ -177,7 +177,7 @@ def built(tmp_path_factory):
     out = subprocess.run([sys.executable, "-m", "stages.report"], cwd=d, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    return d / "data/11_report"
+    return d / "data/12_report"
 
 
 def test_report_stage_writes_page_journeys_galleries_and_plot_tables(built):
@@ -202,7 +202,7 @@ def test_default_params_draw_journeys_of_the_first_images_of_any_dataset(tmp_pat
     out = subprocess.run([sys.executable, "-m", "stages.report"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "data/11_report/journey").iterdir()) == ["a.png", "b.png"]
+    assert sorted(p.name for p in (tmp_path / "data/12_report/journey").iterdir()) == ["a.png", "b.png"]
 
 
 def test_unknown_journey_image_is_a_clear_error(tmp_path, monkeypatch, capsys):

@@ -197,7 +197,7 @@ def warn_classes(k_plus_1: int, n_gt: int) -> str | None:
 def results_table(summary: dict[str, dict[str, dict]], match: str, warning: str | None = None,
                   extra: dict | None = None) -> str:
     """evaluate's metrics ({split: {label map: {miou, pixel_acc, coverage}}}, evaluation split first) -> the markdown
-    table of data/10_evaluate/table.md (and of the README, scripts/results_table.py): one row per split and label
+    table of data/11_evaluate/table.md (and of the README, scripts/results_table.py): one row per split and label
     map, the matching rule, the class-count warning and COCO's proposal AP50 below it when given."""
     lines = ["| split | label map | mIoU | pixel acc | coverage |", "|---|---|---|---|---|"]
     lines += [f"| {split} | {key} | {v['miou']:.3f} | {v['pixel_acc']:.3f} | {v['coverage']:.3f} |"
