@@ -1,0 +1,196 @@
+"""Ablation runs: rows of param overrides x development sets x seeds, each a real `dvc repro` in a scratch clone,
+then one table of mean ± std over seeds (never retyped: printed from the committed records).
+
+    python -m scripts.ablation run --ablation issue17 --set default --seeds 0 1 2 --workdir /tmp/abl
+    python -m scripts.ablation table --ablation issue17          # markdown, from results/ablations/issue17/
+
+`run` clones this repository's HEAD into WORKDIR/<set> (once; later runs reuse the clone and its DVC cache), and for
+every seed and row writes params.yaml = HEAD's params.yaml + the set's overrides + the row's overrides + seed, then
+reproduces the DAG stage by stage (`dvc repro --single-item STAGE`, in dvc.yaml's order) timing each stage that
+really ran (a stage DVC skips or restores from its run cache gets no time). Seeds are the outer loop, so the rows
+of one seed share the stages their params do not change (prepare .. proposals run once per seed). Each run's
+data/11_evaluate/metrics.json, the stage times and the overrides are written to
+results/ablations/<ablation>/<set>/<row>/seed_<s>.json in THIS checkout.
+
+`table` prints, per set, one line per row: the held-out network mIoU (for the row "+ CRF on predictions": the
+"network + CRF" label map of the plain run), the training split's pseudolabels mIoU, the foreground IoU and mask
+AP50 of the masks the later stages use (the distilled masks when the row distils, else the proposals), and the
+wall time of the stages the row changes (mean over seeds). Mean ± sample std (ddof=1) over the recorded seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "ablations"
+SHARED = ROOT.parent / "shared" / "data"
+
+# The development sets, as the README's results: the synthetic default, Weizmann Horse and CamVid val.
+SETS: dict[str, dict] = {
+    "default": {},
+    "weizmann_horse": {"data": {"name": "folder", "root": str(SHARED / "weizmann_horse"), "num_classes": 2,
+                                "eval_fraction": 0.25}, "cluster": {"k": 1}},
+    "camvid_val": {"data": {"name": "folder", "root": str(SHARED / "camvid_val"), "num_classes": 11,
+                            "eval_fraction": 0.25, "image_size": 160}, "cluster": {"k": 10}},
+}
+
+# name -> (overrides, stages whose wall time is the row's cost, the held-out row read as its network number)
+ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
+    "issue17": {
+        "today": ({}, ["proposals"], "network"),
+        "+ distill": ({"distill": {"method": "maskrcnn"}}, ["distill"], "network"),
+        "+ detector filter": ({"distill": {"method": "maskrcnn"}, "filter": {"score": "detector"}}, ["filter"],
+                              "network"),
+        "+ crop_cls": ({"cluster": {"embedding": "crop_cls"}}, ["cluster"], "network"),
+        "+ CRF on predictions": ({}, ["train"], "network + CRF"),
+        "+ CRF round": ({"train": {"crf_rounds": 1}}, ["train"], "network"),
+        "all together": ({"distill": {"method": "maskrcnn"}, "filter": {"score": "detector"},
+                          "cluster": {"embedding": "crop_cls"}, "train": {"crf_rounds": 1}},
+                         ["distill", "cluster", "filter", "train"], "network + CRF"),
+    },
+}
+
+
+def merge(base: dict, over: dict) -> dict:
+    """`base` with `over` merged in, dict values key by key (a new dict; neither input changes)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and v else copy.deepcopy(v)
+    return out
+
+
+def slug(row: str) -> str:
+    """A row name -> its folder name ("+ CRF round" -> "crf_round")."""
+    return "_".join("".join(c if c.isalnum() else " " for c in row.lower()).split()) or "row"
+
+
+def stage_order(project: Path) -> list[str]:
+    return list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+
+
+def repro_timed(project: Path, env: dict | None = None) -> dict[str, float | str]:
+    """Every stage of `project` in order with `dvc repro --single-item` (`env`: the processes' environment, default
+    this one's) -> {stage: seconds it ran, or 'skipped' / 'restored' (from the run cache)}."""
+    times: dict[str, float | str] = {}
+    for stage in stage_order(project):
+        t0 = time.perf_counter()
+        out = subprocess.run(["dvc", "repro", "--single-item", stage], cwd=project, capture_output=True, text=True,
+                             env=env)
+        dt = time.perf_counter() - t0
+        if out.returncode:
+            raise RuntimeError(f"dvc repro {stage} failed in {project}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        log = out.stdout + out.stderr
+        times[stage] = ("restored" if "is cached" in log or "Restored" in log else
+                        round(dt, 1) if f"Running stage '{stage}'" in log else "skipped")
+    return times
+
+
+def clone(workdir: Path, name: str) -> Path:
+    project = workdir / name
+    if not project.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(project)], check=True)
+    else:
+        subprocess.run(["git", "fetch", "-q", str(ROOT), "HEAD"], cwd=project, check=True)
+        subprocess.run(["git", "checkout", "-q", "-f", "FETCH_HEAD"], cwd=project, check=True)
+    return project
+
+
+def run(ablation: str, set_name: str, seeds: list[int], workdir: Path, rows: list[str] | None) -> None:
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    project = clone(workdir, set_name)
+    table = ABLATIONS[ablation]
+    for seed in seeds:
+        done: dict[str, dict] = {}  # overrides -> this seed's record (rows with equal overrides share one run)
+        for row, (over, _, _) in table.items():
+            if rows and row not in rows:
+                continue
+            key = json.dumps(over, sort_keys=True)
+            if key not in done:
+                params = merge(merge(base, SETS[set_name]), over)
+                params["seed"] = seed
+                (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+                t0 = time.perf_counter()
+                times = repro_timed(project)
+                done[key] = {"stage_seconds": times, "total_seconds": round(time.perf_counter() - t0, 1),
+                             "metrics": json.loads((project / "data" / "11_evaluate" / "metrics.json").read_text())}
+            rec = {"ablation": ablation, "set": set_name, "row": row, "seed": seed, "overrides": over,
+                   "set_overrides": SETS[set_name], **done[key]}
+            dest = OUT / ablation / set_name / slug(row) / f"seed_{seed}.json"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(json.dumps(rec, indent=1) + "\n")
+            net = rec["metrics"].get("eval", {}).get("network", {}).get("miou")
+            print(f"{set_name} seed {seed} {row}: eval network {net} ({rec['total_seconds']} s) -> {dest}", flush=True)
+
+
+def _fmt(values: list[float], digits: int = 3) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    std = f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else ""
+    return f"{np.mean(values):.{digits}f}{std}"
+
+
+def row_values(rec: dict, net_row: str, cost: list[str]) -> dict:
+    """One record -> the table's numbers for it (None where the run has no such number)."""
+    m = rec["metrics"]
+    distilled = rec["overrides"].get("distill", {}).get("method", "none") != "none"
+    masks = "distill" if distilled else "proposals"
+    secs = [rec["stage_seconds"].get(s) for s in cost]
+    return {"net": m.get("eval", {}).get(net_row, {}).get("miou"),
+            "pseudo": m.get("train", {}).get("pseudolabels", {}).get("miou"),
+            "fg": m.get(f"{masks}_fg_iou"), "ap": m.get(f"{masks}_mask_ap50"),
+            "secs": sum(s for s in secs if isinstance(s, (int, float))) if all(isinstance(s, (int, float))
+                                                                               for s in secs) else None}
+
+
+def table(ablation: str) -> str:
+    folder = OUT / ablation
+    lines = []
+    for set_dir in sorted((d for d in folder.iterdir() if d.is_dir()), key=lambda d: list(SETS).index(d.name)
+                          if d.name in SETS else 99):
+        lines += [f"**{set_dir.name}**", "",
+                  "| row | held-out network mIoU | train pseudo-label mIoU | mask fg IoU | mask AP50 | "
+                  "changed stages' time (s) | seeds |", "|---|---|---|---|---|---|---|"]
+        for row, (_, cost, net_row) in ABLATIONS[ablation].items():
+            recs = [json.loads(f.read_text()) for f in sorted((set_dir / slug(row)).glob("seed_*.json"))]
+            if not recs:
+                continue
+            vals = [row_values(r, net_row, cost) for r in recs]
+            col = {k: [v[k] for v in vals] for k in vals[0]}
+            lines.append(f"| {row} | {_fmt(col['net'])} | {_fmt(col['pseudo'])} | {_fmt(col['fg'])} | "
+                         f"{_fmt(col['ap'])} | {_fmt(col['secs'], 0)} ({', '.join(cost)}) | "
+                         f"{', '.join(str(r['seed']) for r in recs)} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run rows x seeds of one set and record them")
+    r.add_argument("--ablation", default="issue17", choices=list(ABLATIONS))
+    r.add_argument("--set", required=True, choices=list(SETS))
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r.add_argument("--rows", nargs="*", help="only these rows (names as in ABLATIONS)")
+    r.add_argument("--workdir", type=Path, required=True, help="scratch folder for the clones (kept between runs)")
+    t = sub.add_parser("table", help="print the ablation table from results/ablations/<ablation>/")
+    t.add_argument("--ablation", default="issue17", choices=list(ABLATIONS))
+    args = ap.parse_args()
+    if args.cmd == "run":
+        run(args.ablation, args.set, args.seeds, args.workdir, args.rows)
+    else:
+        print(table(args.ablation), end="")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

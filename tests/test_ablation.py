@@ -1,0 +1,68 @@
+"""scripts/ablation.py: param merging, stage-by-stage timing on a real two-stage DVC project, and the table
+printed from records (mean ± sample std over seeds)."""
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from test_seeds import DVC, ENV
+
+from scripts import ablation
+
+
+def test_merge_updates_nested_keys_without_touching_inputs():
+    base = {"seed": 0, "train": {"epochs": 12, "lr": 0.001}, "sources": ["saliency"]}
+    over = {"train": {"crf_rounds": 1, "lr": 0.01}, "sources": ["motion"]}
+    out = ablation.merge(base, over)
+    assert out == {"seed": 0, "train": {"epochs": 12, "lr": 0.01, "crf_rounds": 1}, "sources": ["motion"]}
+    assert base == {"seed": 0, "train": {"epochs": 12, "lr": 0.001}, "sources": ["saliency"]}
+
+
+def test_slug_names_row_folders():
+    assert ablation.slug("+ CRF round") == "crf_round"
+    assert ablation.slug("all together") == "all_together"
+    assert len({ablation.slug(r) for r in ablation.ABLATIONS["issue17"]}) == len(ablation.ABLATIONS["issue17"])
+
+
+@pytest.mark.skipif(DVC is None, reason="dvc not installed")
+def test_repro_timed_times_only_the_stages_that_ran(tmp_path):
+    (tmp_path / "params.yaml").write_text("a: 1\nb: 1\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  one:\n    cmd: python -c \"import yaml; open('one.txt','w').write(str(yaml.safe_load(open('params.yaml'))['a']))\"\n"
+        "    params: [a]\n    outs: [one.txt]\n"
+        "  two:\n    cmd: python -c \"import yaml; open('two.txt','w').write(open('one.txt').read() + "
+        "str(yaml.safe_load(open('params.yaml'))['b']))\"\n    deps: [one.txt]\n    params: [b]\n    outs: [two.txt]\n")
+    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True, env=ENV)
+    first = ablation.repro_timed(tmp_path, env=ENV)
+    assert all(isinstance(first[s], float) for s in ("one", "two"))
+    (tmp_path / "params.yaml").write_text("a: 1\nb: 2\n")
+    second = ablation.repro_timed(tmp_path, env=ENV)
+    assert second["one"] == "skipped" and isinstance(second["two"], float)
+    assert (tmp_path / "two.txt").read_text() == "12"
+    (tmp_path / "params.yaml").write_text("a: 1\nb: 1\n")  # seen before: restored from the run cache
+    assert ablation.repro_timed(tmp_path, env=ENV)["two"] == "restored"
+
+
+def test_table_gives_mean_and_sample_std_per_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(ablation, "OUT", tmp_path)
+    nets = {"today": [0.30, 0.40, 0.50], "+ distill": [0.6, 0.7]}
+    for row, values in nets.items():
+        over = ablation.ABLATIONS["issue17"][row][0]
+        for seed, v in enumerate(values):
+            rec = {"row": row, "seed": seed, "overrides": over,
+                   "stage_seconds": {"proposals": 10.0 + seed, "distill": 30.0},
+                   "metrics": {"eval": {"network": {"miou": v}, "network + CRF": {"miou": v + 0.01}},
+                               "train": {"pseudolabels": {"miou": v / 2}},
+                               "proposals_fg_iou": 0.8, "proposals_mask_ap50": 0.25, "distill_mask_ap50": 0.5}}
+            f = tmp_path / "issue17" / "default" / ablation.slug(row) / f"seed_{seed}.json"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps(rec))
+    text = ablation.table("issue17")
+    today = next(line for line in text.splitlines() if line.startswith("| today |"))
+    std = np.std([0.3, 0.4, 0.5], ddof=1)
+    assert today == f"| today | 0.400 ± {std:.3f} | 0.200 ± {std / 2:.3f} | 0.800 ± 0.000 | 0.250 ± 0.000 | " \
+                    f"11 ± 1 (proposals) | 0, 1, 2 |"
+    distill = next(line for line in text.splitlines() if line.startswith("| + distill |"))
+    assert distill == "| + distill | 0.650 ± 0.071 | 0.325 ± 0.035 | – | 0.500 ± 0.000 | 30 ± 0 (distill) | 0, 1 |"
