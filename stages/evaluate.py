@@ -34,7 +34,8 @@ def main() -> None:
     preds = Path(p.paths.train) / "predictions"
     rounds = sorted(preds.glob("round_*/labels"), key=lambda f: int(f.parent.name[6:]))
     crf = {"network + CRF": preds / "crf" / "labels"} if (preds / "crf" / "labels").is_dir() else {}  # crf.predictions
-    sources = {"eval": {"network": preds / "labels", **crf, **{f"network round {f.parent.name[6:]}": f for f in rounds}},
+    sources = {"eval": {"network": preds / "labels", **crf,
+                        **{f"network round {f.parent.name[6:]}": f for f in rounds}},
                "train": {"pseudolabels": Path(p.paths.pseudolabels) / "labels",
                          "filter": Path(p.paths.filter) / "labels", "merge": Path(p.paths.merge) / "labels",
                          "network": preds / "labels", **crf}}

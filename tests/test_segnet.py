@@ -365,7 +365,8 @@ CRF_ROUND = replace(TINY, rounds=1, crf_rounds=1)
 
 def refined_maps(net: torch.nn.Module, images) -> list[np.ndarray]:
     """Each image's dense CRF (default settings) on the network's softmax at its size, argmax, by hand."""
-    out = {i: prob.numpy() for i, _, _, prob in segnet.iter_predictions(net, images, 3, CPU, amp=False, with_probs=True)}
+    out = {i: prob.numpy()
+           for i, _, _, prob in segnet.iter_predictions(net, images, 3, CPU, amp=False, with_probs=True)}
     return [crf.dense_crf(im, out[i], section("crf")).argmax(0).astype(np.uint8) for i, im in enumerate(images)]
 
 

@@ -512,8 +512,8 @@ def self_train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[
             kept = [relabel(p, c, cfg.relabel_threshold) for p, c in zip(pred, conf)]
         del conf
         share = sum(int((k != IGNORE).sum()) for k in kept) / max(sum(k.size for k in kept), 1)
-        rd = {"round": r + 1, "pred": [torch.from_numpy(a) for a in pred], "relabel": [torch.from_numpy(a) for a in kept],
-              "kept": float(share), "history": history, "crf": crf_round}
+        rd = {"round": r + 1, "pred": [torch.from_numpy(a) for a in pred],
+              "relabel": [torch.from_numpy(a) for a in kept], "kept": float(share), "history": history, "crf": crf_round}
         if r < total - 1:  # the weights that predict this round's maps later (the model moves on)
             rd["weights"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         rounds.append(rd)
