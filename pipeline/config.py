@@ -202,6 +202,7 @@ class TrainConfig(_Section):
     decoder_dim: Pos; crop_scale_min: Scale; device: Device; threads: NonNeg
     model: Literal["stage", "timm", "deeplabv3"]; model_name: str; pretrained: bool  # model_name: see below
     rounds: Pos; round_epochs: Pos; relabel_threshold: Scale  # self-training
+    crf_rounds: NonNeg  # retrainings on the CRF-refined predictions (the crf section), after the rounds
     gpus: Literal["auto"] | Pos; workers: NonNeg; amp: bool; checkpoint_every: Pos
 
     @model_validator(mode="after")
@@ -210,6 +211,12 @@ class TrainConfig(_Section):
                  f"must name a model when train.model is {self.model}")
         return _require(self, self.model != "deeplabv3" or self.model_name in self.DEEPLAB_BACKBONES, "model_name",
                         self.model_name, f"allowed values for deeplabv3: {', '.join(self.DEEPLAB_BACKBONES)}")
+
+class CRFConfig(_Section):
+    """The dense CRF (Kraehenbuehl & Koltun) on the network's probabilities: MaskDistill's utils/crf.py."""
+    iterations: Pos; gaussian_weight: NonNegF; gaussian_sxy: PosF  # mean-field steps; the smoothness kernel
+    bilateral_weight: NonNegF; bilateral_sxy: PosF; bilateral_srgb: PosF  # the appearance kernel
+    predictions: bool; workers: NonNeg  # workers: CRF processes (0 = every core)
 
 class EvaluateConfig(_Section):
     split: str  # voc2012, coco: the split scored ('' = none); checked against data.split in Params
@@ -225,7 +232,8 @@ class Params(_Section):
 
     seed: NonNeg; data: DataConfig; video: VideoConfig; backbone: BackboneConfig; pretrain: PretrainConfig
     features: FeaturesConfig; proposals: ProposalsConfig; motion: MotionConfig; cluster: ClusterConfig
-    filter: FilterConfig; merge: MergeConfig; train: TrainConfig; evaluate: EvaluateConfig; report: ReportConfig
+    filter: FilterConfig; merge: MergeConfig; train: TrainConfig; crf: CRFConfig; evaluate: EvaluateConfig
+    report: ReportConfig
     paths: ClassVar[Paths] = Paths()  # not a parameter: where the stages write
 
     @model_validator(mode="after")

@@ -1,8 +1,9 @@
 """Stage evaluate: the only stage that reads ground truth. Every label map is scored against the ground truth at
 its ORIGINAL size, image by image (memory does not grow with the dataset), with one Hungarian matching over each
 row's dataset-level confusion matrix (`evaluate.match`). Rows: the held-out evaluation split's network (the
-headline), its self-training rounds and two label-free baselines fitted there; the training split's pseudolabels,
-filter, merge and network (the quality of the labels the network learnt from, as MaskDistill reports it)."""
+headline), the network + dense CRF (when the train stage wrote predictions/crf/), its self-training rounds and two
+label-free baselines fitted there; the training split's pseudolabels, filter, merge, network and network + CRF (the
+quality of the labels the network learnt from, as MaskDistill reports it)."""
 from pathlib import Path
 from typing import Callable
 
@@ -32,10 +33,12 @@ def main() -> None:
         return
     preds = Path(p.paths.train) / "predictions"
     rounds = sorted(preds.glob("round_*/labels"), key=lambda f: int(f.parent.name[6:]))
-    sources = {"eval": {"network": preds / "labels", **{f"network round {f.parent.name[6:]}": f for f in rounds}},
+    crf = {"network + CRF": preds / "crf" / "labels"} if (preds / "crf" / "labels").is_dir() else {}  # crf.predictions
+    sources = {"eval": {"network": preds / "labels", **crf,
+                        **{f"network round {f.parent.name[6:]}": f for f in rounds}},
                "train": {"pseudolabels": Path(p.paths.pseudolabels) / "labels",
                          "filter": Path(p.paths.filter) / "labels", "merge": Path(p.paths.merge) / "labels",
-                         "network": preds / "labels"}}
+                         "network": preds / "labels", **crf}}
     results: dict[str, dict[str, dict]] = {}
     summary: dict[str, dict[str, dict]] = {}
     for split, names in splits.items():

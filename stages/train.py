@@ -2,15 +2,21 @@
 (manifest `names`, prepared size; crops of data.image_size), train.rounds self-training rounds (relabelling the
 training split), then predict every image of both splits (`names` + `eval_names`): logits upsampled bilinearly
 to the image's ORIGINAL size (manifest `sizes`), argmax -> predictions/labels/<name>.png and overlays at that
-size (rounds > 1: also predictions/round_<r>/). Resumes from data/10_train/checkpoints/ when a run was interrupted.
+size (rounds > 1: also predictions/round_<r>/). train.crf_rounds: after those rounds, retrain from the initial
+weights on the training split relabelled by the dense CRF (pipeline/train/crf.py) of the last network's predictions,
+once per CRF round (its predictions are rounds too). crf.predictions: the final network's predictions refined by the
+dense CRF on the prepared image, upsampled to the original size -> predictions/crf/ ("network + CRF" in evaluate).
+Resumes from data/10_train/checkpoints/ when a run was interrupted.
 
 With train.gpus > 1 (or auto and several GPUs) the stage re-launches itself under torchrun, one process per
 GPU; started by torchrun itself (several nodes) it joins the given process group. Rank 0 alone writes, but the
 predictions, which every process writes for its share of the images.
 """
+import functools
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -20,7 +26,7 @@ from pipeline import io
 from pipeline.backbone import factory as bb
 from pipeline.config import load_params
 from pipeline.report import viz
-from pipeline.train import checkpoint, segnet
+from pipeline.train import checkpoint, crf, segnet
 
 
 def processes(gpus: int | str) -> int:
@@ -30,6 +36,8 @@ def processes(gpus: int | str) -> int:
 
 def main() -> None:
     p = load_params()
+    if p.crf.predictions or p.train.crf_rounds:
+        crf.check_available()  # before any training: pydensecrf2 installed, or a clear error
     n = processes(p.train.gpus)
     if n > 1 and "LOCAL_RANK" not in os.environ:  # not yet under torchrun: start it, one process per GPU
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "stages.train"]
@@ -57,11 +65,14 @@ def main() -> None:
     # Settings that change speed but not the result may differ between a run and its resumption.
     result_cfg = {k: v for k, v in p.train.model_dump().items()
                   if k not in ("device", "threads", "gpus", "workers", "checkpoint_every")}
-    key = checkpoint.fingerprint({"train": result_cfg, "seed": p.seed, "classes": p.cluster.k + 1}, [images, labels], model)
+    crf_cfg = {k: v for k, v in p.crf.model_dump().items() if k not in ("predictions", "workers")}
+    key = checkpoint.fingerprint({"train": result_cfg, "seed": p.seed, "classes": p.cluster.k + 1,
+                                  **({"crf": crf_cfg} if p.train.crf_rounds else {})}, [images, labels], model)
     ckpt = out / "checkpoints" / "last.pt"
     resume, why = checkpoint.load(ckpt, key)
     steps_per_round = [len(images) // min(p.train.batch_size, len(images)) * e
-                       for e in [p.train.epochs] + [p.train.round_epochs] * (p.train.rounds - 1)]
+                       for e in [p.train.epochs] + [p.train.round_epochs] * (p.train.rounds - 1)
+                       + [p.train.epochs] * p.train.crf_rounds]
     offset = sum(steps_per_round[:resume["round"]]) + resume["fit"]["step"] if resume else 0
     if main_rank:
         print(f"train: {why}" + (f" at round {resume['round'] + 1}, step {offset}" if resume else ""), flush=True)
@@ -89,7 +100,7 @@ def main() -> None:
             checkpoint.save(ckpt, state, key)
 
     rounds = segnet.self_train(model, images, labels, p.train, p.seed, device, resume=resume, on_step=log, save=save,
-                               crop_size=manifest["image_size"])
+                               crop_size=manifest["image_size"], refine=refiner(p))
     if main_rank:
         for rd in rounds:
             live.log_metric(f"round_{rd['round']}/relabel_kept", rd["kept"], plot=False)
@@ -113,13 +124,22 @@ def main() -> None:
         dist.destroy_process_group()
 
 
+def refiner(p) -> segnet.Refiner:
+    """The dense CRF with the crf section's settings over crf.workers processes (0: every core, shared between the
+    training processes of this node)."""
+    workers = crf.resolve_workers(p.crf.workers, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return functools.partial(crf.refine_all, cfg=p.crf, workers=workers)
+
+
 def write_predictions(p, manifest: dict, model: torch.nn.Module, rounds: list[dict], images: list,
                       device: torch.device, folder: Path) -> int:
     """Every round's network predicts every image of both splits (this process: its contiguous share of each split,
     so several processes share the work): logits upsampled to the original size, argmax -> folder/labels/<name>.png
     and overlays (the prepared image resized to that size) for the last round, and with several rounds also
-    folder/round_<r>/. One batch in memory at a time. -> the number of images of both splits. The model ends
-    with the last round's weights."""
+    folder/round_<r>/. crf.predictions: the last round's softmax at the prepared size refined by the dense CRF on
+    the prepared image, upsampled to the original size, argmax -> folder/crf/ (labels and overlays; from the same
+    forward pass). One batch in memory at a time (and the CRF's chunk). -> the number of images of both splits.
+    The model ends with the last round's weights."""
     rank, world_size = segnet.world()
     final = {k: v.detach().clone() for k, v in model.state_dict().items()}
     splits = [(manifest["names"], images), (io.eval_names(manifest), None)]
@@ -132,16 +152,37 @@ def write_predictions(p, manifest: dict, model: torch.nn.Module, rounds: list[di
         else:
             todo.append((mine, split_images[rank * share:(rank + 1) * share]))
     sizes = io.original_sizes(p.paths.prepare, manifest, [n for mine, _ in todo for n in mine])
+    refine = refiner(p) if p.crf.predictions else None
     for rd in rounds:
         folders = ([folder / f"round_{rd['round']}"] if len(rounds) > 1 else []) + ([folder] if rd is rounds[-1] else [])
+        with_crf = refine is not None and rd is rounds[-1]
         model.load_state_dict(rd.get("weights", final))
+        tick = time.time()
         for mine, imgs in todo:
-            for i, pred, _ in segnet.iter_predictions(model, imgs, p.train.batch_size, device, p.train.amp,
-                                                      sizes=[sizes[n] for n in mine]):
-                for f in folders:
-                    viz.write_maps(f, [mine[i]], [pred.cpu().numpy()], [imgs[i]])
+            out = segnet.iter_predictions(model, imgs, p.train.batch_size, device, p.train.amp,
+                                          sizes=[sizes[n] for n in mine], with_probs=with_crf)
+            items = write_network_maps(out, mine, imgs, folders)
+            if not with_crf:
+                for _ in items:  # writes the network's maps; yields nothing without the probabilities
+                    pass
+                continue
+            for i, q in refine(items):
+                viz.write_maps(folder / "crf", [mine[i]], [crf.argmax_at(q, sizes[mine[i]])], [imgs[i]])
+        if with_crf:
+            print(f"train: network + dense CRF on {sum(len(m) for m, _ in todo)} images in {time.time() - tick:.1f} s",
+                  flush=True)
     model.load_state_dict(final)
     return sum(len(n) for n, _ in splits)
+
+
+def write_network_maps(out, mine: list[str], imgs: list, folders: list[Path]):
+    """iter_predictions' tuples -> each image's class map written to every folder of `folders`; yields
+    (index, image, softmax (C, h, w) numpy at the prepared size) for the CRF where the tuples carry probabilities."""
+    for i, pred, _, *probs in out:
+        for f in folders:
+            viz.write_maps(f, [mine[i]], [pred.cpu().numpy()], [imgs[i]])
+        if probs:
+            yield i, imgs[i], probs[0].cpu().numpy()
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ def repo(tmp_path_factory):
 REPRODUCED = ["data/01_prepare/images", "data/04_proposals/masks", "data/06_cluster/clusters.json",
               "data/07_pseudolabels/labels", "data/08_filter/labels", "data/08_filter/filter.json",
               "data/09_merge/labels", "data/09_merge/merge.json", "data/10_train/predictions/labels",
+              "data/10_train/predictions/crf/labels",
               "data/11_evaluate/metrics.json", "data/11_evaluate/details.json"]
 
 
@@ -99,9 +100,10 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     assert not (d / "data/07_pseudolabels/labels/synth_eval_00000.png").exists()  # and never fitted on
     metrics = json.loads((d / "data/11_evaluate/metrics.json").read_text())
     assert list(metrics) == ["eval", "train"]
-    assert list(metrics["eval"]) == ["network", "network round 1", "network round 2", "baseline_colour_kmeans",
-                                     "baseline_feature_kmeans"]
-    assert list(metrics["train"]) == ["pseudolabels", "filter", "merge", "network"]
+    assert list(metrics["eval"]) == ["network", "network + CRF", "network round 1", "network round 2",
+                                     "baseline_colour_kmeans", "baseline_feature_kmeans"]
+    assert list(metrics["train"]) == ["pseudolabels", "filter", "merge", "network", "network + CRF"]
+    assert (d / "data/10_train/predictions/crf/overlays/synth_eval_00000.jpg").is_file()  # crf.predictions: true
     assert metrics["eval"]["network"]["miou"] >= metrics["eval"]["baseline_colour_kmeans"]["miou"] + MARGIN, metrics
     shown = run(["dvc", "metrics", "show", "--json"], d)
     assert "network" in shown
@@ -112,8 +114,9 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
 
 def test_each_network_round_is_its_own_row_scored_from_its_own_label_files(repo):
     """train.rounds 2: round 2 retrains on round 1's confident pixels, so its predictions differ; evaluate scores
-    each round's label files as its own row. Every row's confusion, matching, IoU, mIoU and pixel accuracy in
-    details.json are recomputed here from the label files (numpy and scipy, not pipeline.evaluate)."""
+    each round's label files as its own row, and the dense CRF's (crf.predictions) as "network + CRF". Every row's
+    confusion, matching, IoU, mIoU and pixel accuracy in details.json are recomputed here from the label files
+    (numpy and scipy, not pipeline.evaluate)."""
     from scipy.optimize import linear_sum_assignment
 
     from pipeline import io
@@ -126,10 +129,12 @@ def test_each_network_round_is_its_own_row_scored_from_its_own_label_files(repo)
     valid = gt != io.IGNORE
     details = json.loads((d / "data/11_evaluate/details.json").read_text())["eval"]
     metrics = json.loads((d / "data/11_evaluate/metrics.json").read_text())["eval"]
-    folders = {"network round 1": "round_1/labels", "network round 2": "round_2/labels", "network": "labels"}
+    folders = {"network round 1": "round_1/labels", "network round 2": "round_2/labels", "network": "labels",
+               "network + CRF": "crf/labels"}
     preds = {k: io.read_labels(d / "data/10_train/predictions" / f, names).astype(np.int64) for k, f in folders.items()}
     assert (preds["network round 1"] != preds["network round 2"]).any()
     assert np.array_equal(preds["network"], preds["network round 2"])  # the network is the last round's
+    assert (preds["network + CRF"] != preds["network"]).any()  # the dense CRF moved some pixels
     assert details["network round 1"]["confusion"] != details["network round 2"]["confusion"]
     for key, pred in preds.items():
         row = details[key]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import section
 from pipeline.backbone.factory import create_backbone
 from pipeline.config import ConfigError, replace
-from pipeline.train import checkpoint, segnet
+from pipeline.train import checkpoint, crf, segnet
 
 CPU = torch.device("cpu")
 
@@ -310,7 +310,9 @@ def test_the_train_stage_writes_every_rounds_predictions_of_both_splits_at_the_o
     """stages.train.write_predictions: training images (in memory) and evaluation images (read from the prepared
     folder) -> predictions/labels and round_<r>/labels at the manifest's original sizes (the prepared size where
     the manifest gives none), overlays at that size; round 1's maps come from round 1's weights, the top level's
-    from the last round's; the model ends with the last round's weights."""
+    from the last round's; the model ends with the last round's weights. crf.predictions (2 CRF workers):
+    predictions/crf/ holds the last round's softmax at the prepared size refined by the dense CRF on the prepared
+    image, upsampled to the original size, argmax (recomputed here image by image); no round folder gets one."""
     from types import SimpleNamespace
 
     from pipeline import io
@@ -322,7 +324,7 @@ def test_the_train_stage_writes_every_rounds_predictions_of_both_splits_at_the_o
     manifest = {"names": ["im0", "im1", "im2", "im3"], "eval_names": ["im4", "im5"],
                 "sizes": {"im0": [70, 45], "im1": [33, 50], "im3": [40, 61], "im4": [99, 65], "im5": [32, 48]}}
     p = SimpleNamespace(paths=SimpleNamespace(prepare=str(tmp_path / "prep")),
-                        train=SimpleNamespace(batch_size=2, amp=False))
+                        train=SimpleNamespace(batch_size=2, amp=False), crf=section("crf", workers=2))
     first, last = tiny_net(), tiny_net()
     with torch.no_grad():
         for v in last.parameters():
@@ -342,5 +344,96 @@ def test_the_train_stage_writes_every_rounds_predictions_of_both_splits_at_the_o
             (_, want, _), = segnet.iter_predictions(net, [images[i]], 1, CPU, amp=False, sizes=[sizes[name]])
             np.testing.assert_array_equal(lab, want.numpy())
         assert io.read_image(out / "overlays" / f"{name}.jpg").shape == sizes[name] + (3,)
+        (_, _, _, prob), = segnet.iter_predictions(last, [images[i]], 1, CPU, amp=False, with_probs=True)
+        assert prob.shape == (3,) + images[i].shape[:2]
+        want = crf.argmax_at(crf.dense_crf(images[i], prob.numpy(), p.crf), sizes[name])
+        np.testing.assert_array_equal(io.read_label(out / "crf" / "labels" / f"{name}.png"), want)
+        assert io.read_image(out / "crf" / "overlays" / f"{name}.jpg").shape == sizes[name] + (3,)
+    assert not (out / "round_1" / "crf").exists() and not (out / "round_2" / "crf").exists()
     for k, v in last.state_dict().items():
         torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- CRF rounds (train.crf_rounds)
+
+def crf_refiner(workers: int = 1):
+    return lambda items: crf.refine_all(items, section("crf"), workers)
+
+
+CRF_ROUND = replace(TINY, rounds=1, crf_rounds=1)
+
+
+def refined_maps(net: torch.nn.Module, images) -> list[np.ndarray]:
+    """Each image's dense CRF (default settings) on the network's softmax at its size, argmax, by hand."""
+    out = {i: prob.numpy()
+           for i, _, _, prob in segnet.iter_predictions(net, images, 3, CPU, amp=False, with_probs=True)}
+    return [crf.dense_crf(im, out[i], section("crf")).argmax(0).astype(np.uint8) for i, im in enumerate(images)]
+
+
+def test_a_crf_round_retrains_from_the_initial_weights_on_the_crf_refined_maps():
+    """train.rounds 1 + crf_rounds 1: round 1 trains on the labels; its 'relabel' is the dense CRF of its network's
+    softmax (every pixel labelled, computed here by hand); round 2 is `fit` from the INITIAL weights on those maps
+    for train.epochs with a fresh optimiser (train_plus_crf.sh): the same weights, exactly, as that fit run here."""
+    images, labels = tiny_data()
+    net = tiny_net(2)
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    rounds = segnet.self_train(net, images, labels, CRF_ROUND, 0, CPU, refine=crf_refiner())
+    assert [(r["round"], r["crf"]) for r in rounds] == [(1, False), (2, True)]
+    assert [len(r["history"]) for r in rounds] == [4, 4]  # 8 images / batch 4 x train.epochs 2 (not round_epochs)
+    first = tiny_net(2)
+    first.load_state_dict(rounds[0]["weights"])
+    want = refined_maps(first, images)
+    assert rounds[0]["kept"] == 1.0 and all((m != 255).all() for m in rounds[0]["relabel"])
+    for got, w in zip(rounds[0]["relabel"], want):
+        np.testing.assert_array_equal(got, w)
+    assert any((w != p).any() for w, p in zip(want, rounds[0]["pred"]))  # the CRF changed some pixels
+    assert any((net.state_dict()[k] != v).any() for k, v in rounds[0]["weights"].items())  # round 2 retrained
+    fresh = tiny_net(2)
+    history, done = segnet.fit(fresh, images, want, CRF_ROUND, 0 + 1, CPU, CRF_ROUND.epochs,
+                               start={"step": 0, "model": init, "opt": None, "history": []})
+    assert done and [h["loss"] for h in history] == [h["loss"] for h in rounds[1]["history"]]
+    for k, v in fresh.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[k], v, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="crf_rounds > 0 needs `refine`"):
+        segnet.self_train(tiny_net(2), images, labels, CRF_ROUND, 0, CPU)
+
+
+@pytest.mark.parametrize("killed_after", [3, 4, 6])  # in round 1, just after it (its maps saved), in the CRF round
+def test_a_run_killed_before_or_inside_a_crf_round_resumes_to_the_same_weights(tmp_path, killed_after):
+    images, labels = tiny_data()
+    full = tiny_net(2)
+    ref = segnet.self_train(full, images, labels, CRF_ROUND, 0, CPU, refine=crf_refiner())
+    path = tmp_path / "last.pt"
+    assert segnet.self_train(tiny_net(2), images, labels, CRF_ROUND, 0, CPU, refine=crf_refiner(),
+                             save=lambda s: checkpoint.save(path, s, "k"), max_steps=killed_after) is None
+    state, why = checkpoint.load(path, "k")
+    assert why == "resuming" and state["round"] == (0 if killed_after < 4 else 1)
+    again = tiny_net(2)
+    out = segnet.self_train(again, images, labels, CRF_ROUND, 0, CPU, refine=crf_refiner(), resume=state)
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
+    np.testing.assert_array_equal(np.stack(out[0]["relabel"]), np.stack(ref[0]["relabel"]))
+
+
+def _ddp_refine_worker(rank: int, rdzv: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=2)
+    images, _ = ragged_data()
+    maps = segnet.predict_refined(tiny_net(), images[:5], 2, CPU, False, crf_refiner())
+    if rank == 0:
+        torch.save([torch.from_numpy(m) for m in maps], out)
+    dist.destroy_process_group()
+
+
+def test_two_processes_each_refine_a_share_and_all_receive_every_crf_map(tmp_path):
+    images, _ = ragged_data()
+    want = refined_maps(tiny_net().eval(), images[:5])
+    for got, w in zip(segnet.predict_refined(tiny_net(), images[:5], 2, CPU, False, crf_refiner(2)), want):
+        np.testing.assert_array_equal(got, w)
+    out = tmp_path / "maps.pt"
+    mp.start_processes(_ddp_refine_worker, args=(f"file://{tmp_path / 'rdzv'}", str(out)), nprocs=2,
+                       start_method="fork")
+    got = torch.load(out, weights_only=True)
+    assert [g.shape for g in got] == [im.shape[:2] for im in images[:5]]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.numpy(), w)

@@ -15,7 +15,7 @@ can upsample each image's logits to any size (the image's original size) before 
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -341,8 +341,8 @@ def train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.nd
 
 @torch.no_grad()
 def iter_predictions(model: nn.Module, images: Sequence[np.ndarray], batch_size: int, device: torch.device,
-                     amp: bool = True, sizes: Sequence[tuple[int, int]] | None = None
-                     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+                     amp: bool = True, sizes: Sequence[tuple[int, int]] | None = None, with_probs: bool = False
+                     ) -> Iterator[tuple]:
     """Images ((H_i, W_i, 3) uint8, sizes may differ) -> per image (index, argmax classes uint8, their softmax
     probability float32), tensors on `device`, batch by batch: images of one size are batched together
     (`factory.size_batches`), so indices may come out of order.
@@ -350,6 +350,8 @@ def iter_predictions(model: nn.Module, images: Sequence[np.ndarray], batch_size:
     sizes: per image the (H, W) its logits are upsampled to (bilinear, align_corners=False) before the softmax and
     argmax (the image's original size); None, or an image's own size, keeps the logits at the input size. Only one
     batch's logits (and one image's upsampled logits) are held at a time.
+    with_probs: each tuple gets a fourth item, every class's softmax probability (C, H_i, W_i) float32 at the INPUT
+    size (what the dense CRF refines on the input image), from the same forward pass.
     """
     model.to(device).eval()
     dtype = amp_dtype(device, amp)
@@ -359,17 +361,19 @@ def iter_predictions(model: nn.Module, images: Sequence[np.ndarray], batch_size:
             logits = model(x)
         logits = logits.float()
         targets = [tuple(logits.shape[-2:]) if sizes is None else tuple(int(v) for v in sizes[i]) for i in idx]
+        probs = logits.softmax(1) if with_probs else None
+        extra = (lambda j: (probs[j],)) if with_probs else (lambda j: ())
         if all(t == tuple(logits.shape[-2:]) for t in targets):
-            conf, cls = logits.softmax(1).max(1)
+            conf, cls = (probs if with_probs else logits.softmax(1)).max(1)
             for j, i in enumerate(idx):
-                yield i, cls[j].to(torch.uint8), conf[j]
+                yield i, cls[j].to(torch.uint8), conf[j], *extra(j)
             continue
         for j, i in enumerate(idx):
             lg = logits[j:j + 1]
             if targets[j] != tuple(lg.shape[-2:]):
                 lg = F.interpolate(lg, size=targets[j], mode="bilinear", align_corners=False)
             conf, cls = lg.softmax(1).max(1)
-            yield i, cls[0].to(torch.uint8), conf[0]
+            yield i, cls[0].to(torch.uint8), conf[0], *extra(j)
 
 
 def _all_gather_images(mine: list[torch.Tensor], shapes: list[tuple[int, int]], share: int, dtype: torch.dtype,
@@ -415,6 +419,32 @@ def predict_with_confidence(model: nn.Module, images: Sequence[np.ndarray], batc
     return [t.cpu().numpy() for t in preds], [t.cpu().numpy() for t in confs]
 
 
+# (key, image (H, W, 3) uint8, probabilities (C, H, W) float32) items -> (key, refined (C, H, W)) in the same order:
+# `crf.refine_all` with its configuration bound
+Refiner = Callable[[Iterable[tuple[Any, np.ndarray, np.ndarray]]], Iterator[tuple[Any, np.ndarray]]]
+
+
+def predict_refined(model: nn.Module, images: Sequence[np.ndarray], batch_size: int, device: torch.device,
+                    amp: bool, refine: Refiner) -> list[np.ndarray]:
+    """Images ((H_i, W_i, 3) uint8) -> per image the argmax (H_i, W_i) uint8 of the network's softmax at the image's
+    own size refined by `refine` (the dense CRF) on that image.
+
+    Under torch.distributed each process refines a share and all receive every map."""
+    rank, world_size = world()
+    n = len(images)
+    share = -(-n // world_size)
+    mine = list(range(rank * share, min((rank + 1) * share, n)))
+    sub = [images[i] for i in mine]
+    items = ((j, sub[j], prob.cpu().numpy())
+             for j, _, _, prob in iter_predictions(model, sub, batch_size, device, amp, with_probs=True))
+    maps: list = [None] * len(mine)
+    for j, q in refine(items):
+        maps[j] = torch.from_numpy(q.argmax(0).astype(np.uint8)).to(device)
+    if world_size > 1:
+        maps = _all_gather_images(maps, [tuple(im.shape[:2]) for im in images], share, torch.uint8, device)
+    return [t.cpu().numpy() for t in maps]
+
+
 def predict(model: nn.Module, images: Sequence[np.ndarray], batch_size: int, device: torch.device) -> list[np.ndarray]:
     """Images ((H_i, W_i, 3) uint8) -> per image (H_i, W_i) uint8 argmax classes."""
     return predict_with_confidence(model, images, batch_size, device)[0]
@@ -428,24 +458,37 @@ def relabel(pred: np.ndarray, conf: np.ndarray, threshold: float) -> np.ndarray:
 def self_train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg: TrainConfig,
                seed: int, device: torch.device, resume: dict | None = None,
                on_step: Callable[[dict], None] | None = None, save: Callable[[dict], None] | None = None,
-               max_steps: int | None = None, crop_size: int | None = None) -> list[dict] | None:
+               max_steps: int | None = None, crop_size: int | None = None,
+               refine: Refiner | None = None) -> list[dict] | None:
     """cfg.rounds rounds of training: round 1 on `labels` for cfg.epochs, each later round for cfg.round_epochs
     on the previous round's confident predictions (`relabel`, at each image's own size), continuing from its
-    weights. crop_size: the training crop side (see `fit`).
+    weights; then cfg.crf_rounds CRF rounds, each on the previous round's predictions refined by `refine` (the
+    dense CRF, `predict_refined`: every pixel labelled), from the model's INITIAL weights for cfg.epochs with a
+    fresh optimiser, as MaskDistill's train_plus_crf.sh retrains a new network (its deeplab_plus_crf.yml: a new
+    output folder, so no checkpoint; the same MoCo initialisation and the full 45 epochs). crop_size: the training
+    crop side (see `fit`).
 
     save gets the resumable state ({'round', 'fit' (a `fit` state), 'rounds'}) at every checkpoint and round
     end; resume is such a state. on_step gets fit's records with 'round' (1-based) added.
-    Returns per round {'round', 'pred' (per image (H_i, W_i) uint8), 'relabel' (the same), 'kept', 'history'}
-    and, when cfg.rounds > 1, for every round but the last 'weights' (its state dict on the CPU: the model
-    holds the last round's), or None when stopped by max_steps.
+    Returns per round {'round', 'pred' (per image (H_i, W_i) uint8), 'relabel' (the maps the next round trains
+    on, the same shapes), 'kept' (their share of labelled pixels), 'history', 'crf' (whether it is a CRF round)}
+    and, when there are several rounds, for every round but the last 'weights' (its state dict on the CPU: the
+    model holds the last round's), or None when stopped by max_steps.
     """
+    total = cfg.rounds + cfg.crf_rounds
+    if cfg.crf_rounds and refine is None:
+        raise ValueError("train.crf_rounds > 0 needs `refine` (the dense CRF, pipeline.train.crf.refine_all)")
+    init = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # the CRF rounds start here
     rounds = list(resume["rounds"]) if resume else []
-    if resume and resume["round"] >= cfg.rounds:  # every round finished before the interruption
+    if resume and resume["round"] >= total:  # every round finished before the interruption
         model.load_state_dict(resume["fit"]["model"])
-    for r in range(len(rounds), cfg.rounds):
+    for r in range(len(rounds), total):
         start = resume["fit"] if resume and resume["round"] == r else None
+        crf_round = r >= cfg.rounds
+        if crf_round and start is None:
+            start = {"step": 0, "model": init, "opt": None, "history": []}
         train_labels = labels if r == 0 else [t.numpy() for t in rounds[r - 1]["relabel"]]
-        epochs = cfg.epochs if r == 0 else cfg.round_epochs
+        epochs = cfg.round_epochs if 0 < r < cfg.rounds else cfg.epochs
 
         def checkpoint(state: dict, r: int = r) -> None:
             if save:
@@ -462,17 +505,21 @@ def self_train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[
         if max_steps is not None:
             max_steps -= len(history) - (len(start["history"]) if start and start.get("opt") is not None else 0)
         pred, conf = predict_with_confidence(model, images, cfg.batch_size, device, cfg.amp)
-        kept = [relabel(p, c, cfg.relabel_threshold) for p, c in zip(pred, conf)]
+        next_crf = cfg.rounds <= r + 1 < total
+        if next_crf:  # the next round trains on this network's CRF-refined maps, every pixel labelled
+            kept = predict_refined(model, images, cfg.batch_size, device, cfg.amp, refine)
+        else:
+            kept = [relabel(p, c, cfg.relabel_threshold) for p, c in zip(pred, conf)]
         del conf
         share = sum(int((k != IGNORE).sum()) for k in kept) / max(sum(k.size for k in kept), 1)
         rd = {"round": r + 1, "pred": [torch.from_numpy(a) for a in pred],
-              "relabel": [torch.from_numpy(a) for a in kept], "kept": float(share), "history": history}
-        if r < cfg.rounds - 1:  # the weights that predict this round's maps later (the model moves on)
+              "relabel": [torch.from_numpy(a) for a in kept], "kept": float(share), "history": history, "crf": crf_round}
+        if r < total - 1:  # the weights that predict this round's maps later (the model moves on)
             rd["weights"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         rounds.append(rd)
-        if save:  # the next round starts from these weights with a fresh optimiser
-            save({"round": r + 1, "fit": {"step": 0, "model": model.state_dict(), "opt": None, "history": []},
-                  "rounds": rounds})
+        if save:  # the next round starts from these weights (a CRF round: the initial ones) with a fresh optimiser
+            save({"round": r + 1, "fit": {"step": 0, "model": init if next_crf else model.state_dict(), "opt": None,
+                                          "history": []}, "rounds": rounds})
         resume = None
     return [{**rd, "pred": [t.numpy() for t in rd["pred"]], "relabel": [t.numpy() for t in rd["relabel"]]}
             for rd in rounds]
