@@ -189,6 +189,9 @@ class MotionConfig(_Section):
 
 class ClusterConfig(_Section):
     k: Pos; method: Literal["kmeans", "spectral"]; n_init: Pos; gallery_per_cluster: Pos
+    embedding: Literal["tokens", "crop_cls"]  # crop_cls: the keys below; crop_size is checked against the patch in Params
+    crop_size: Crop; crop_margin: float = Field(ge=0, le=1); crop_background: Literal["keep", "grey"]
+    crop_token: Literal["cls", "mean"]; crop_batch_size: Pos; whiten_dim: NonNeg; device: Device
 
 class FilterConfig(_Section):
     keep: Scale; folds: int = Field(ge=2); weight_distance: Unit
@@ -241,6 +244,13 @@ class Params(_Section):
         patch, size = backbone_patch_size(self.backbone), self.data.image_size
         return _require(self, not patch or size % patch == 0, "data.image_size", size, "must be a multiple of the "
                         f"backbone's patch size {patch}, e.g. {max(patch or 1, size // (patch or 1) * (patch or 1))}")
+
+    @model_validator(mode="after")
+    def _crop_size_fits_the_patch(self):
+        patch, size = backbone_patch_size(self.backbone), self.cluster.crop_size
+        return _require(self, self.cluster.embedding != "crop_cls" or not patch or size % patch == 0,
+                        "cluster.crop_size", size, f"must be a multiple of the backbone's patch size {patch} when "
+                        f"cluster.embedding is crop_cls, e.g. {max(patch or 1, size // (patch or 1) * (patch or 1))}")
 
     DISJOINT_SPLITS: ClassVar = ({"train", "val"}, {"trainaug", "val"})  # voc2012 / coco splits sharing no image
 

@@ -1,12 +1,32 @@
-"""Stage cluster: embed every proposal (pooled patch tokens) and cluster the embeddings into cluster.k classes."""
+"""Stage cluster: embed every proposal (cluster.embedding: its pooled patch tokens, or the backbone on its box crop)
+and cluster the embeddings into cluster.k classes."""
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import io
-from pipeline.config import load_params
-from pipeline.method import cluster, proposals
+from pipeline.backbone import factory as bb
+from pipeline.config import Params, load_params
+from pipeline.method import cluster, embed, proposals
 from pipeline.report import viz
+
+
+def crop_embeddings(p: Params, records: list[dict]) -> np.ndarray:
+    """cluster.embedding crop_cls: the stage's backbone (as the features stage loads it) on every record's mask
+    crop, in record order -> (M, d) whitened, unit-norm embeddings (pipeline/method/embed.py)."""
+    c = p.cluster
+    size = io.read_manifest(p.paths.prepare)["image_size"]
+    model = bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth", size)
+    embed.check_crop_size(model, c.crop_size)
+    by_image: dict[str, list[int]] = {}
+    for r in records:
+        by_image.setdefault(r["image"], []).append(r["mask"])
+    crops = (crop for name, ids in by_image.items()
+             for crop in embed.mask_crops(io.read_image(Path(p.paths.prepare) / "images" / f"{name}.png"),
+                                          io.read_label(Path(p.paths.proposals) / "masks" / f"{name}.png"),
+                                          ids, c.crop_size, c.crop_margin, c.crop_background))
+    feats = embed.crop_features(model, crops, c.crop_batch_size, bb.pick_device(c.device), c.crop_token)
+    return embed.l2_normalize(embed.whiten(feats, c.whiten_dim, p.seed))
 
 
 def main() -> None:
@@ -19,11 +39,12 @@ def main() -> None:
         for name, tok in zip(names, tokens):
             if not table[name]:
                 continue
-            mask_map = io.read_label(Path(p.paths.proposals) / "masks" / f"{name}.png")
-            frac = proposals.patch_fractions(mask_map, len(table[name]), tok.shape[:2])
-            embs.append(cluster.mask_embeddings(tok, frac))
+            if p.cluster.embedding == "tokens":
+                mask_map = io.read_label(Path(p.paths.proposals) / "masks" / f"{name}.png")
+                frac = proposals.patch_fractions(mask_map, len(table[name]), tok.shape[:2])
+                embs.append(cluster.mask_embeddings(tok, frac))
             records += [{"image": name, "mask": m["id"]} for m in table[name]]
-    emb = np.concatenate(embs)
+    emb = np.concatenate(embs) if p.cluster.embedding == "tokens" else crop_embeddings(p, records)
     labels, centres, dist = cluster.cluster_embeddings(emb, p.cluster, p.seed)
     for r, c, d in zip(records, labels, dist):
         r.update(cluster=int(c), distance=round(float(d), 5))
@@ -41,7 +62,7 @@ def main() -> None:
             row.append(viz.mask_tile(image, masks == r["mask"], io.palette()[c + 1], 64))
         tiles += row + [np.full((64, 64, 3), 255, np.uint8)] * (p.cluster.gallery_per_cluster - len(row))
     io.write_image(out / "gallery.png", viz.grid(tiles, p.cluster.gallery_per_cluster))
-    print(f"cluster: {len(records)} masks -> {p.cluster.k} clusters of sizes {sizes} -> {out}")
+    print(f"cluster: {len(records)} masks ({p.cluster.embedding}) -> {p.cluster.k} clusters of sizes {sizes} -> {out}")
 
 
 if __name__ == "__main__":

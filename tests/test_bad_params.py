@@ -30,6 +30,11 @@ from pipeline.method import cluster
     ("data", "on_bad_image", "ignore", r"'data\.on_bad_image' is 'ignore'; allowed values: skip, error"),
     ("data", "min_image_side", 0, r"'data\.min_image_side' is 0; must be >= 1"),
     ("cluster", "method", "dbscan", r"'cluster\.method' is 'dbscan'; allowed values: kmeans, spectral"),
+    ("cluster", "embedding", "cls", r"'cluster\.embedding' is 'cls'; allowed values: tokens, crop_cls"),
+    ("cluster", "crop_margin", -0.1, r"'cluster\.crop_margin' is -0\.1; must be in \[0, 1\]"),
+    ("cluster", "crop_background", "black", r"'cluster\.crop_background' is 'black'; allowed values: keep, grey"),
+    ("cluster", "crop_size", 8, r"'cluster\.crop_size' is 8; must be >= 16"),
+    ("cluster", "whiten_dim", -1, r"'cluster\.whiten_dim' is -1; must be >= 0"),
     ("features", "device", "tpu", r"'features\.device' is 'tpu'; allowed values: auto, cpu, cuda"),
     ("pretrain", "device", "gpu", r"'pretrain\.device' is 'gpu'; allowed values: auto, cpu, cuda"),
     # video datasets and motion proposals
