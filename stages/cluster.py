@@ -1,4 +1,5 @@
-"""Stage cluster: embed every proposal (pooled patch tokens) and cluster the embeddings into cluster.k classes."""
+"""Stage cluster: embed every mask of the distill stage (pooled patch tokens) and cluster the embeddings into
+cluster.k classes; each record keeps the mask's detector_score when the distill stage gave one."""
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +13,21 @@ from pipeline.report import viz
 def main() -> None:
     p = load_params()
     out = Path(p.paths.cluster)
-    table = io.read_json(Path(p.paths.proposals) / "proposals.json")
+    table = io.read_json(Path(p.paths.distill) / "proposals.json")
     cluster.check_enough_masks(sum(len(v) for v in table.values()), p.cluster.k)  # before any work
     records, embs = [], []
     for names, tokens in io.iter_shards(p.paths.features, "tokens"):
         for name, tok in zip(names, tokens):
             if not table[name]:
                 continue
-            mask_map = io.read_label(Path(p.paths.proposals) / "masks" / f"{name}.png")
+            mask_map = io.read_label(Path(p.paths.distill) / "masks" / f"{name}.png")
             frac = proposals.patch_fractions(mask_map, len(table[name]), tok.shape[:2])
             embs.append(cluster.mask_embeddings(tok, frac))
-            records += [{"image": name, "mask": m["id"]} for m in table[name]]
+            for m in table[name]:
+                rec = {"image": name, "mask": m["id"]}
+                if m.get("detector_score") is not None:  # distill.method maskrcnn; none: as before
+                    rec["detector_score"] = m["detector_score"]
+                records.append(rec)
     emb = np.concatenate(embs)
     labels, centres, dist = cluster.cluster_embeddings(emb, p.cluster, p.seed)
     for r, c, d in zip(records, labels, dist):
@@ -37,7 +42,7 @@ def main() -> None:
         for i in members:
             r = records[i]
             image = io.read_image(Path(p.paths.prepare) / "images" / f"{r['image']}.png")
-            masks = io.read_label(Path(p.paths.proposals) / "masks" / f"{r['image']}.png")
+            masks = io.read_label(Path(p.paths.distill) / "masks" / f"{r['image']}.png")
             row.append(viz.mask_tile(image, masks == r["mask"], io.palette()[c + 1], 64))
         tiles += row + [np.full((64, 64, 3), 255, np.uint8)] * (p.cluster.gallery_per_cluster - len(row))
     io.write_image(out / "gallery.png", viz.grid(tiles, p.cluster.gallery_per_cluster))
