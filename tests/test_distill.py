@@ -217,6 +217,42 @@ def test_filter_score_from_detector_ranks_within_each_cluster():
         filtering.combined_score(rel, np.full(5, np.nan), labels, "detector")
 
 
+def test_cluster_carries_detector_scores_and_the_filter_keeps_the_most_confident(tmp_path, monkeypatch):
+    """Six 32 px images with one distilled mask each, patch tokens of two kinds (two clusters of three):
+    clusters.json keeps each mask's detector_score, and filter.score detector with keep 0.5 keeps the two most
+    confident masks of each cluster (ceil(0.5 * 3) = 2)."""
+    from stages import cluster as cluster_stage
+    from stages import filter as filter_stage
+
+    names, scores = ["a", "b", "c", "d", "e", "f"], [0.91, 0.99, 0.95, 0.97, 0.93, 0.98]
+    rng = np.random.default_rng(0)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:, :16] = 1
+    writer = io.ShardWriter(tmp_path / "data/03_features", 8)
+    for k, n in enumerate(names):
+        io.write_image(tmp_path / "data/01_prepare/images" / f"{n}.png", rng.integers(0, 255, (32, 32, 3), np.uint8))
+        io.write_label(tmp_path / "data/05_distill/masks" / f"{n}.png", mask)
+        tokens = np.zeros((4, 4, 8), np.float16)
+        tokens[..., 0 if k < 3 else 1] = 1
+        tokens[..., 2:] = rng.normal(0, 0.05, (4, 4, 6))
+        writer.add(n, {"tokens": tokens})
+    writer.close()
+    io.write_json(tmp_path / "data/01_prepare/manifest.json", {"names": names})
+    io.write_json(tmp_path / "data/05_distill/proposals.json",
+                  {n: [{"id": 1, "source": "maskrcnn", "score": s, "detector_score": s, "pixels": 512}]
+                   for n, s in zip(names, scores)})
+    write_params(tmp_path, distill={"method": "maskrcnn"}, cluster={"k": 2, "n_init": 2, "gallery_per_cluster": 2},
+                 filter={"score": "detector", "keep": 0.5, "folds": 2})
+    monkeypatch.chdir(tmp_path)
+    cluster_stage.main()
+    records = json.loads((tmp_path / "data/06_cluster/clusters.json").read_text())["masks"]
+    assert [r["detector_score"] for r in records] == scores
+    assert len({r["cluster"] for r in records[:3]}) == len({r["cluster"] for r in records[3:]}) == 1
+    filter_stage.main()
+    kept = {r["image"]: r["kept"] for r in json.loads((tmp_path / "data/08_filter/filter.json").read_text())["masks"]}
+    assert kept == {"a": False, "b": True, "c": True, "d": True, "e": False, "f": True}
+
+
 @pytest.mark.parametrize("score", ["detector", "both"])
 def test_filter_score_from_the_detector_needs_distill_maskrcnn(score):
     raw = raw_params()
