@@ -44,6 +44,9 @@ def maskrcnn(p: Params, manifest: dict, table: dict[str, list[dict]]) -> None:
     images = io.read_image_list(p.paths.prepare, names)
     targets = [distill.instance_masks(io.read_label(src / "masks" / f"{n}.png"), len(table[n])) for n in names]
     fit = [i for i, t in enumerate(targets) if len(t)]  # detectron2 leaves images without annotations out
+    if not fit:
+        raise io.InputError(f"distill.method maskrcnn: no training image has a proposal to learn from (see "
+                            f"{src}/overlays); use distill.method none, or get proposals first")
     shapes = [im.shape[:2] for im in images]
     torch.manual_seed(p.seed)
     model = detector.build(cfg, lambda: bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth",

@@ -200,6 +200,16 @@ def test_method_maskrcnn_writes_the_proposals_layout_with_detector_scores(tmp_pa
     assert (out / "loss.png").is_file()
 
 
+def test_method_maskrcnn_without_any_proposal_is_a_clear_error(tmp_path, monkeypatch):
+    from stages import distill as stage
+
+    fake_proposals(tmp_path, ["a"])  # the last (only) image has no proposal
+    write_params(tmp_path, distill={"method": "maskrcnn"})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(io.InputError, match="no training image has a proposal to learn from"):
+        stage.main()  # before the backbone is read: data/02_pretrain does not exist here
+
+
 # ---------------------------------------------------------------- filter.score and its check
 
 def test_filter_score_from_detector_ranks_within_each_cluster():
