@@ -25,7 +25,8 @@ class ConfigError(ValueError):
 class Paths:
     """Where each stage writes (structure of the DAG, mirrored in dvc.yaml; not a tuning knob, not in params.yaml)."""
     prepare: str = "data/01_prepare"; pretrain: str = "data/02_pretrain"; features: str = "data/03_features"
-    proposals: str = "data/04_proposals"; cluster: str = "data/06_cluster"; pseudolabels: str = "data/07_pseudolabels"
+    proposals: str = "data/04_proposals"; distill: str = "data/05_distill"; cluster: str = "data/06_cluster"
+    pseudolabels: str = "data/07_pseudolabels"
     filter: str = "data/08_filter"; merge: str = "data/09_merge"; train: str = "data/10_train"
     evaluate: str = "data/11_evaluate"; report: str = "data/12_report"
 
@@ -187,6 +188,12 @@ class MotionConfig(_Section):
         return _require(self, self.dis_patch_stride < self.dis_patch_size, "dis_patch_stride", self.dis_patch_stride,
                         f"must be < dis_patch_size = {self.dis_patch_size}")
 
+class DistillConfig(_Section):
+    method: Literal["none", "maskrcnn"]; backbone: Literal["stage_vit", "resnet18_fpn", "resnet50_fpn"]
+    pretrained: bool  # resnet*_fpn only
+    lr: PosF; backbone_lr: NonNegF; iterations: Pos; batch_size: Pos; device: Device
+    score: Unit; max_per_image: int = Field(ge=1, le=254)  # masks are ids of a uint8 index map
+
 class ClusterConfig(_Section):
     k: Pos; method: Literal["kmeans", "spectral"]; n_init: Pos; gallery_per_cluster: Pos
     embedding: Literal["tokens", "crop_cls"]  # crop_cls: the keys below; crop_size is checked against the patch in Params
@@ -195,6 +202,7 @@ class ClusterConfig(_Section):
 
 class FilterConfig(_Section):
     keep: Scale; folds: int = Field(ge=2); weight_distance: Unit
+    score: Literal["embedding", "detector", "both"]  # detector, both: need distill.method maskrcnn (see Params)
 
 class MergeConfig(_Section):
     parts: int = Field(ge=2); resolution: PosF; weight_cooccur: NonNegF; weight_adjacent: NonNegF; min_agreement: Scale
@@ -234,9 +242,9 @@ class Params(_Section):
     """The whole params.yaml, one attribute per section (+ `paths`, which is no parameter)."""
 
     seed: NonNeg; data: DataConfig; video: VideoConfig; backbone: BackboneConfig; pretrain: PretrainConfig
-    features: FeaturesConfig; proposals: ProposalsConfig; motion: MotionConfig; cluster: ClusterConfig
-    filter: FilterConfig; merge: MergeConfig; train: TrainConfig; crf: CRFConfig; evaluate: EvaluateConfig
-    report: ReportConfig
+    features: FeaturesConfig; proposals: ProposalsConfig; motion: MotionConfig; distill: DistillConfig
+    cluster: ClusterConfig; filter: FilterConfig; merge: MergeConfig; train: TrainConfig; crf: CRFConfig
+    evaluate: EvaluateConfig; report: ReportConfig
     paths: ClassVar[Paths] = Paths()  # not a parameter: where the stages write
 
     @model_validator(mode="after")
@@ -251,6 +259,12 @@ class Params(_Section):
         return _require(self, self.cluster.embedding != "crop_cls" or not patch or size % patch == 0,
                         "cluster.crop_size", size, f"must be a multiple of the backbone's patch size {patch} when "
                         f"cluster.embedding is crop_cls, e.g. {max(patch or 1, size // (patch or 1) * (patch or 1))}")
+
+    @model_validator(mode="after")
+    def _detector_scores_exist(self):
+        return _require(self, self.filter.score == "embedding" or self.distill.method != "none", "filter.score",
+                        self.filter.score, f"needs detector scores, but distill.method is {self.distill.method!r}: "
+                        "set distill.method maskrcnn, or filter.score embedding")
 
     DISJOINT_SPLITS: ClassVar = ({"train", "val"}, {"trainaug", "val"})  # voc2012 / coco splits sharing no image
 

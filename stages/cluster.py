@@ -1,5 +1,6 @@
-"""Stage cluster: embed every proposal (cluster.embedding: its pooled patch tokens, or the backbone on its box crop)
-and cluster the embeddings into cluster.k classes."""
+"""Stage cluster: embed every mask of the distill stage (cluster.embedding: its pooled patch tokens, or the backbone
+on its box crop) and cluster the embeddings into cluster.k classes; each record keeps the mask's detector_score when
+the distill stage gave one."""
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ def crop_embeddings(p: Params, records: list[dict]) -> np.ndarray:
         by_image.setdefault(r["image"], []).append(r["mask"])
     crops = (crop for name, ids in by_image.items()
              for crop in embed.mask_crops(io.read_image(Path(p.paths.prepare) / "images" / f"{name}.png"),
-                                          io.read_label(Path(p.paths.proposals) / "masks" / f"{name}.png"),
+                                          io.read_label(Path(p.paths.distill) / "masks" / f"{name}.png"),
                                           ids, c.crop_size, c.crop_margin, c.crop_background))
     feats = embed.crop_features(model, crops, c.crop_batch_size, bb.pick_device(c.device), c.crop_token)
     return embed.l2_normalize(embed.whiten(feats, c.whiten_dim, p.seed))
@@ -32,7 +33,7 @@ def crop_embeddings(p: Params, records: list[dict]) -> np.ndarray:
 def main() -> None:
     p = load_params()
     out = Path(p.paths.cluster)
-    table = io.read_json(Path(p.paths.proposals) / "proposals.json")
+    table = io.read_json(Path(p.paths.distill) / "proposals.json")
     cluster.check_enough_masks(sum(len(v) for v in table.values()), p.cluster.k)  # before any work
     records, embs = [], []
     for names, tokens in io.iter_shards(p.paths.features, "tokens"):
@@ -40,10 +41,14 @@ def main() -> None:
             if not table[name]:
                 continue
             if p.cluster.embedding == "tokens":
-                mask_map = io.read_label(Path(p.paths.proposals) / "masks" / f"{name}.png")
+                mask_map = io.read_label(Path(p.paths.distill) / "masks" / f"{name}.png")
                 frac = proposals.patch_fractions(mask_map, len(table[name]), tok.shape[:2])
                 embs.append(cluster.mask_embeddings(tok, frac))
-            records += [{"image": name, "mask": m["id"]} for m in table[name]]
+            for m in table[name]:
+                rec = {"image": name, "mask": m["id"]}
+                if m.get("detector_score") is not None:  # distill.method maskrcnn; none: as before
+                    rec["detector_score"] = m["detector_score"]
+                records.append(rec)
     emb = np.concatenate(embs) if p.cluster.embedding == "tokens" else crop_embeddings(p, records)
     labels, centres, dist = cluster.cluster_embeddings(emb, p.cluster, p.seed)
     for r, c, d in zip(records, labels, dist):
@@ -58,7 +63,7 @@ def main() -> None:
         for i in members:
             r = records[i]
             image = io.read_image(Path(p.paths.prepare) / "images" / f"{r['image']}.png")
-            masks = io.read_label(Path(p.paths.proposals) / "masks" / f"{r['image']}.png")
+            masks = io.read_label(Path(p.paths.distill) / "masks" / f"{r['image']}.png")
             row.append(viz.mask_tile(image, masks == r["mask"], io.palette()[c + 1], 64))
         tiles += row + [np.full((64, 64, 3), 255, np.uint8)] * (p.cluster.gallery_per_cluster - len(row))
     io.write_image(out / "gallery.png", viz.grid(tiles, p.cluster.gallery_per_cluster))

@@ -3,7 +3,9 @@ its ORIGINAL size, image by image (memory does not grow with the dataset), with 
 row's dataset-level confusion matrix (`evaluate.match`). Rows: the held-out evaluation split's network (the
 headline), the network + dense CRF (when the train stage wrote predictions/crf/), its self-training rounds and two
 label-free baselines fitted there; the training split's pseudolabels, filter, merge, network and network + CRF (the
-quality of the labels the network learnt from, as MaskDistill reports it)."""
+quality of the labels the network learnt from, as MaskDistill reports it). Also the class-agnostic mask AP50 of the
+training split's proposals and of the distill stage's masks: against COCO's own instances, or elsewhere the
+8-connected components of each ground-truth class."""
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +43,10 @@ def main() -> None:
                          "network": preds / "labels", **crf}}
     results: dict[str, dict[str, dict]] = {}
     summary: dict[str, dict[str, dict]] = {}
+    coco_instances = bool(manifest.get("gt_instances"))
+    mask_sets = {key: (Path(folder), io.read_json(Path(folder) / "proposals.json"))
+                 for key, folder in (("proposals", p.paths.proposals), ("distill", p.paths.distill))}
+    aps = {key: metrics.MaskAP() for key in mask_sets} if "train" in splits and not coco_instances else {}
     for split, names in splits.items():
         # label-free baselines, fitted on the scored images themselves (evaluation split only); they ignore nothing
         fitted = fit_baselines(p, names, n_gt) if split == "eval" else {}
@@ -57,13 +63,20 @@ def main() -> None:
                 kept[key] += int((pred != io.IGNORE).sum())
             for key, predict in fitted.items():
                 confs[key].add(predict(name, gt.shape), gt)
+            if split == "train" and aps:  # class-agnostic mask AP: every mask map against gt's connected components
+                inst, n_inst = metrics.instance_map(gt)
+                for key, (folder, table) in mask_sets.items():
+                    det = metrics.to_size(io.read_label(folder / "masks" / f"{name}.png"), gt.shape)
+                    aps[key].add(det, mask_scores(table, name), inst, n_inst, gt != io.IGNORE)
         results[split] = {key: conf.result(p.evaluate.match) for key, conf in confs.items()}
         summary[split] = {key: {"miou": round(r["miou"], 4), "pixel_acc": round(r["pixel_acc"], 4),
                                 "coverage": round(kept.get(key, total) / total, 4)}
                           for key, r in results[split].items()}
-    extra = {}
-    if manifest.get("gt_instances"):  # COCO: class-agnostic mask AP50 of the training split's proposals
-        extra["proposals_mask_ap50"] = proposal_ap50(p, manifest)
+    if coco_instances:  # COCO: against its own instances, by COCOeval
+        extra = {f"{key}_mask_ap50": coco_ap50(p, manifest, folder, table)
+                 for key, (folder, table) in mask_sets.items()}
+    else:
+        extra = {f"{key}_mask_ap50": None if (v := ap.result()) is None else round(v, 4) for key, ap in aps.items()}
     io.write_json(out / "metrics.json", {**summary, **extra})
     io.write_json(out / "per_class.json", {split: {k: dict(zip(manifest["class_names"], v["iou"])) for k, v in r.items()}
                                            for split, r in results.items()})
@@ -76,7 +89,9 @@ def main() -> None:
             for i in order]
     viz.save_confusion(out / "confusion.png", conf[order], rows, manifest["class_names"],
                        f"network vs ground truth ({headline} split)")
-    text = metrics.results_table(summary, p.evaluate.match, metrics.warn_classes(n_pred, n_gt), extra)
+    text = metrics.results_table(summary, p.evaluate.match, metrics.warn_classes(n_pred, n_gt), extra,
+                                 "COCO's instances, COCOeval" if coco_instances else
+                                 "instances: the 8-connected components of each ground-truth class")
     io.write_bytes(out / "table.md", (text + "\n").encode())
     print(text)
 
@@ -97,15 +112,18 @@ def fit_baselines(p, names: list[str], n_gt: int) -> dict[str, Callable[[str, tu
             "baseline_feature_kmeans": lambda name, size: baselines.predict_features(feature, grids[name], size)}
 
 
-def proposal_ap50(p, manifest: dict) -> float | None:
-    """Class-agnostic mask AP50 of data/04_proposals (training split) against the prepared instance ground truth at
-    the original size (None: no instances)."""
+def mask_scores(table: dict[str, list[dict]], name: str) -> list[float]:
+    """The scores of an image's masks 1, 2, ... from a proposals.json table (data/04_proposals, data/05_distill)."""
+    return [m["score"] for m in sorted(table.get(name, []), key=lambda m: m["id"])]
+
+
+def coco_ap50(p, manifest: dict, folder: Path, table: dict[str, list[dict]]) -> float | None:
+    """Class-agnostic mask AP50 of a mask folder (data/04_proposals or data/05_distill; training split) against
+    COCO's prepared instance ground truth at the original size, by COCOeval (None: no instances)."""
     gt = io.read_json(Path(p.paths.prepare) / manifest["gt_instances"])
-    table = io.read_json(Path(p.paths.proposals) / "proposals.json")
     sizes = manifest["sizes"]
-    maps = {n: metrics.to_size(io.read_label(Path(p.paths.proposals) / "masks" / f"{n}.png"), sizes[n])
-            for n in manifest["names"]}
-    scores = {n: [m["score"] for m in table.get(n, [])] for n in manifest["names"]}
+    maps = {n: metrics.to_size(io.read_label(folder / "masks" / f"{n}.png"), sizes[n]) for n in manifest["names"]}
+    scores = {n: mask_scores(table, n) for n in manifest["names"]}
     ap = coco.mask_ap50(gt, coco.mask_detections(maps, scores, gt))
     return None if np.isnan(ap) else round(ap, 4)
 

@@ -1,5 +1,5 @@
-"""Stage filter: score each mask's reliability without labels, keep the best filter.keep per class;
-dropped masks' pixels become ignore (255)."""
+"""Stage filter: score each mask's reliability without labels (filter.score: from the embeddings, the detector's
+confidence, or both), keep the best filter.keep per class; dropped masks' pixels become ignore (255)."""
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +17,14 @@ def main() -> None:
     records = io.read_json(Path(p.paths.cluster) / "clusters.json")["masks"]
     arrays = io.read_npz(Path(p.paths.cluster) / "embeddings.npz")
     rel = filtering.reliability(arrays["embeddings"], arrays["labels"], arrays["distance"], p.filter, p.seed)
-    keep = filtering.keep_mask(rel["score"], arrays["labels"], p.filter.keep)
+    detector = np.array([r.get("detector_score", np.nan) for r in records], np.float64)
+    score = filtering.combined_score(rel["score"], detector, arrays["labels"], p.filter.score)
+    keep = filtering.keep_mask(score, arrays["labels"], p.filter.keep)
     classes: dict[str, dict[int, int]] = {}
-    for r, k, s, c in zip(records, keep, rel["score"], rel["confidence"]):
+    for r, k, s, c in zip(records, keep, score, rel["confidence"]):
         r.update(kept=bool(k), reliability=round(float(s), 4), confidence=None if np.isnan(c) else round(float(c), 4))
         classes.setdefault(r["image"], {})[r["mask"]] = r["cluster"] + 1 if k else io.IGNORE
-    labelmaps.write_mask_labels(p.paths.prepare, p.paths.proposals, out, names, classes, "filter")
+    labelmaps.write_mask_labels(p.paths.prepare, p.paths.distill, out, names, classes, "filter")
     per_class = {str(c + 1): {"masks": int((arrays["labels"] == c).sum()), "kept": int(keep[arrays["labels"] == c].sum())}
                  for c in range(p.cluster.k)}
     io.write_json(out / "filter.json", {"keep": p.filter.keep, "per_class": per_class, "masks": records})

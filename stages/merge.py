@@ -23,7 +23,7 @@ def main() -> None:
     for shard_names, tokens in io.iter_shards(p.paths.features, "tokens"):
         for name, tok in zip(shard_names, tokens):
             recs = by_image.get(name, [])
-            mask_map = io.read_label(Path(p.paths.proposals) / "masks" / f"{name}.png")
+            mask_map = io.read_label(Path(p.paths.distill) / "masks" / f"{name}.png")
             frac = proposals.patch_fractions(mask_map, len(recs), tok.shape[:2])  # (m, h, w), mask id m + 1
             order = sorted(recs, key=lambda r: r["mask"])
             grid = merge.mask_grid(frac, np.array([r["index"] for r in order], np.int64),
@@ -43,7 +43,7 @@ def main() -> None:
         changed += int(r["kept"] and c != r["cluster"] + 1)
     classes = {name: {r["mask"]: r["merged_class"] if r["kept"] else io.IGNORE for r in recs}
                for name, recs in by_image.items()}
-    labelmaps.write_mask_labels(p.paths.prepare, p.paths.proposals, out, names, classes, "merge")
+    labelmaps.write_mask_labels(p.paths.prepare, p.paths.distill, out, names, classes, "merge")
     comm, comm_cls, n_comms = res.part_community, res.community_class, int(res.part_community.max()) + 1
     # parts.npz: every image's (h, w) part map (-1 = no part), raveled and concatenated, with their shapes
     # (grids differ between images of different sizes): io.unpack_ragged(parts, shapes) gives them back.

@@ -51,7 +51,8 @@ def main() -> None:
         png = report.png_bytes(inspect.journey(data, name))
         io.write_bytes(out / "journey" / f"{name}.png", png)
         body.append(f"<h3>{name}</h3>" + report.img_tag(png, f"journey of {name}"))
-    sections.append(("An image's journey", "proposal -> cluster -> pseudo-label -> filter -> merge -> network; "
+    sections.append(("An image's journey", "proposal (-> distilled, with distill.method maskrcnn) -> cluster -> "
+                     "pseudo-label -> filter -> merge -> network; "
                      "`python -m pipeline.report.inspect NAME` draws any other image", "".join(body)))
     for key, pic in inspect.galleries(data, p.report.gallery_size, p.report.tile_size).items():
         png = report.png_bytes(pic)

@@ -96,8 +96,8 @@ def test_cluster_stage_checks_k_before_reading_any_feature(tmp_path, monkeypatch
     raw = raw_params()
     raw["cluster"]["k"] = 4
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    (tmp_path / "data" / "04_proposals").mkdir(parents=True)  # no data/03_features at all: reading it would fail
-    (tmp_path / "data" / "04_proposals" / "proposals.json").write_text(json.dumps(
+    (tmp_path / "data" / "05_distill").mkdir(parents=True)  # no data/03_features at all: reading it would fail
+    (tmp_path / "data" / "05_distill" / "proposals.json").write_text(json.dumps(
         {"img0": [{"id": 1}, {"id": 2}], "img1": []}))
     monkeypatch.chdir(tmp_path)
     spec = importlib.util.spec_from_file_location("cluster_stage", ROOT / "stages" / "cluster.py")

@@ -147,7 +147,7 @@ def test_crop_size_must_be_a_multiple_of_the_patch_when_crop_cls_is_on():
 
 def test_cluster_stage_tokens_are_the_pooled_tokens_and_crop_cls_feeds_the_filter(tmp_path, monkeypatch):
     from stages import cluster as cluster_stage
-    from stages import features, filter, pretrain
+    from stages import distill, features, filter, pretrain
     from stages import proposals as proposals_stage
 
     tiny = {"source": "random", "overrides": {"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}}
@@ -155,12 +155,12 @@ def test_cluster_stage_tokens_are_the_pooled_tokens_and_crop_cls_feeds_the_filte
                     proposals={"refine": "none", "min_score": 0.0}, cluster={"k": 2, "n_init": 2},
                     filter={"folds": 2})
     run_prepare(tmp_path, monkeypatch, **sections)
-    for stage in (pretrain, features, proposals_stage, cluster_stage):
+    for stage in (pretrain, features, proposals_stage, distill, cluster_stage):
         stage.main()
-    table = io.read_json(tmp_path / "data/04_proposals/proposals.json")
+    table = io.read_json(tmp_path / "data/05_distill/proposals.json")
     names, tokens = io.read_shards(tmp_path / "data/03_features", "tokens")
     expected = np.concatenate([cluster.mask_embeddings(t, proposals.patch_fractions(
-        io.read_label(tmp_path / f"data/04_proposals/masks/{n}.png"), len(table[n]), t.shape[:2]))
+        io.read_label(tmp_path / f"data/05_distill/masks/{n}.png"), len(table[n]), t.shape[:2]))
         for n, t in zip(names, tokens) if table[n]])
     assert np.array_equal(io.read_npz(tmp_path / "data/06_cluster/embeddings.npz")["embeddings"], expected)
 

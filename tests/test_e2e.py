@@ -73,7 +73,7 @@ def repo(tmp_path_factory):
     return d, log, outputs_digest(d)
 
 
-REPRODUCED = ["data/01_prepare/images", "data/04_proposals/masks", "data/06_cluster/clusters.json",
+REPRODUCED = ["data/01_prepare/images", "data/04_proposals/masks", "data/05_distill", "data/06_cluster/clusters.json",
               "data/07_pseudolabels/labels", "data/08_filter/labels", "data/08_filter/filter.json",
               "data/09_merge/labels", "data/09_merge/merge.json", "data/10_train/predictions/labels",
               "data/10_train/predictions/crf/labels",
@@ -88,8 +88,8 @@ def outputs_digest(d) -> dict[str, str]:
 
 def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     d, log, _ = repo
-    for stage in ("prepare", "pretrain", "features", "proposals", "cluster", "pseudolabels", "filter", "merge",
-                  "train", "evaluate", "report"):
+    for stage in ("prepare", "pretrain", "features", "proposals", "distill", "cluster", "pseudolabels", "filter",
+                  "merge", "train", "evaluate", "report"):
         assert f"Running stage '{stage}'" in log
     name = "synth_00000.png"
     for folder in ("data/04_proposals/masks", "data/07_pseudolabels/labels", "data/08_filter/labels",
@@ -99,7 +99,11 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     assert (d / "data/10_train/predictions/labels/synth_eval_00000.png").is_file()  # the held-out split, predicted
     assert not (d / "data/07_pseudolabels/labels/synth_eval_00000.png").exists()  # and never fitted on
     metrics = json.loads((d / "data/11_evaluate/metrics.json").read_text())
-    assert list(metrics) == ["eval", "train"]
+    assert list(metrics) == ["eval", "train", "proposals_mask_ap50", "distill_mask_ap50"]
+    # distill.method none: the masks are the proposals, so is their AP50 (instances: ground truth's components)
+    assert 0 < metrics["proposals_mask_ap50"] == metrics["distill_mask_ap50"] <= 1
+    for name in ("synth_00000.png", "synth_00023.png"):
+        assert (d / "data/05_distill/masks" / name).read_bytes() == (d / "data/04_proposals/masks" / name).read_bytes()
     assert list(metrics["eval"]) == ["network", "network + CRF", "network round 1", "network round 2",
                                      "baseline_colour_kmeans", "baseline_feature_kmeans"]
     assert list(metrics["train"]) == ["pseudolabels", "filter", "merge", "network", "network + CRF"]
@@ -200,6 +204,6 @@ def test_a_param_change_reruns_exactly_the_dependent_stages(repo):
     run(["git", "add", "-A"], d)
     run(["git", "commit", "-qm", "lock"], d)
     log = run(["dvc", "exp", "run", "-S", "cluster.k=2"], d)
-    ran = {s for s in ("prepare", "pretrain", "features", "proposals", "cluster", "pseudolabels", "filter", "merge",
-                       "train", "evaluate", "report") if f"Running stage '{s}'" in log}
+    ran = {s for s in ("prepare", "pretrain", "features", "proposals", "distill", "cluster", "pseudolabels", "filter",
+                       "merge", "train", "evaluate", "report") if f"Running stage '{s}'" in log}
     assert ran == {"cluster", "pseudolabels", "filter", "merge", "train", "evaluate", "report"}

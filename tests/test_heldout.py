@@ -17,7 +17,8 @@ from test_e2e import DVC, repro_project
 
 from conftest import write_params
 
-STAGES = ["prepare", "pretrain", "features", "proposals", "cluster", "pseudolabels", "filter", "merge", "train"]
+STAGES = ["prepare", "pretrain", "features", "proposals", "distill", "cluster", "pseudolabels", "filter", "merge",
+          "train"]
 # A 1-block ViT (patch 8, width 32) with random weights: the method stages' work stays tiny.
 RANDOM_TINY = {"source": "random", "overrides": {"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}}
 
@@ -186,10 +187,11 @@ def test_vocdevkit_runs_the_whole_dag_fitting_on_train_and_scoring_val_at_the_or
         assert masks and {m["image"] for m in masks} <= train, f
 
     metrics = json.loads((d / "data/11_evaluate/metrics.json").read_text())
-    assert list(metrics) == ["eval", "train"]
+    assert list(metrics) == ["eval", "train", "proposals_mask_ap50", "distill_mask_ap50"]  # AP50: VOC's components
     assert list(metrics["eval"]) == ["network", "baseline_colour_kmeans", "baseline_feature_kmeans"]
     assert list(metrics["train"]) == ["pseudolabels", "filter", "merge", "network"]
-    assert all(0 <= row["miou"] <= 1 for rows in metrics.values() for row in rows.values())
+    assert all(0 <= row["miou"] <= 1 for split in ("eval", "train") for row in metrics[split].values())
+    assert all(0 <= metrics[k] <= 1 for k in ("proposals_mask_ap50", "distill_mask_ap50"))
     table = (d / "data/11_evaluate/table.md").read_text()
     assert "cluster.k + 1 = 4 predicted ids (background included) but the ground truth has 21 classes" in table
 
@@ -238,7 +240,7 @@ def test_label_isolation_prepare_through_train_are_byte_identical_without_the_gr
     for name in STAGES[1:]:
         stage(second, name)
     want, got = stage_outputs(first), stage_outputs(second)
-    assert {p.split("/")[1] for p in want} == {"02_pretrain", "03_features", "04_proposals", "06_cluster",
+    assert {p.split("/")[1] for p in want} == {"02_pretrain", "03_features", "04_proposals", "05_distill", "06_cluster",
                                                "07_pseudolabels", "08_filter", "09_merge", "10_train"}
     assert any(p.startswith("data/10_train/predictions/labels/synth_eval_") for p in want)  # the held-out split too
     assert list(got) == list(want)

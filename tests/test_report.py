@@ -97,6 +97,14 @@ def test_journey_panels_say_what_each_stage_did_to_each_mask():
     assert "network prediction" not in notes and len(panels) == 6
     x, y = panels[1].notes[0][:2]
     assert props[int(y), int(x)] == 1  # the note sits on its mask
+    # distill.method maskrcnn: the proposals (their own map and scores) first, then the detector's masks
+    raw = np.zeros((32, 32), np.uint8)
+    raw[0:12, 0:12] = 1
+    panels = report.journey_panels(img, props, masks, lab, lab, lab, None, None, (raw, {1: 0.55}))
+    notes = {p.title: [n[2] for n in p.notes] for p in panels}
+    assert [p.title for p in panels[:4]] == ["image", "proposals (contrast score)", "distilled (detector score)",
+                                             "cluster (distance to centre)"]
+    assert notes["proposals (contrast score)"] == ["#1 0.55"] and notes["distilled (detector score)"] == ["#1 0.91", "#2 0.40"]
 
 
 def test_journey_figure_shows_the_legend_colours():
@@ -140,6 +148,7 @@ def _fake_project(d, journey_images=("b",)):
         io.write_image(data / "01_prepare/images" / f"{n}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
         io.write_label(data / "01_prepare/gt" / f"{n}.png", np.minimum(props, 2))
         io.write_label(data / "04_proposals/masks" / f"{n}.png", props)
+        io.write_label(data / "05_distill/masks" / f"{n}.png", props)  # distill.method none: the same masks
         table[n] = [{"id": 1, "score": 0.9}, {"id": 2, "score": 0.6}]
         for m in (1, 2):
             records.append({"image": n, "mask": m, "cluster": m - 1, "distance": 0.1 * j + 0.05 * m,
@@ -154,6 +163,8 @@ def _fake_project(d, journey_images=("b",)):
                                                      "num_classes": 3, "class_names": ["background", "disc", "square"],
                                                      "has_labels": True})
     io.write_json(data / "04_proposals/proposals.json", table)
+    io.write_json(data / "05_distill/proposals.json", {n: [{**m, "detector_score": None} for m in v] for n, v in table.items()})
+    io.write_json(data / "05_distill/summary.json", {"method": "none"})
     io.write_json(data / "06_cluster/clusters.json", {"k": 2, "masks": records})
     io.write_json(data / "09_merge/merge.json", {"community_class": [1, 2], "part_community": [0, 1], "masks": records})
     (data / "10_train/live/plots/metrics/train").mkdir(parents=True)

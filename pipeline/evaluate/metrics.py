@@ -195,10 +195,12 @@ def warn_classes(k_plus_1: int, n_gt: int) -> str | None:
 
 
 def results_table(summary: dict[str, dict[str, dict]], match: str, warning: str | None = None,
-                  extra: dict | None = None) -> str:
+                  extra: dict | None = None, ap_instances: str = "COCO's instances, COCOeval") -> str:
     """evaluate's metrics ({split: {label map: {miou, pixel_acc, coverage}}}, evaluation split first) -> the markdown
     table of data/11_evaluate/table.md (and of the README, scripts/results_table.py): one row per split and label
-    map, the matching rule, the class-count warning and COCO's proposal AP50 below it when given."""
+    map, the matching rule, the class-count warning and, below it, the class-agnostic mask AP50 of the proposals and
+    of the distilled masks when `extra` holds them (proposals_mask_ap50, distill_mask_ap50; `ap_instances` says
+    against what)."""
     lines = ["| split | label map | mIoU | pixel acc | coverage |", "|---|---|---|---|---|"]
     lines += [f"| {split} | {key} | {v['miou']:.3f} | {v['pixel_acc']:.3f} | {v['coverage']:.3f} |"
               for split, rows in summary.items() for key, v in rows.items()]
@@ -206,9 +208,11 @@ def results_table(summary: dict[str, dict[str, dict]], match: str, warning: str 
               "truth's original size."]
     if warning:
         lines += ["", warning]
-    if extra and "proposals_mask_ap50" in extra:
-        ap = extra["proposals_mask_ap50"]
-        lines += ["", f"proposals (train split), class-agnostic mask AP50 (COCOeval): {'n/a' if ap is None else f'{ap:.3f}'}"]
+    shown = {"proposals_mask_ap50": "proposals", "distill_mask_ap50": "distilled masks"}
+    aps = [f"{what} {'n/a' if extra[key] is None else f'{extra[key]:.3f}'}"
+           for key, what in shown.items() if extra and key in extra]
+    if aps:
+        lines += ["", f"Class-agnostic mask AP50 on the training split ({ap_instances}): {', '.join(aps)}"]
     return "\n".join(lines)
 
 
@@ -220,3 +224,92 @@ def foreground_iou(pred_fg: np.ndarray, gt: np.ndarray) -> float:
     p = pred_fg & valid
     union = np.logical_or(p, g).sum()
     return float(np.logical_and(p, g).sum() / union) if union else 1.0
+
+
+# ---------------------------------------------------------------- class-agnostic mask AP50 (COCOeval's rule, pure)
+
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's 101 recall thresholds
+
+
+def instance_map(gt: np.ndarray) -> tuple[np.ndarray, int]:
+    """A (H, W) uint8 class map (0 background, 255 ignore) -> ((H, W) int32 instance ids: 0 none, 1..K the
+    8-connected components of each class > 0, class by class (components in cv2.connectedComponents' order), K):
+    the instances of a semantic ground truth that has none of its own (folder, VOC, synthetic sets)."""
+    out, n = np.zeros(gt.shape, np.int32), 0
+    for c in np.unique(gt):
+        if c == 0 or c == IGNORE:
+            continue
+        k, comp = cv2.connectedComponents((gt == c).astype(np.uint8), connectivity=8)
+        out[comp > 0] = comp[comp > 0] + n
+        n += k - 1
+    return out, n
+
+
+def match_masks(det_map: np.ndarray, scores: list[float] | np.ndarray, inst: np.ndarray, n_inst: int,
+                valid: np.ndarray, iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """One image: detections as an index map (H, W) (0 none, i = detection i, scored scores[i - 1]; they do not
+    overlap), ground-truth instances as an index map (H, W) (0 none, 1..n_inst; they do not overlap) and the valid
+    pixels (H, W) bool (IoU counts only those: ground truth 255 is left out) -> (scores (D,), true positive (D,)
+    bool) of the detections with at least one pixel, best first. COCOeval's greedy rule: each detection in turn,
+    best first (stable), matches the still unmatched instance of highest IoU if that IoU >= `iou`."""
+    scores = np.asarray(scores, np.float64)
+    n_det = len(scores)
+    area = np.bincount(det_map.ravel(), minlength=n_det + 1)[1:n_det + 1]
+    d, g = det_map[valid].astype(np.int64), inst[valid].astype(np.int64)
+    inter = np.bincount(d * (n_inst + 1) + g, minlength=(n_det + 1) * (n_inst + 1)).reshape(n_det + 1, n_inst + 1)
+    d_area, g_area = inter.sum(1)[1:], inter.sum(0)[1:]
+    inter = inter[1:, 1:]
+    union = d_area[:, None] + g_area[None, :] - inter
+    ious = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    present = np.nonzero(area > 0)[0]
+    order = present[np.argsort(-scores[present], kind="stable")]
+    free, tp = np.ones(n_inst, bool), np.zeros(len(order), bool)
+    for k, i in enumerate(order):
+        cand = np.where(free, ious[i], -1.0)
+        if n_inst and cand.max() >= iou:
+            j = int(np.argmax(cand))
+            free[j], tp[k] = False, True
+    return scores[order], tp
+
+
+def average_precision(scores: np.ndarray, tp: np.ndarray, n_gt: int) -> float:
+    """Detections of a whole dataset, (D,) scores and (D,) true-positive flags (each image's best first, images
+    concatenated), and the number of ground-truth instances -> AP as COCOeval accumulates it: detections sorted by
+    score (stable), precision made non-increasing, read at 101 recall points (0 beyond the last recall), averaged.
+    NaN when n_gt is 0."""
+    if n_gt == 0:
+        return float("nan")
+    order = np.argsort(-np.asarray(scores, np.float64), kind="mergesort")
+    hit = np.asarray(tp, bool)[order]
+    tps, fps = np.cumsum(hit), np.cumsum(~hit)
+    recall = tps / n_gt
+    precision = np.maximum.accumulate((tps / np.maximum(tps + fps, np.spacing(1)))[::-1])[::-1]
+    idx = np.searchsorted(recall, RECALL_POINTS, side="left")
+    return float(np.mean(np.where(idx < len(precision), precision[np.minimum(idx, len(precision) - 1)], 0.0)))
+
+
+class MaskAP:
+    """Class-agnostic mask AP at one IoU threshold, accumulated image by image (COCOeval's matching and 101-point
+    interpolation, areas all, every detection given; pure numpy, no pycocotools):
+
+        ap = MaskAP()
+        for name in names:
+            inst, n = instance_map(gt)
+            ap.add(to_size(det_map, gt.shape), scores, inst, n, gt != IGNORE)
+        ap.result()  # None when no image had an instance
+    """
+
+    def __init__(self, iou: float = 0.5) -> None:
+        self.iou, self.scores, self.tp, self.n_gt = iou, [], [], 0
+
+    def add(self, det_map: np.ndarray, scores, inst: np.ndarray, n_inst: int, valid: np.ndarray) -> "MaskAP":
+        s, t = match_masks(det_map, scores, inst, n_inst, valid, self.iou)
+        self.scores.append(s)
+        self.tp.append(t)
+        self.n_gt += n_inst
+        return self
+
+    def result(self) -> float | None:
+        if not self.n_gt:
+            return None
+        return average_precision(np.concatenate(self.scores), np.concatenate(self.tp), self.n_gt)

@@ -1,4 +1,8 @@
-"""MaskDistill-style filtering: score every mask's reliability without labels, keep the best per class."""
+"""MaskDistill-style filtering: score every mask's reliability without labels, keep the best per class.
+
+`filter.score`: embedding (this project's reliability from the mask embeddings: closeness to the cluster centre and
+an out-of-fold classifier's confidence), detector (MaskDistill: the class-agnostic detector's confidence in the mask,
+ranked within its cluster) or both (the mean of the two within-cluster ranks)."""
 from __future__ import annotations
 
 import numpy as np
@@ -43,6 +47,18 @@ def reliability(emb: np.ndarray, labels: np.ndarray, dist: np.ndarray, cfg: Filt
         return {"score": close, "distance_rank": close, "confidence": np.full(len(labels), np.nan)}
     score = cfg.weight_distance * close + (1 - cfg.weight_distance) * within_class_rank(conf, labels)
     return {"score": score, "distance_rank": close, "confidence": conf}
+
+
+def combined_score(reliability: np.ndarray, detector: np.ndarray, labels: np.ndarray, how: str) -> np.ndarray:
+    """(M,) embedding reliability, (M,) detector scores, (M,) cluster labels -> (M,) the score the filter keeps by:
+    embedding: the reliability itself; detector: the within-cluster rank of the detector score (in [0, 1]); both:
+    the mean of the within-cluster ranks of the two."""
+    if how == "embedding":
+        return reliability
+    if np.isnan(detector).any():
+        raise ValueError("filter.score needs every mask's detector score (distill.method maskrcnn)")
+    rank = within_class_rank(detector, labels)
+    return rank if how == "detector" else 0.5 * (rank + within_class_rank(reliability, labels))
 
 
 def keep_mask(score: np.ndarray, labels: np.ndarray, keep: float) -> np.ndarray:

@@ -1,9 +1,10 @@
 """An image's journey through the stages, as one picture: `python -m pipeline.report.inspect IMAGE_NAME [-o out.png]`.
 
 Reads what the stages wrote under data/ (run `dvc repro` first) and draws the image, its proposals with their
-scores, the cluster of each mask, the pseudo-label, what the filter kept, what merging relabelled, the network's
-prediction and, where the dataset has it, the ground truth, with a legend of class colours. The report stage
-uses the same readers; the drawing is pipeline.report.page's.
+scores (and, with distill.method maskrcnn, the detector's masks that replaced them), the cluster of each mask,
+the pseudo-label, what the filter kept, what merging relabelled, the network's prediction and, where the dataset
+has it, the ground truth, with a legend of class colours. The report stage uses the same readers; the drawing is
+pipeline.report.page's.
 """
 from __future__ import annotations
 
@@ -32,13 +33,19 @@ def final_row(details: dict) -> tuple[str, str] | None:
 
 
 class StageOutputs:
-    """The stages' tables, read once: the manifest, proposal scores, per-mask records of the latest stage that
-    wrote them (merge > filter > cluster), evaluate's matching. Images and label maps are read per image."""
+    """The stages' tables, read once: the manifest, the scores of the masks the cluster stage took (the distill
+    stage's; `proposals`) and, when the distill stage replaced them by a detector's, of the proposals themselves
+    (`raw_proposals`), per-mask records of the latest stage that wrote them (merge > filter > cluster), evaluate's
+    matching. Images and label maps are read per image."""
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self.manifest = io.read_manifest(paths.prepare)
-        self.proposals: dict[str, list[dict]] = io.read_json(Path(paths.proposals) / "proposals.json")
+        self.proposals: dict[str, list[dict]] = io.read_json(Path(paths.distill) / "proposals.json")
+        summary = Path(paths.distill) / "summary.json"
+        distilled = summary.is_file() and io.read_json(summary).get("method", "none") != "none"
+        self.raw_proposals: dict[str, list[dict]] | None = (
+            io.read_json(Path(paths.proposals) / "proposals.json") if distilled else None)
         self.merge: dict = {}
         for f in (Path(paths.merge) / "merge.json", Path(paths.filter) / "filter.json", Path(paths.cluster) / "clusters.json"):
             if f.is_file():
@@ -71,7 +78,15 @@ class StageOutputs:
         return io.read_image(Path(self.paths.prepare) / "images" / f"{name}.png")
 
     def proposal_map(self, name: str) -> np.ndarray:
-        return io.read_label(Path(self.paths.proposals) / "masks" / f"{name}.png")
+        """The masks the cluster stage took (the distill stage's), (H, W) 0 none, i = mask i."""
+        return io.read_label(Path(self.paths.distill) / "masks" / f"{name}.png")
+
+    def raw_proposals_of(self, name: str) -> tuple[np.ndarray, dict[int, float]] | None:
+        """When the distill stage replaced the proposals: their own map (H, W) and {id: score}; else None."""
+        if self.raw_proposals is None:
+            return None
+        return (io.read_label(Path(self.paths.proposals) / "masks" / f"{name}.png"),
+                {m["id"]: m["score"] for m in self.raw_proposals.get(name, [])})
 
     def masks(self, name: str) -> list[dict]:
         """Per proposal of `name`: its id and score merged with its latest per-mask record."""
@@ -109,7 +124,8 @@ def journey(data: StageOutputs, name: str) -> np.ndarray:
             raise io.InputError(f"{folder}/{name}.png: not found (run `dvc repro` up to the merge stage)")
     panels = report.journey_panels(image, data.proposal_map(name), data.masks(name), maps["pseudo"],
                                    maps["filtered"], maps["merged"],
-                                   at_size(data.label_map(Path(p.train) / "predictions" / "labels", name), image.shape[:2]), gt)
+                                   at_size(data.label_map(Path(p.train) / "predictions" / "labels", name),
+                                           image.shape[:2]), gt, data.raw_proposals_of(name))
     legend = report.class_legend(data.n_pred, data.mapping, data.manifest.get("class_names"))
     if gt is not None and data.mapping is not None:  # ground-truth classes no prediction was matched to
         pal = io.palette()

@@ -1,5 +1,5 @@
-"""The label maps of the pseudolabels, filter and merge stages, written the one way: each image's proposals mask
-map with every mask given a class, as an indexed-palette PNG and an overlay."""
+"""The label maps of the pseudolabels, filter and merge stages, written the one way: each image's mask map (the
+distill stage's) with every mask given a class, as an indexed-palette PNG and an overlay."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,13 +12,14 @@ from pipeline.method.cluster import render_labels
 from pipeline.report import viz
 
 
-def write_mask_labels(prepare_dir: str | Path, proposals_dir: str | Path, out: str | Path, names: list[str],
+def write_mask_labels(prepare_dir: str | Path, masks_dir: str | Path, out: str | Path, names: list[str],
                       mask_classes: dict[str, dict[int, int]], desc: str) -> None:
-    """The per-image loop of the pseudolabels, filter and merge stages: for each image, its proposals' mask map
-    (proposals_dir/masks/<name>.png, (H, W) 0 = none, i = mask i) with mask i -> mask_classes[name][i] (a class,
-    or 255 = ignore; an image without masks is all background) -> out/labels/<name>.png and out/overlays/."""
+    """The per-image loop of the pseudolabels, filter and merge stages: for each image, its mask map
+    (masks_dir/masks/<name>.png, the distill stage's; (H, W) 0 = none, i = mask i) with mask i ->
+    mask_classes[name][i] (a class, or 255 = ignore; an image without masks is all background) ->
+    out/labels/<name>.png and out/overlays/."""
     for name in tqdm(names, desc=desc, unit="img"):
-        mask_map = io.read_label(Path(proposals_dir) / "masks" / f"{name}.png")
+        mask_map = io.read_label(Path(masks_dir) / "masks" / f"{name}.png")
         cls = mask_classes.get(name, {})
         lab = render_labels(mask_map, np.array([cls[i] for i in sorted(cls)], np.uint8))
         image = io.read_image(Path(prepare_dir) / "images" / f"{name}.png")

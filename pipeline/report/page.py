@@ -175,20 +175,27 @@ def centroid(mask: np.ndarray) -> tuple[float, float]:
 
 def journey_panels(image: np.ndarray, proposal_map: np.ndarray, masks: list[dict], pseudo: np.ndarray,
                    filtered: np.ndarray, merged: np.ndarray, prediction: np.ndarray | None,
-                   gt: np.ndarray | None) -> list[Panel]:
+                   gt: np.ndarray | None, proposals: tuple[np.ndarray, dict[int, float]] | None = None) -> list[Panel]:
     """One image through the stages -> panels, left to right.
 
-    image (H, W, 3) uint8; proposal_map (H, W) uint8 (0 none, i = proposal i); masks: one record per proposal
-    with keys mask, score and, where the stage ran on it, cluster (0-based), distance, kept, reliability,
-    merged_class, community; pseudo / filtered / merged / prediction: (H, W) uint8 class maps; gt (H, W) uint8
-    already in prediction colours (see gt_in_prediction_colours) or None.
+    image (H, W, 3) uint8; proposal_map (H, W) uint8 (0 none, i = mask i): the masks the cluster stage took (the
+    distill stage's); masks: one record per mask with keys mask, score and, where the stage ran on it, cluster
+    (0-based), distance, kept, reliability, merged_class, community; pseudo / filtered / merged / prediction: (H, W)
+    uint8 class maps; gt (H, W) uint8 already in prediction colours (see gt_in_prediction_colours) or None;
+    proposals: when the distill stage replaced the proposals by a detector's masks, the proposals' own map (H, W)
+    and {id: contrast score}, drawn before a "distilled" panel of proposal_map.
     """
     pal = io.palette()
     white = np.array([255, 255, 0], np.uint8)
     by_id = {m["mask"]: m for m in masks}
     notes = {i: centroid(proposal_map == i) for i in by_id}
     panels = [Panel("image", image)]
-    panels.append(Panel("proposals (contrast score)", outline(image, proposal_map, {i: white for i in by_id}, 0.15),
+    if proposals is not None:
+        raw, scores = proposals
+        panels.append(Panel("proposals (contrast score)", outline(image, raw, {i: white for i in scores}, 0.15),
+                            [(*centroid(raw == i), f"#{i} {s:.2f}") for i, s in scores.items()]))
+    panels.append(Panel("distilled (detector score)" if proposals is not None else "proposals (contrast score)",
+                        outline(image, proposal_map, {i: white for i in by_id}, 0.15),
                         [(*notes[i], f"#{i} {m.get('score', float('nan')):.2f}") for i, m in by_id.items()]))
     clustered = {i: pal[m["cluster"] + 1] for i, m in by_id.items() if m.get("cluster") is not None}
     panels.append(Panel("cluster (distance to centre)", outline(image, proposal_map, clustered, 0.45),

@@ -1,2 +1,3 @@
 """The segmentation network trained on the pseudo-labels (`segnet`: models, training loop, self-training,
-DDP) and its resumable checkpoints (`checkpoint`). Never imports evaluation code."""
+DDP), its resumable checkpoints (`checkpoint`) and the distill stage's class-agnostic Mask R-CNN (`detector`).
+Never imports evaluation code."""
