@@ -47,6 +47,7 @@ def main() -> None:
     mask_sets = {key: (Path(folder), io.read_json(Path(folder) / "proposals.json"))
                  for key, folder in (("proposals", p.paths.proposals), ("distill", p.paths.distill))}
     aps = {key: metrics.MaskAP() for key in mask_sets} if "train" in splits and not coco_instances else {}
+    fg = {key: np.zeros(2, np.int64) for key in mask_sets}  # foreground (intersection, union) of each mask set
     for split, names in splits.items():
         # label-free baselines, fitted on the scored images themselves (evaluation split only); they ignore nothing
         fitted = fit_baselines(p, names, n_gt) if split == "eval" else {}
@@ -63,11 +64,13 @@ def main() -> None:
                 kept[key] += int((pred != io.IGNORE).sum())
             for key, predict in fitted.items():
                 confs[key].add(predict(name, gt.shape), gt)
-            if split == "train" and aps:  # class-agnostic mask AP: every mask map against gt's connected components
-                inst, n_inst = metrics.instance_map(gt)
+            if split == "train":  # every mask set: foreground IoU (pooled) and class-agnostic mask AP
+                inst, n_inst = metrics.instance_map(gt) if aps else (None, 0)  # instances: gt's components
                 for key, (folder, table) in mask_sets.items():
                     det = metrics.to_size(io.read_label(folder / "masks" / f"{name}.png"), gt.shape)
-                    aps[key].add(det, mask_scores(table, name), inst, n_inst, gt != io.IGNORE)
+                    fg[key] += metrics.foreground_counts(det > 0, gt)
+                    if aps:
+                        aps[key].add(det, mask_scores(table, name), inst, n_inst, gt != io.IGNORE)
         results[split] = {key: conf.result(p.evaluate.match) for key, conf in confs.items()}
         summary[split] = {key: {"miou": round(r["miou"], 4), "pixel_acc": round(r["pixel_acc"], 4),
                                 "coverage": round(kept.get(key, total) / total, 4)}
@@ -77,6 +80,8 @@ def main() -> None:
                  for key, (folder, table) in mask_sets.items()}
     else:
         extra = {f"{key}_mask_ap50": None if (v := ap.result()) is None else round(v, 4) for key, ap in aps.items()}
+    if "train" in splits:  # the union of each image's masks against ground truth > 0, pooled over the split
+        extra.update({f"{key}_fg_iou": round(float(i / u), 4) if u else None for key, (i, u) in fg.items()})
     io.write_json(out / "metrics.json", {**summary, **extra})
     io.write_json(out / "per_class.json", {split: {k: dict(zip(manifest["class_names"], v["iou"])) for k, v in r.items()}
                                            for split, r in results.items()})

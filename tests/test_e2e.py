@@ -99,9 +99,13 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     assert (d / "data/10_train/predictions/labels/synth_eval_00000.png").is_file()  # the held-out split, predicted
     assert not (d / "data/07_pseudolabels/labels/synth_eval_00000.png").exists()  # and never fitted on
     metrics = json.loads((d / "data/11_evaluate/metrics.json").read_text())
-    assert list(metrics) == ["eval", "train", "proposals_mask_ap50", "distill_mask_ap50"]
-    # distill.method none: the masks are the proposals, so is their AP50 (instances: ground truth's components)
+    assert list(metrics) == ["eval", "train", "proposals_mask_ap50", "distill_mask_ap50", "proposals_fg_iou",
+                             "distill_fg_iou"]
+    # distill.method none: the masks are the proposals, so are their AP50 (instances: ground truth's components)
+    # and foreground IoU
     assert 0 < metrics["proposals_mask_ap50"] == metrics["distill_mask_ap50"] <= 1
+    assert 0 < metrics["proposals_fg_iou"] == metrics["distill_fg_iou"] <= 1
+    assert "Foreground IoU on the training split" in (d / "data/11_evaluate/table.md").read_text()
     for name in ("synth_00000.png", "synth_00023.png"):
         assert (d / "data/05_distill/masks" / name).read_bytes() == (d / "data/04_proposals/masks" / name).read_bytes()
     assert list(metrics["eval"]) == ["network", "network + CRF", "network round 1", "network round 2",

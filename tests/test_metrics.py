@@ -45,6 +45,9 @@ def test_foreground_iou():
     gt = np.array([[[0, 1, 1, 255]]], np.uint8)
     pred = np.array([[[True, True, False, True]]])
     assert np.isclose(metrics.foreground_iou(pred, gt), 1 / 3)
+    assert metrics.foreground_counts(pred, gt) == (1, 3)  # the ignored pixel counts in neither
+    other = np.array([[2, 0], [0, 255]], np.uint8)  # a second image of another size, pooled by counts
+    assert metrics.foreground_counts(np.array([[True, True], [False, True]]), other) == (1, 2)
 
 
 def test_matching_is_one_assignment_for_the_whole_dataset_not_one_per_image():

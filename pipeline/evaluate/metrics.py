@@ -213,17 +213,29 @@ def results_table(summary: dict[str, dict[str, dict]], match: str, warning: str 
            for key, what in shown.items() if extra and key in extra]
     if aps:
         lines += ["", f"Class-agnostic mask AP50 on the training split ({ap_instances}): {', '.join(aps)}"]
+    fgs = [f"{what} {extra[key]:.3f}" for key, what in (("proposals_fg_iou", "proposals"),
+                                                       ("distill_fg_iou", "distilled masks"))
+           if extra and extra.get(key) is not None]
+    if fgs:
+        lines += ["", f"Foreground IoU on the training split (each image's masks together vs ground truth > 0): "
+                  f"{', '.join(fgs)}"]
     return "\n".join(lines)
+
+
+def foreground_counts(pred_fg: np.ndarray, gt: np.ndarray) -> tuple[int, int]:
+    """Boolean foreground map(s) vs ground truth of the same shape (class > 0 is foreground, 255 skipped) ->
+    (intersection, union) pixel counts, to pool over images of different sizes."""
+    valid = gt != IGNORE
+    g = (gt > 0) & valid
+    p = pred_fg & valid
+    return int(np.logical_and(p, g).sum()), int(np.logical_or(p, g).sum())
 
 
 def foreground_iou(pred_fg: np.ndarray, gt: np.ndarray) -> float:
     """Boolean foreground maps (N, H, W) vs ground truth (N, H, W) (class > 0 is foreground, 255 skipped)
     -> IoU of the foreground over the whole set."""
-    valid = gt != IGNORE
-    g = (gt > 0) & valid
-    p = pred_fg & valid
-    union = np.logical_or(p, g).sum()
-    return float(np.logical_and(p, g).sum() / union) if union else 1.0
+    inter, union = foreground_counts(pred_fg, gt)
+    return inter / union if union else 1.0
 
 
 # ---------------------------------------------------------------- class-agnostic mask AP50 (COCOeval's rule, pure)
