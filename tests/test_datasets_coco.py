@@ -168,6 +168,26 @@ def test_mask_ap50_perfect_half_and_wrong():
     assert coco.mask_ap50(gt, []) == 0.0
 
 
+def test_evaluate_scores_a_mask_folder_at_the_original_size_by_its_ids_scores(tmp_path, monkeypatch):
+    """stages.evaluate.coco_ap50 on one image: a folder's masks (prepared at 16 px, scored at 32 px) with the
+    scores of proposals.json by mask id (listed out of order): the right mask scored higher -> AP50 1."""
+    from pipeline.config import load_params
+    from stages import evaluate
+
+    a = box(0, 16, 0, 16)
+    write_params(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    io.write_json(tmp_path / "data/01_prepare/gt_instances.json", square_gt([a]))
+    small = np.zeros((16, 16), np.uint8)
+    small[0:8, 0:8], small[8:16, 8:16] = 1, 2  # mask 1 on a, mask 2 on b (no instance)
+    io.write_label(tmp_path / "masks/masks/a.png", small)
+    manifest = {"names": ["a"], "sizes": {"a": [SIZE, SIZE]}, "gt_instances": "gt_instances.json"}
+    table = {"a": [{"id": 2, "score": 0.2}, {"id": 1, "score": 0.9}]}
+    assert evaluate.coco_ap50(load_params(), manifest, tmp_path / "masks", table) == pytest.approx(1.0)
+    table = {"a": [{"id": 2, "score": 0.9}, {"id": 1, "score": 0.2}]}  # the false positive first: precision 1/2
+    assert evaluate.coco_ap50(load_params(), manifest, tmp_path / "masks", table) == pytest.approx(0.5)
+
+
 def test_mask_ap50_ignores_detections_on_crowd_regions():
     a, crowd = box(0, 10, 0, 10), box(15, 30, 15, 30)
     gt = square_gt([a], crowd=[crowd])

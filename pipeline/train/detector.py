@@ -11,9 +11,10 @@ Backbones (`distill.backbone`):
 
 Where this departs from MaskDistill's detectron2 Mask R-CNN (R50-FPN, 800 px, SGD for tens of thousands of
 iterations on 8 GPUs), and why: images stay at their prepared size (`min_size`/`max_size`, no upscaling to 800);
-anchors of 4x each level's stride (16..128 px at 128 px images instead of 32..512); lighter heads (a 256-d box MLP,
-two 3x3 convs in the mask head, 128 sampled RoIs per image, fewer RPN proposals) and AdamW with a linear warm-up and
-cosine decay over `distill.iterations`, so that a useful detector trains in minutes on a CPU.
+anchors of 4x each level's stride (16..128 px at 128 px images instead of 32..512); lighter heads (a 256-d box
+MLP, two 64-channel 3x3 convs in the mask head, 64 sampled RoIs per image, fewer RPN proposals) and AdamW with a
+linear warm-up and cosine decay over `distill.iterations`, so that a useful detector trains in minutes on a CPU
+(on the default, 100 steps of 4 images: AP50 of the masks 0.58 -> 0.67, docs/stages.md).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from pipeline.config import DistillConfig
 from pipeline.method.distill import boxes
 
 OUT_CHANNELS = 128  # channels of every pyramid level (stage_vit; torchvision's FPN has 256)
-ANCHOR_STRIDES = 4  # anchor side = this x the level's stride, aspect ratios ASPECT_RATIOS
+ANCHOR_SCALE = 4  # anchor side = this x the level's stride, aspect ratios ASPECT_RATIOS
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 BOX_HEAD_DIM = 256  # width of the box head's two fc layers (torchvision: 1024)
 MASK_HEAD_LAYERS = (64, 64)  # 3x3 convs of the mask head (torchvision: 4 x 256)
@@ -50,7 +51,7 @@ WARMUP = 0.1  # share of the iterations with a linearly rising lr
 
 class ViTPyramid(nn.Module):
     """A timm ViT (patch p, width D) -> ViTDet's simple feature pyramid: normalised images (B, 3, H, W), H and W
-    multiples of 2p -> OrderedDict '0'..'3' of (B, OUT_CHANNELS, H / s, W / s) at strides s = p/2, p, 2p, 4p."""
+    multiples of 4p -> OrderedDict '0'..'3' of (B, OUT_CHANNELS, H / s, W / s) at strides s = p/2, p, 2p, 4p."""
 
     def __init__(self, vit: nn.Module, out_channels: int = OUT_CHANNELS) -> None:
         super().__init__()
@@ -104,7 +105,7 @@ def build(cfg: DistillConfig, stage_vit: Callable[[], nn.Module], min_size: int,
         backbone = resnet_fpn(cfg.backbone.removesuffix("_fpn"), cfg.pretrained)
         strides, divisible = (4, 8, 16, 32, 64), 32
     names = [str(i) for i in range(4)]
-    anchors = AnchorGenerator(tuple((ANCHOR_STRIDES * s,) for s in strides), (ASPECT_RATIOS,) * len(strides))
+    anchors = AnchorGenerator(tuple((ANCHOR_SCALE * s,) for s in strides), (ASPECT_RATIOS,) * len(strides))
     c = backbone.out_channels
     return MaskRCNN(
         backbone, num_classes=None, min_size=min_size, max_size=max_size, image_mean=list(bb.MEAN),
