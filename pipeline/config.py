@@ -194,7 +194,10 @@ class FilterConfig(_Section):
     keep: Scale; folds: int = Field(ge=2); weight_distance: Unit
 
 class MergeConfig(_Section):
-    parts: int = Field(ge=2); resolution: PosF; weight_cooccur: NonNegF; weight_adjacent: NonNegF; min_agreement: Scale
+    method: Literal["majority", "leopart"]; parts: int = Field(ge=2); resolution: PosF  # resolution: Louvain
+    weight_cooccur: NonNegF; weight_adjacent: NonNegF; min_agreement: Scale  # majority only
+    pca_dim: int = Field(ge=2); edge_threshold: float = Field(ge=0, lt=1); algorithm: Literal["infomap", "louvain"]
+    markov_time: PosF; trials: Pos; gallery_per_community: Pos  # leopart only
 
 class TrainConfig(_Section):
     DEEPLAB_BACKBONES: ClassVar = ("resnet50", "resnet101", "mobilenet_v3_large")
@@ -233,6 +236,12 @@ class Params(_Section):
         patch, size = backbone_patch_size(self.backbone), self.data.image_size
         return _require(self, not patch or size % patch == 0, "data.image_size", size, "must be a multiple of the "
                         f"backbone's patch size {patch}, e.g. {max(patch or 1, size // (patch or 1) * (patch or 1))}")
+
+    @model_validator(mode="after")
+    def _parts_over_cluster_the_classes(self):
+        return _require(self, self.merge.method != "leopart" or self.merge.parts > self.cluster.k, "merge.parts",
+                        self.merge.parts, f"must be > cluster.k = {self.cluster.k} when merge.method is leopart "
+                        "(the parts over-cluster the classes, which are communities of parts)")
 
     DISJOINT_SPLITS: ClassVar = ({"train", "val"}, {"trainaug", "val"})  # voc2012 / coco splits sharing no image
 
