@@ -166,15 +166,19 @@ def test_communities_are_ordered_by_size_and_extra_ones_fold_into_the_most_simil
 
 
 def test_pixel_labels_take_each_patch_class_inside_its_own_mask():
-    mask_map = np.zeros((4, 6), np.uint8)
-    mask_map[:, :4] = 1  # mask 1 covers patches (0, 0), (0, 1), (1, 0), (1, 1) of a 2 x 3 grid (2 x 2 px patches)
-    mask_map[:, 4:] = 2  # mask 2 (dropped) the last column of patches
+    mask_map = np.zeros((4, 6), np.uint8)  # a 2 x 3 grid of 2 x 2 px patches
+    mask_map[:, :4] = 1  # mask 1: the patches of columns 0 and 1 ...
+    mask_map[0, 4] = 1  # ... and one pixel of patch (0, 2), whose foreground patch is mask 2's
+    mask_map[1:, 4:] = mask_map[0, 5] = 2  # mask 2: the rest of column 2 but pixel (3, 5)
     mask_map[3, 5] = 0
-    owner = np.array([[1, 1, 0], [1, 0, 0]])  # patch (1, 1): mask 1 covers it, but less than half
-    patch_class = np.array([[1, 2, 0], [2, 0, 0]])
-    lab = leopart.pixel_labels(mask_map, owner, patch_class, np.array([3, 255], np.uint8))
-    assert lab.tolist() == [[1, 1, 2, 2, 255, 255], [1, 1, 2, 2, 255, 255],
-                            [2, 2, 3, 3, 255, 255], [2, 2, 3, 3, 255, 0]]
+    owner = np.array([[1, 1, 2], [1, 0, 0]])  # the mask whose foreground patch a cell is (0: no foreground patch)
+    patch_class = np.array([[1, 2, 1], [2, 0, 0]])
+    lab = leopart.pixel_labels(mask_map, owner, patch_class, np.array([3, 4], np.uint8))
+    # own foreground patch -> its class; elsewhere -> the mask's class (mask 1: 3, mask 2: 4); background 0
+    assert lab.tolist() == [[1, 1, 2, 2, 3, 1], [1, 1, 2, 2, 1, 1],
+                            [2, 2, 3, 3, 4, 4], [2, 2, 3, 3, 4, 0]]
+    ignored = leopart.pixel_labels(mask_map, owner * (owner == 1), patch_class, np.array([3, 255], np.uint8))
+    assert (ignored[mask_map == 2] == 255).all()  # a dropped mask (no foreground patches) stays ignored
 
 
 def toy_looks(seed: int = 0):
