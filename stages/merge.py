@@ -96,7 +96,7 @@ def write_leopart(p, out: Path, records: list[dict], by_image: dict[str, list[di
                                                     p.merge.gallery_per_community), start=1):
         if len(idx):
             comms = np.flatnonzero(res.community_kept == c - 1).tolist()
-            folded = f"\n+ {', '.join(map(str, comms[1:]))} folded" if len(comms) > 1 else ""
+            folded = f"\n+ folded: {', '.join(map(str, comms[1:]))}" if len(comms) > 1 else ""
             images = [io.read_image(Path(p.paths.prepare) / "images" / f"{names[image_of_patch[i]]}.png") for i in idx]
             rows.append((f"class {c}: community {comms[0]}{folded}\n{int((patch_cls == c).sum())} patches",
                          [viz.patch_tile(im, mask_grids[image_of_patch[i]].shape, tuple(cells[i]), io.palette()[c], 48)
@@ -116,6 +116,7 @@ def write_leopart(p, out: Path, records: list[dict], by_image: dict[str, list[di
         "masks": records})
     print(f"merge (leopart, {p.merge.algorithm}): {res.n_parts} parts -> {res.communities_found} communities, "
           f"{res.communities_kept} kept as classes; {int((split & kept).sum())} kept masks split -> {out}")
+
 
 if __name__ == "__main__":
     main()

@@ -158,8 +158,8 @@ def save_communities(path: str | Path, g, node_colour_ids: np.ndarray, rows: lis
     spec = fig.add_gridspec(n_rows, 2, width_ratios=(6, 0.8 * cols + 1.6))
     ax = fig.add_subplot(spec[:, 0])
     draw_graph(ax, g, node_colour_ids, seed)
-    ax.set_title(title)
     ax.axis("off")
+    fig.suptitle(title)
     for i, (caption, tiles) in enumerate(rows):
         axr = fig.add_subplot(spec[i, 1])
         axr.imshow(grid(tiles, cols) if tiles else np.full((8, 8, 3), 255, np.uint8))
