@@ -205,7 +205,10 @@ class FilterConfig(_Section):
     score: Literal["embedding", "detector", "both"]  # detector, both: need distill.method maskrcnn (see Params)
 
 class MergeConfig(_Section):
-    parts: int = Field(ge=2); resolution: PosF; weight_cooccur: NonNegF; weight_adjacent: NonNegF; min_agreement: Scale
+    method: Literal["majority", "leopart"]; parts: int = Field(ge=2); resolution: PosF  # resolution: Louvain
+    weight_cooccur: NonNegF; weight_adjacent: NonNegF; min_agreement: Scale  # majority only
+    pca_dim: int = Field(ge=2); edge_threshold: float = Field(ge=0, lt=1); algorithm: Literal["infomap", "louvain"]
+    markov_time: PosF; trials: Pos; gallery_per_community: Pos  # leopart only
 
 class TrainConfig(_Section):
     DEEPLAB_BACKBONES: ClassVar = ("resnet50", "resnet101", "mobilenet_v3_large")
@@ -265,6 +268,12 @@ class Params(_Section):
         return _require(self, self.filter.score == "embedding" or self.distill.method != "none", "filter.score",
                         self.filter.score, f"needs detector scores, but distill.method is {self.distill.method!r}: "
                         "set distill.method maskrcnn, or filter.score embedding")
+
+    @model_validator(mode="after")
+    def _parts_over_cluster_the_classes(self):
+        return _require(self, self.merge.method != "leopart" or self.merge.parts > self.cluster.k, "merge.parts",
+                        self.merge.parts, f"must be > cluster.k = {self.cluster.k} when merge.method is leopart "
+                        "(the parts over-cluster the classes, which are communities of parts)")
 
     DISJOINT_SPLITS: ClassVar = ({"train", "val"}, {"trainaug", "val"})  # voc2012 / coco splits sharing no image
 

@@ -1,12 +1,13 @@
 """Stage merge: over-cluster foreground patches into merge.parts parts, merge parts into communities
-(Louvain on the part graph), relabel each kept mask by its patches' community classes."""
+(Louvain on the part graph), relabel each kept mask by its patches' community classes (merge.method majority);
+or, merge.method leopart, the communities of parts are the classes, patch by patch (pipeline/method/leopart.py)."""
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import io
 from pipeline.config import load_params
-from pipeline.method import merge, proposals
+from pipeline.method import leopart, merge, proposals
 from pipeline.report import labelmaps, viz
 
 
@@ -34,6 +35,8 @@ def main() -> None:
             patch_mask.append(grid[grid > 0] - 1)
     feats_all = np.concatenate(feats)
     mask_of_patch = np.concatenate(patch_mask)
+    if p.merge.method == "leopart":
+        return write_leopart(p, out, records, by_image, names, mask_grids, feats_all, mask_of_patch)
     class_now = np.array([r["cluster"] + 1 for r in records], np.int64)
     res = merge.refine(feats_all, mask_grids, mask_of_patch, class_now, p.merge, p.seed)
     changed = 0
@@ -56,6 +59,63 @@ def main() -> None:
                                        "part_community": comm.tolist(),
                                        "masks": records})
     print(f"merge: {res.n_parts} parts -> {n_comms} communities; {changed} masks relabelled -> {out}")
+
+
+def write_leopart(p, out: Path, records: list[dict], by_image: dict[str, list[dict]], names: list[str],
+                  mask_grids: list[np.ndarray], feats: np.ndarray, mask_of_patch: np.ndarray) -> None:
+    """merge.method leopart: the communities of parts are the classes (leopart.communities_as_classes). Label maps
+    per patch, not per mask, which is what lets a mask be split as in Leopart: a kept mask's pixel in one of the
+    mask's foreground patches takes that patch's class; its other pixels (in patches it covers less than half, or
+    less than another mask) take the mask's class (leopart.mask_classes); background 0, dropped masks 255."""
+    k = p.cluster.k
+    res = leopart.communities_as_classes(feats, mask_grids, p.merge, k, p.seed)
+    patch_cls = res.class_of_patch
+    kept = np.array([r["kept"] for r in records], bool)
+    mask_cls, share, split, by_cluster = leopart.mask_classes(
+        patch_cls, mask_of_patch, np.array([r["cluster"] for r in records], np.int64), k)
+    for r, c, s in zip(records, mask_cls, share):
+        r["merged_class"] = int(c)
+        r["community"], r["community_share"] = (int(c) - 1, round(float(s), 4)) if s > 0 else (None, None)
+    local = np.array([0] + [r["mask"] for r in records], np.int64)  # global mask index + 1 -> mask id in its image
+    owners = {n: local[g] for n, g in zip(names, mask_grids)}
+    classes = dict(zip(names, merge.part_grids(mask_grids, patch_cls)))
+
+    def render(name: str, mask_map: np.ndarray) -> np.ndarray:
+        recs = sorted(by_image.get(name, []), key=lambda r: r["mask"])
+        mask_class = np.array([r["merged_class"] if r["kept"] else io.IGNORE for r in recs], np.uint8)
+        return leopart.pixel_labels(mask_map, owners[name], classes[name], mask_class)
+
+    labelmaps.write_rendered_labels(p.paths.prepare, p.paths.distill, out, names, render, "merge")
+    flat, shapes = io.pack_ragged([g.astype(np.int16) for g in merge.part_grids(mask_grids, res.part_of_patch)])
+    io.write_npz(out / "parts.npz", names=np.array(names), parts=flat, shapes=shapes)
+    # communities.png: the part graph coloured by class, and per class the patches most like its mean
+    image_of_patch = np.repeat(np.arange(len(names)), [int((g > 0).sum()) for g in mask_grids])
+    cells = np.concatenate([np.argwhere(g > 0) for g in mask_grids])
+    rows = []
+    for c, idx in enumerate(leopart.typical_patches(res.vectors, patch_cls, image_of_patch, k,
+                                                    p.merge.gallery_per_community), start=1):
+        if len(idx):
+            comms = np.flatnonzero(res.community_kept == c - 1).tolist()
+            folded = f"\n+ folded: {', '.join(map(str, comms[1:]))}" if len(comms) > 1 else ""
+            images = [io.read_image(Path(p.paths.prepare) / "images" / f"{names[image_of_patch[i]]}.png") for i in idx]
+            rows.append((f"class {c}: community {comms[0]}{folded}\n{int((patch_cls == c).sum())} patches",
+                         [viz.patch_tile(im, mask_grids[image_of_patch[i]].shape, tuple(cells[i]), io.palette()[c], 48)
+                          for im, i in zip(images, idx)]))
+    viz.save_communities(out / "communities.png", res.graph, res.community_kept[res.part_community], rows,
+                         f"{res.n_parts} parts, {res.graph.number_of_edges()} edges, {p.merge.algorithm}: "
+                         f"{res.communities_found} communities, {res.communities_kept} kept (colour: class)", p.seed)
+    io.write_json(out / "merge.json", {
+        "method": "leopart", "algorithm": p.merge.algorithm, "parts": res.n_parts,
+        "edges": res.graph.number_of_edges(), "communities_found": res.communities_found,
+        "communities_kept": res.communities_kept,
+        "folding": f"communities beyond the cluster.k = {k} largest (by foreground patches) join the kept one of most "
+                   "similar mean feature: the classes stay cluster.k, + background",
+        "community_patches": res.community_patches.tolist(), "community_kept": res.community_kept.tolist(),
+        "community_class": list(range(1, res.communities_kept + 1)), "part_community": res.part_community.tolist(),
+        "patches_by_cluster_and_class": by_cluster.tolist(), "masks_split": int((split & kept).sum()),
+        "masks": records})
+    print(f"merge (leopart, {p.merge.algorithm}): {res.n_parts} parts -> {res.communities_found} communities, "
+          f"{res.communities_kept} kept as classes; {int((split & kept).sum())} kept masks split -> {out}")
 
 
 if __name__ == "__main__":

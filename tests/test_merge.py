@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 
-from conftest import section
-from pipeline.method import merge
+from conftest import raw_params, section, write_params
+from pipeline.config import ConfigError, parse_params
+from pipeline.method import leopart, merge
 
 
 def test_part_graph_counts_cooccurrence_and_adjacency():
@@ -95,3 +97,221 @@ def test_refine_moves_a_mask_to_the_class_of_the_masks_whose_parts_it_shares():
     assert res.new_class.tolist() == [1, 2, 1, 1]
     assert res.mask_community_share.tolist() == [1.0, 1.0, 1.0, 1.0]
     assert res.mask_community[0] == res.mask_community[2] == res.mask_community[3] != res.mask_community[1]
+
+
+# --- merge.method leopart (pipeline/method/leopart.py) ---
+
+def test_cooccurrence_counts_pairs_at_distance_1_and_2_in_8_directions_hand_counted():
+    part_map = np.array([[0, 0, 1, 1],
+                         [0, 0, 1, 1],
+                         [2, 2, -1, -1],
+                         [2, 2, -1, -1]])
+    # Ordered pairs (cell of a, cell of b at offset d * (dy, dx)), d in {1, 2}, 8 directions; the offsets from
+    # block 0 to block 1 (rows 0-1, cols 2-3): (0, 1) x2, (0, 2) x4, (1, 1) x1, (-1, 1) x1 = 8 ((+-1, 2) and (0, 3)
+    # are no offset); 0 to 2: the same by transposition = 8; 1 to 2: (1, -1) x1, (2, -2) x4 = 5. Pairs with -1
+    # cells are not counted; a part next to itself is zeroed.
+    counts = leopart.image_cooccurrence(part_map, 3)
+    assert counts.tolist() == [[0, 8, 8], [8, 0, 5], [8, 5, 0]]
+    second = np.full((4, 4), -1)
+    second[0, :2] = [0, 1]  # one horizontal pair 0-1 (both ways)
+    second[3, 3] = 3  # part 3 alone: nothing within distance 2 ((3, 2) and (3, 3) away are no offset), row stays 0
+    assert leopart.image_cooccurrence(second, 4)[:2, :2].tolist() == [[0, 1], [1, 0]]
+    # Leopart's order: per image row-normalised, summed, each row divided by the images where the part had a neighbour
+    a = leopart.cooccurrence([np.where(part_map >= 0, part_map, -1), second], 4)
+    expected = np.array([[0, (0.5 + 1) / 2, 0.5 / 2, 0],
+                         [(8 / 13 + 1) / 2, 0, 5 / 13 / 2, 0],
+                         [8 / 13, 5 / 13, 0, 0],
+                         [0, 0, 0, 0]])
+    np.testing.assert_allclose(a, expected)
+
+
+def test_part_graph_keeps_edges_above_the_threshold_both_ways_with_the_smaller_weight():
+    a = np.array([[0, 0.5, 0.05], [0.3, 0, 0.5], [0.2, 0.6, 0]])
+    g = leopart.part_graph(a, 0.1)
+    assert sorted(g.edges(data="weight")) == [(0, 1, 0.3), (1, 2, 0.5)] and g.number_of_nodes() == 3
+
+
+def two_blocks():
+    """Two 4-cliques joined by one weak edge, and node 8 without an edge."""
+    import networkx as nx
+    g = nx.Graph()
+    g.add_nodes_from(range(9))
+    for block in ((0, 1, 2, 3), (4, 5, 6, 7)):
+        g.add_weighted_edges_from((i, j, 1.0) for i in block for j in block if i < j)
+    g.add_edge(3, 4, weight=0.05)
+    return g
+
+
+def test_infomap_finds_the_two_blocks_and_leaves_a_node_without_edges_out():
+    for preferred in (None, 2):
+        m = leopart.infomap_modules(two_blocks(), 1.0, 5, seed=0, preferred=preferred)
+        assert len(set(m[:4])) == 1 and len(set(m[4:8])) == 1 and m[0] != m[4] and m[8] == -1, (preferred, m)
+
+
+def test_louvain_finds_the_two_blocks_too():
+    m = leopart.louvain_modules(two_blocks(), 1.0, 3, seed=0)
+    assert len(set(m[:4])) == 1 and len(set(m[4:8])) == 1 and m[0] != m[4] and m[8] == -1, m
+
+
+def test_communities_are_ordered_by_size_and_extra_ones_fold_into_the_most_similar_kept_one():
+    # modules of 5 parts: {0, 1}, {2}, {3}; part 4 has no edge -> a community of its own
+    comm = leopart.order_communities(np.array([7, 7, 2, 5, -1]), size=np.array([1, 1, 10, 3, 4]))
+    assert comm.tolist() == [3, 3, 0, 2, 1]  # by patches: {2}: 10, {4}: 4, {3}: 3, {0, 1}: 2
+    assert leopart.order_communities(np.array([0, 1, 1, 0]), np.ones(4)).tolist() == [0, 1, 1, 0]  # tie: node 0 first
+    e = np.eye(3)
+    part_sum = np.stack([e[0] + 0.1 * e[2], e[0], e[1], e[1] * 2 + 0.2 * e[0], e[0] * 3])
+    # k = 2: communities 0 ({2}, along e1) and 1 ({4}, along e0) kept; 2 ({3}, mostly e1) joins 0, 3 ({0, 1}) joins 1
+    assert leopart.fold(comm, part_sum, 2).tolist() == [0, 1, 0, 1]
+    assert leopart.fold(comm, part_sum, 4).tolist() == [0, 1, 2, 3]  # no more communities than classes: none folds
+
+
+def test_pixel_labels_take_each_patch_class_inside_its_own_mask():
+    mask_map = np.zeros((4, 6), np.uint8)  # a 2 x 3 grid of 2 x 2 px patches
+    mask_map[:, :4] = 1  # mask 1: the patches of columns 0 and 1 ...
+    mask_map[0, 4] = 1  # ... and one pixel of patch (0, 2), whose foreground patch is mask 2's
+    mask_map[1:, 4:] = mask_map[0, 5] = 2  # mask 2: the rest of column 2 but pixel (3, 5)
+    mask_map[3, 5] = 0
+    owner = np.array([[1, 1, 2], [1, 0, 0]])  # the mask whose foreground patch a cell is (0: no foreground patch)
+    patch_class = np.array([[1, 2, 1], [2, 0, 0]])
+    lab = leopart.pixel_labels(mask_map, owner, patch_class, np.array([3, 4], np.uint8))
+    # own foreground patch -> its class; elsewhere -> the mask's class (mask 1: 3, mask 2: 4); background 0
+    assert lab.tolist() == [[1, 1, 2, 2, 3, 1], [1, 1, 2, 2, 1, 1],
+                            [2, 2, 3, 3, 4, 4], [2, 2, 3, 3, 4, 0]]
+    ignored = leopart.pixel_labels(mask_map, owner * (owner == 1), patch_class, np.array([3, 255], np.uint8))
+    assert (ignored[mask_map == 2] == 255).all()  # a dropped mask (no foreground patches) stays ignored
+
+
+def toy_looks(seed: int = 0):
+    """Six images on a 4 x 6 patch grid (D = 8), one mask each at rows 1-2, columns 1-4, whose columns alternate
+    two looks of its kind: kind A (images 0, 1) looks e0 / e1, kind B (2, 3) e2 / e3, kind C (4, 5) e4 / e5.
+    -> (features of the foreground patches in image then row-major order, mask grids, mask index of each patch)."""
+    rng = np.random.default_rng(seed)
+    grids, feats, mask_of_patch = [], [], []
+    for i in range(6):
+        g = np.zeros((4, 6), np.int64)
+        g[1:3, 1:5] = i + 1
+        look = (2 * (i // 2) + (np.arange(6) + 1) % 2)[None].repeat(4, 0)  # column 1 -> first look, 2 -> second, ...
+        feats.append(np.eye(8)[look[g > 0]] + rng.normal(0, 0.02, (8, 8)))
+        grids.append(g)
+        mask_of_patch += [i] * 8
+    return np.concatenate(feats).astype(np.float32), grids, np.array(mask_of_patch)
+
+
+def test_leopart_splits_a_kmeans_class_that_holds_two_kinds():
+    feats, grids, mask_of_patch = toy_looks()
+    mask_cluster = np.array([0, 0, 0, 0, 1, 1])  # k-means put kinds A and B together in class 0, C in class 1
+    for algorithm in ("infomap", "louvain"):
+        cfg = section("merge", method="leopart", parts=6, pca_dim=8, edge_threshold=0.02, algorithm=algorithm)
+        res = leopart.communities_as_classes(feats, grids, cfg, k=3, seed=0)
+        assert res.n_parts == 6 and res.communities_found == 3 and res.communities_kept == 3, algorithm
+        cls, share, split, by_cluster = leopart.mask_classes(res.class_of_patch, mask_of_patch, mask_cluster, 3)
+        assert cls[0] == cls[1] != cls[2] == cls[3] != cls[4] == cls[5] != cls[0], (algorithm, cls)
+        assert share.tolist() == [1.0] * 6 and not split.any()
+        assert sorted(by_cluster[0].tolist()) == [0, 16, 16] and sorted(by_cluster[1].tolist()) == [0, 0, 16]
+
+
+def test_leopart_folds_communities_beyond_k_and_keeps_the_largest():
+    feats, grids, mask_of_patch = toy_looks()
+    feats = np.concatenate([feats, feats[:16] * 1.0])  # kind A twice as common: images 6 and 7 copy images 0 and 1
+    grids = grids + [np.where(g > 0, g + 6, 0) for g in grids[:2]]
+    # Louvain: Infomap is told cluster.k as its preferred number of modules (as Leopart) and then joins two kinds
+    cfg = section("merge", method="leopart", parts=6, pca_dim=8, edge_threshold=0.02, algorithm="louvain")
+    res = leopart.communities_as_classes(feats, grids, cfg, k=2, seed=0)
+    assert res.communities_found == 3 and res.communities_kept == 2
+    assert res.community_patches.tolist() == [32, 16, 16] and res.community_kept[:2].tolist() == [0, 1]
+    cls = res.class_of_patch
+    assert set(cls[:16]) == {1} and set(cls.tolist()) == {1, 2}  # kind A is the largest community: class 1
+
+
+def test_leopart_with_no_foreground_patch_finds_nothing():
+    res = leopart.communities_as_classes(np.zeros((0, 8), np.float32), [np.zeros((2, 2), np.int64)],
+                                         section("merge", method="leopart"), k=2, seed=0)
+    assert res.n_parts == 0 and res.communities_found == 0 and res.class_of_patch.tolist() == []
+
+
+@pytest.mark.parametrize("key,value,pattern", [
+    ("method", "infomap", r"'merge\.method' is 'infomap'; allowed values: majority, leopart"),
+    ("algorithm", "leiden", r"'merge\.algorithm' is 'leiden'; allowed values: infomap, louvain"),
+    ("edge_threshold", 1.0, r"'merge\.edge_threshold' is 1\.0; must be in \[0, 1\)"),
+    ("markov_time", 0.0, r"'merge\.markov_time' is 0\.0; must be > 0"),
+    ("trials", 0, r"'merge\.trials' is 0; must be >= 1"),
+    ("pca_dim", 1, r"'merge\.pca_dim' is 1; must be >= 2"),
+])
+def test_bad_leopart_params_name_the_key_and_what_is_allowed(key, value, pattern):
+    raw = raw_params()
+    raw["merge"][key] = value
+    with pytest.raises(ConfigError, match=pattern):
+        parse_params(raw)
+
+
+def test_leopart_needs_more_parts_than_classes():
+    raw = raw_params()
+    raw["merge"].update(method="leopart", parts=4)
+    raw["cluster"]["k"] = 4
+    pattern = r"'merge\.parts' is 4; must be > cluster\.k = 4 when merge\.method is leopart"
+    with pytest.raises(ConfigError, match=pattern):
+        parse_params(raw)
+    raw["merge"]["method"] = "majority"  # majority has no such rule
+    assert parse_params(raw).merge.parts == 4
+
+
+def toy_stage_inputs(work, method: str) -> list[str]:
+    """The merge stage's inputs for the toy_looks images (8 px patches: 32 x 48 px images): prepared images,
+    features, proposals (mask 1 the toy mask; image 5 also has mask 2 on patch (0, 0), dropped by the filter),
+    filter.json with kinds A and B in k-means class 0 and C in class 1; params with cluster.k 3."""
+    from pipeline import io
+    feats, grids, _ = toy_looks()
+    rng, names, records, start = np.random.default_rng(1), [f"toy_{i}" for i in range(6)], [], 0
+    writer = io.ShardWriter(work / "data/03_features", 512)
+    for i, (name, g) in enumerate(zip(names, grids)):
+        tokens = rng.normal(0, 0.02, (4, 6, 8)).astype(np.float32)
+        tokens[g > 0] = feats[start:start + 8]
+        start += 8
+        writer.add(name, {"tokens": tokens.astype(np.float16)})
+        io.write_image(work / "data/01_prepare/images" / f"{name}.png", rng.integers(0, 255, (32, 48, 3), np.uint8))
+        mask_map = np.kron(g > 0, np.ones((8, 8), np.uint8)).astype(np.uint8)
+        records.append({"image": name, "mask": 1, "cluster": int(i >= 4), "kept": True})
+        if i == 5:
+            mask_map[:8, :8] = 2
+            records.append({"image": name, "mask": 2, "cluster": 1, "kept": False})
+        io.write_label(work / "data/05_distill/masks" / f"{name}.png", mask_map)
+    writer.close()
+    io.write_json(work / "data/08_filter/filter.json", {"masks": records})
+    write_params(work, cluster={"k": 3}, merge={"method": method, "parts": 6, "pca_dim": 8})
+    return names
+
+
+def test_merge_stage_majority_writes_one_class_per_mask_as_before(tmp_path, monkeypatch):
+    from pipeline import io
+    from pipeline.method.cluster import render_labels
+    from stages import merge as stage
+    names = toy_stage_inputs(tmp_path, "majority")
+    monkeypatch.chdir(tmp_path)
+    stage.main()
+    info = io.read_json(tmp_path / "data/09_merge/merge.json")
+    assert "method" not in info and set(info) == {"parts", "communities", "community_class", "masks_relabelled",
+                                                  "part_community", "masks"}  # merge.json as before leopart came
+    assert (tmp_path / "data/09_merge/graph.png").exists()
+    for name in names:
+        recs = [r for r in info["masks"] if r["image"] == name]
+        classes = np.array([r["merged_class"] if r["kept"] else 255 for r in recs], np.uint8)
+        mask_map = io.read_label(tmp_path / "data/05_distill/masks" / f"{name}.png")
+        written = io.read_label(tmp_path / "data/09_merge/labels" / f"{name}.png")
+        assert (written == render_labels(mask_map, classes)).all()
+
+
+def test_merge_stage_leopart_gives_the_two_kinds_of_one_kmeans_class_two_classes(tmp_path, monkeypatch):
+    from pipeline import io
+    from stages import merge as stage
+    names = toy_stage_inputs(tmp_path, "leopart")
+    monkeypatch.chdir(tmp_path)
+    stage.main()
+    info = io.read_json(tmp_path / "data/09_merge/merge.json")
+    assert info["method"] == "leopart" and info["communities_found"] == 3 and info["communities_kept"] == 3
+    assert (tmp_path / "data/09_merge/communities.png").exists()
+    labels = [io.read_label(tmp_path / "data/09_merge/labels" / f"{n}.png") for n in names]
+    inside = [np.unique(lab[8:24, 8:40]).tolist() for lab in labels]  # the toy mask: one class each
+    assert all(len(v) == 1 for v in inside), inside
+    a, b, c = inside[0][0], inside[2][0], inside[4][0]
+    assert inside[1][0] == a != b == inside[3][0] != c == inside[5][0] != a  # A and B (k-means class 0) split
+    assert (labels[5][:8, :8] == 255).all() and (labels[0][:8] == 0).all()  # dropped mask ignored, background 0

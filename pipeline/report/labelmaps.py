@@ -2,6 +2,7 @@
 distill stage's) with every mask given a class, as an indexed-palette PNG and an overlay."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,5 +23,16 @@ def write_mask_labels(prepare_dir: str | Path, masks_dir: str | Path, out: str |
         mask_map = io.read_label(Path(masks_dir) / "masks" / f"{name}.png")
         cls = mask_classes.get(name, {})
         lab = render_labels(mask_map, np.array([cls[i] for i in sorted(cls)], np.uint8))
+        image = io.read_image(Path(prepare_dir) / "images" / f"{name}.png")
+        viz.write_maps(out, [name], lab[None], image[None])
+
+
+def write_rendered_labels(prepare_dir: str | Path, proposals_dir: str | Path, out: str | Path, names: list[str],
+                          render: Callable[[str, np.ndarray], np.ndarray], desc: str) -> None:
+    """As write_mask_labels, for label maps that are not one class per mask (merge.method leopart: a class per
+    patch inside the masks): render(name, (H, W) proposals mask map) -> (H, W) uint8 label map, written to
+    out/labels/<name>.png and out/overlays/."""
+    for name in tqdm(names, desc=desc, unit="img"):
+        lab = render(name, io.read_label(Path(proposals_dir) / "masks" / f"{name}.png"))
         image = io.read_image(Path(prepare_dir) / "images" / f"{name}.png")
         viz.write_maps(out, [name], lab[None], image[None])

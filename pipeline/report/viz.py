@@ -110,17 +110,61 @@ def mask_tile(image: np.ndarray, mask: np.ndarray, colour: np.ndarray, size: int
     return cv2.resize(tile.astype(np.uint8), (size, size), interpolation=cv2.INTER_AREA)
 
 
-def save_graph(path: str | Path, g, node_colour_ids: np.ndarray, title: str, seed: int) -> None:
-    """A networkx graph -> PNG, nodes coloured by the palette entry of node_colour_ids[node] + 1, spring layout."""
+def draw_graph(ax, g, node_colour_ids: np.ndarray, seed: int) -> None:
+    """A networkx graph drawn on a matplotlib axis: spring layout (seeded), edge width by weight, nodes coloured by
+    the palette entry of node_colour_ids[node] + 1."""
     import networkx as nx
 
-    fig, ax = plt.subplots(figsize=(6, 6))
     pos = nx.spring_layout(g, weight="weight", seed=seed)
     weights = np.array([d["weight"] for _, _, d in g.edges(data=True)]) if g.number_of_edges() else np.array([1.0])
     nx.draw_networkx_edges(g, pos, ax=ax, width=0.3 + 3 * weights / weights.max(), alpha=0.3)
     colours = io.palette()[np.asarray(node_colour_ids) + 1] / 255.0
     nx.draw_networkx_nodes(g, pos, ax=ax, node_size=40, node_color=colours)
+
+
+def save_graph(path: str | Path, g, node_colour_ids: np.ndarray, title: str, seed: int) -> None:
+    """A networkx graph -> PNG, nodes coloured by the palette entry of node_colour_ids[node] + 1, spring layout."""
+    fig, ax = plt.subplots(figsize=(6, 6))
+    draw_graph(ax, g, node_colour_ids, seed)
     ax.set_title(title)
     ax.axis("off")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def patch_tile(image: np.ndarray, grid: tuple[int, int], cell: tuple[int, int], colour: np.ndarray, size: int,
+               context: int = 1) -> np.ndarray:
+    """Image (H, W, 3) uint8 on an (h, w) patch grid, one patch (row, col) -> (size, size, 3) tile: the patch and
+    `context` patches around it (clipped at the border), the patch outlined in `colour`, upsampled nearest."""
+    (H, W), (h, w), (r, c) = image.shape[:2], grid, cell
+    ys = [round(i * H / h) for i in (max(r - context, 0), r, r + 1, min(r + 1 + context, h))]
+    xs = [round(i * W / w) for i in (max(c - context, 0), c, c + 1, min(c + 1 + context, w))]
+    crop = image[ys[0]:ys[3], xs[0]:xs[3]].copy()
+    y0, y1, x0, x1 = ys[1] - ys[0], ys[2] - ys[0] - 1, xs[1] - xs[0], xs[2] - xs[0] - 1
+    crop[[y0, y1], x0:x1 + 1] = colour
+    crop[y0:y1 + 1, [x0, x1]] = colour
+    side = max(crop.shape[:2])
+    square = np.full((side, side, 3), 255, np.uint8)
+    square[:crop.shape[0], :crop.shape[1]] = crop
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def save_communities(path: str | Path, g, node_colour_ids: np.ndarray, rows: list[tuple[str, list[np.ndarray]]],
+                     title: str, seed: int) -> None:
+    """The community graph (draw_graph) beside a gallery: one row per community, its caption and its tiles
+    ((s, s, 3) uint8 each) -> PNG."""
+    n_rows, cols = max(len(rows), 1), max([len(t) for _, t in rows] + [1])
+    fig = plt.figure(figsize=(6 + 0.8 * cols + 1.6, max(6.0, 0.85 * n_rows + 0.6)))
+    spec = fig.add_gridspec(n_rows, 2, width_ratios=(6, 0.8 * cols + 1.6))
+    ax = fig.add_subplot(spec[:, 0])
+    draw_graph(ax, g, node_colour_ids, seed)
+    ax.axis("off")
+    fig.suptitle(title)
+    for i, (caption, tiles) in enumerate(rows):
+        axr = fig.add_subplot(spec[i, 1])
+        axr.imshow(grid(tiles, cols) if tiles else np.full((8, 8, 3), 255, np.uint8))
+        axr.set_xticks([])
+        axr.set_yticks([])
+        axr.set_ylabel(caption, rotation=0, ha="right", va="center", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
