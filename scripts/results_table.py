@@ -89,8 +89,9 @@ def set_table(folder: Path) -> str:
 
 
 def results_table(results: Path = RESULTS) -> str:
-    """Every results/<set>/ folder's table, the embedded default first."""
-    folders = sorted((f for f in results.iterdir() if f.is_dir()), key=lambda f: (f.name != "default", f.name))
+    """Every results/<set>/ folder's table (not results/ablations/, scripts/ablation.py's), the default first."""
+    folders = sorted((f for f in results.iterdir() if f.is_dir() and f.name != "ablations"),  # scripts/ablation.py's
+                     key=lambda f: (f.name != "default", f.name))
     return "\n\n".join(set_table(f) for f in folders)
 
 
