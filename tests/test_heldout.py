@@ -187,9 +187,10 @@ def test_vocdevkit_runs_the_whole_dag_fitting_on_train_and_scoring_val_at_the_or
         assert masks and {m["image"] for m in masks} <= train, f
 
     metrics = json.loads((d / "data/11_evaluate/metrics.json").read_text())
-    assert list(metrics) == ["eval", "train", "proposals_mask_ap50", "distill_mask_ap50"]  # AP50: VOC's components
-    assert list(metrics["eval"]) == ["network", "baseline_colour_kmeans", "baseline_feature_kmeans"]
-    assert list(metrics["train"]) == ["pseudolabels", "filter", "merge", "network"]
+    assert list(metrics) == ["eval", "train", "proposals_mask_ap50", "distill_mask_ap50",  # VOC's components
+                                "proposals_fg_iou", "distill_fg_iou"]
+    assert list(metrics["eval"]) == ["network", "network + CRF", "baseline_colour_kmeans", "baseline_feature_kmeans"]
+    assert list(metrics["train"]) == ["pseudolabels", "filter", "merge", "network", "network + CRF"]
     assert all(0 <= row["miou"] <= 1 for split in ("eval", "train") for row in metrics[split].values())
     assert all(0 <= metrics[k] <= 1 for k in ("proposals_mask_ap50", "distill_mask_ap50"))
     table = (d / "data/11_evaluate/table.md").read_text()
