@@ -63,12 +63,12 @@ def test_table_shows_whatever_rows_and_columns_are_present():
     assert t.count("<tr>") == 3
 
 
-def test_final_row_is_the_headline_splits_last_non_baseline_label_map():
-    details = {"eval": {"network": {"mapping": []}, "network round 2": {"mapping": []},
-                        "baseline_colour_kmeans": {"mapping": []}},
-               "train": {"pseudolabels": {"mapping": []}, "network": {"mapping": []}}}
-    assert inspect.final_row(details) == ("eval", "network round 2")
-    assert inspect.final_row({"train": details["train"]}) == ("train", "network")  # no evaluation split
+def test_final_row_is_the_headline_splits_network_row_else_its_last_non_baseline_label_map():
+    details = {"eval": {"network": {"mapping": []}, "network + CRF": {"mapping": []},
+                        "network round 2": {"mapping": []}, "baseline_colour_kmeans": {"mapping": []}},
+               "train": {"pseudolabels": {"mapping": []}, "merge": {"mapping": []}}}
+    assert inspect.final_row(details) == ("eval", "network")  # what the journey draws, not the CRF's maps
+    assert inspect.final_row({"train": details["train"]}) == ("train", "merge")  # no evaluation split, no network
     assert inspect.final_row({}) is None
 
 

@@ -23,12 +23,12 @@ from pipeline.report import page as report
 
 def final_row(details: dict) -> tuple[str, str] | None:
     """evaluate's details.json ({split: {label map: {mapping, ...}}}, the evaluation split first) -> (split, name)
-    of the headline split's last label map that is not a baseline (the network's last round, whatever its rows
-    are called), or None."""
+    of the headline split's `network` row (the last round's predictions, which the journey draws; not
+    `network + CRF`), else its last label map that is not a baseline, or None."""
     for split, rows in details.items():
         names = [k for k, v in rows.items() if isinstance(v, dict) and "mapping" in v and not k.startswith("baseline")]
         if names:
-            return split, names[-1]
+            return split, "network" if "network" in names else names[-1]
     return None
 
 
