@@ -36,6 +36,12 @@ def _require(model: Any, ok: Any, key: str, value: Any, rule: str) -> Any:
         raise PydanticCustomError("config", "'{key}' is {value}; {rule}", {"key": key, "value": repr(value), "rule": rule})
     return model
 
+def _patch_multiple(size: int, patch: int | None) -> int:
+    """An example of a valid side for an error message: the largest multiple of `patch` up to `size` (at least one
+    patch)."""
+    p = patch or 1
+    return max(p, size // p * p)
+
 class _Raising(type(BaseModel)):  # building a section directly (not by parse_params) raises ConfigError too
     def __call__(cls, **values: Any) -> Any:
         try:
@@ -254,14 +260,14 @@ class Params(_Section):
     def _image_size_fits_the_patch(self):
         patch, size = backbone_patch_size(self.backbone), self.data.image_size
         return _require(self, not patch or size % patch == 0, "data.image_size", size, "must be a multiple of the "
-                        f"backbone's patch size {patch}, e.g. {max(patch or 1, size // (patch or 1) * (patch or 1))}")
+                        f"backbone's patch size {patch}, e.g. {_patch_multiple(size, patch)}")
 
     @model_validator(mode="after")
     def _crop_size_fits_the_patch(self):
         patch, size = backbone_patch_size(self.backbone), self.cluster.crop_size
         return _require(self, self.cluster.embedding != "crop_cls" or not patch or size % patch == 0,
                         "cluster.crop_size", size, f"must be a multiple of the backbone's patch size {patch} when "
-                        f"cluster.embedding is crop_cls, e.g. {max(patch or 1, size // (patch or 1) * (patch or 1))}")
+                        f"cluster.embedding is crop_cls, e.g. {_patch_multiple(size, patch)}")
 
     @model_validator(mode="after")
     def _detector_scores_exist(self):

@@ -19,12 +19,11 @@ def write_mask_labels(prepare_dir: str | Path, masks_dir: str | Path, out: str |
     (masks_dir/masks/<name>.png, the distill stage's; (H, W) 0 = none, i = mask i) with mask i ->
     mask_classes[name][i] (a class, or 255 = ignore; an image without masks is all background) ->
     out/labels/<name>.png and out/overlays/."""
-    for name in tqdm(names, desc=desc, unit="img"):
-        mask_map = io.read_label(Path(masks_dir) / "masks" / f"{name}.png")
+    def render(name: str, mask_map: np.ndarray) -> np.ndarray:
         cls = mask_classes.get(name, {})
-        lab = render_labels(mask_map, np.array([cls[i] for i in sorted(cls)], np.uint8))
-        image = io.read_image(Path(prepare_dir) / "images" / f"{name}.png")
-        viz.write_maps(out, [name], lab[None], image[None])
+        return render_labels(mask_map, np.array([cls[i] for i in sorted(cls)], np.uint8))
+
+    write_rendered_labels(prepare_dir, masks_dir, out, names, render, desc)
 
 
 def write_rendered_labels(prepare_dir: str | Path, proposals_dir: str | Path, out: str | Path, names: list[str],
