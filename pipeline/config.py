@@ -222,6 +222,7 @@ class TrainConfig(_Section):
     decoder_dim: Pos; crop_scale_min: Scale; device: Device; threads: NonNeg
     model: Literal["stage", "timm", "deeplabv3"]; model_name: str; pretrained: bool  # model_name: see below
     rounds: Pos; round_epochs: Pos; relabel_threshold: Scale  # self-training
+    self_training: Literal["continue", "comus"]; first_round: Literal["all", "core"]
     crf_rounds: NonNeg  # retrainings on the CRF-refined predictions (the crf section), after the rounds
     gpus: Literal["auto"] | Pos; workers: NonNeg; amp: bool; checkpoint_every: Pos
 

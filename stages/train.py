@@ -70,9 +70,8 @@ def main() -> None:
                                   **({"crf": crf_cfg} if p.train.crf_rounds else {})}, [images, labels], model)
     ckpt = out / "checkpoints" / "last.pt"
     resume, why = checkpoint.load(ckpt, key)
-    steps_per_round = [len(images) // min(p.train.batch_size, len(images)) * e
-                       for e in [p.train.epochs] + [p.train.round_epochs] * (p.train.rounds - 1)
-                       + [p.train.epochs] * p.train.crf_rounds]
+    steps_per_round = [len(rd["images"]) // min(p.train.batch_size, len(rd["images"])) * rd["epochs"]
+                       for rd in segnet.round_plan(p.train, labels)]
     offset = sum(steps_per_round[:resume["round"]]) + resume["fit"]["step"] if resume else 0
     if main_rank:
         print(f"train: {why}" + (f" at round {resume['round'] + 1}, step {offset}" if resume else ""), flush=True)

@@ -415,6 +415,80 @@ def test_a_run_killed_before_or_inside_a_crf_round_resumes_to_the_same_weights(t
     np.testing.assert_array_equal(np.stack(out[0]["relabel"]), np.stack(ref[0]["relabel"]))
 
 
+# ---------------------------------------------------------------- COMUS self-training (train.self_training comus)
+
+COMUS = replace(TINY, self_training="comus", round_epochs=2)
+
+
+def test_a_comus_round_trains_a_fresh_network_on_the_previous_rounds_argmax():
+    """self_training comus: round 2 is `fit` from the INITIAL weights, fresh optimiser, for round_epochs on round 1's
+    argmax of every image, every pixel labelled (no threshold): the same weights, exactly, as that fit run here."""
+    images, labels = tiny_data()
+    net = tiny_net(2)
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    rounds = segnet.self_train(net, images, labels, COMUS, 0, CPU)
+    assert [(r["round"], r["crf"]) for r in rounds] == [(1, False), (2, False)]
+    first = tiny_net(2)
+    first.load_state_dict(rounds[0]["weights"])
+    want = segnet.predict(first, images, 3, CPU)
+    assert rounds[0]["kept"] == 1.0
+    for got, w in zip(rounds[0]["relabel"], want):
+        np.testing.assert_array_equal(got, w)
+    fresh = tiny_net(2)
+    history, done = segnet.fit(fresh, images, want, COMUS, 0 + 1, CPU, COMUS.round_epochs,
+                               start={"step": 0, "model": init, "opt": None, "history": []})
+    assert done and [h["loss"] for h in history] == [h["loss"] for h in rounds[1]["history"]]
+    for k, v in fresh.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[k], v, rtol=0, atol=0)
+    # continue (the default) differs: round 2 starts from round 1's weights on its confident pixels only
+    cont = tiny_net(2)
+    cont.load_state_dict(init)
+    cont_rounds = segnet.self_train(cont, images, labels, replace(COMUS, self_training="continue", relabel_threshold=0.99), 0, CPU)
+    assert cont_rounds[0]["kept"] < 1.0
+    assert any((cont.state_dict()[k] != v).any() for k, v in net.state_dict().items())
+
+
+def test_core_first_round_trains_only_on_images_holding_an_object():
+    """first_round core: round 1 sees only the images whose labels hold a class 1..254 (here 5 of 8: three are
+    background and ignore only), the same weights as fit on that subset; round 2 trains on all 8 images."""
+    images, labels = tiny_data()
+    labels = labels.copy()
+    labels[[1, 4, 6]] = np.where(labels[[1, 4, 6]] == 1, 0, labels[[1, 4, 6]])
+    assert segnet.core_images(labels) == [0, 2, 3, 5, 7]
+    assert segnet.core_images(np.zeros((3, 4, 4), np.uint8)) == [0, 1, 2]  # no object anywhere: every image
+    cfg = replace(COMUS, first_round="core", batch_size=2)
+    plan = segnet.round_plan(cfg, labels)
+    assert [(len(p["images"]), p["epochs"], p["fresh"], p["threshold"]) for p in plan] == [(5, 2, False, 0.0),
+                                                                                            (8, 2, True, 0.0)]
+    net = tiny_net(2)
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    rounds = segnet.self_train(net, images, labels, cfg, 0, CPU)
+    assert [len(r["history"]) for r in rounds] == [4, 8]  # 5 // 2 x 2 epochs; 8 // 2 x 2 epochs
+    sub = tiny_net(2)
+    sub.load_state_dict(init)
+    core = segnet.core_images(labels)
+    history, _ = segnet.fit(sub, images[core], labels[core], cfg, 0, CPU, cfg.epochs)
+    assert [h["loss"] for h in history] == [h["loss"] for h in rounds[0]["history"]]
+    for k, v in sub.state_dict().items():
+        torch.testing.assert_close(rounds[0]["weights"][k], v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("killed_after", [3, 6])  # in round 1, in the comus round
+def test_a_run_killed_inside_a_comus_round_resumes_to_the_same_weights(tmp_path, killed_after):
+    images, labels = tiny_data()
+    full = tiny_net(2)
+    segnet.self_train(full, images, labels, COMUS, 0, CPU)
+    path = tmp_path / "last.pt"
+    assert segnet.self_train(tiny_net(2), images, labels, COMUS, 0, CPU,
+                             save=lambda s: checkpoint.save(path, s, "k"), max_steps=killed_after) is None
+    state, why = checkpoint.load(path, "k")
+    assert why == "resuming" and state["round"] == (0 if killed_after < 4 else 1)
+    again = tiny_net(2)
+    segnet.self_train(again, images, labels, COMUS, 0, CPU, resume=state)
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
+
+
 def _ddp_refine_worker(rank: int, rdzv: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=2)

@@ -455,18 +455,49 @@ def relabel(pred: np.ndarray, conf: np.ndarray, threshold: float) -> np.ndarray:
     return np.where(conf >= threshold, pred, IGNORE).astype(np.uint8)
 
 
+def core_images(labels: Sequence[np.ndarray]) -> list[int]:
+    """Indices of the label maps ((H_i, W_i) uint8, 0 background, 255 ignore) holding at least one object pixel
+    (a class 1..254): the images with a kept mask, COMUS's core. Every index when none holds one."""
+    core = [i for i, lab in enumerate(labels) if ((lab > 0) & (lab != IGNORE)).any()]
+    return core or list(range(len(labels)))
+
+
+def round_plan(cfg: TrainConfig, labels: Sequence[np.ndarray]) -> list[dict]:
+    """Every round of `self_train` -> {'epochs', 'images' (indices trained on), 'fresh' (starts from the initial
+    weights with a fresh optimiser), 'crf' (a CRF round), 'threshold' (relabelling confidence of the NEXT round's
+    maps; 0 = every pixel, the argmax)}; labels: round 1's maps (for train.first_round: core)."""
+    n = len(labels)
+    comus = cfg.self_training == "comus"
+    plan = []
+    for r in range(cfg.rounds + cfg.crf_rounds):
+        crf_round = r >= cfg.rounds
+        plan.append({"epochs": cfg.round_epochs if 0 < r < cfg.rounds else cfg.epochs,
+                     "images": core_images(labels) if r == 0 and cfg.first_round == "core" else list(range(n)),
+                     "fresh": crf_round or (comus and r > 0), "crf": crf_round,
+                     "threshold": 0.0 if comus else cfg.relabel_threshold})
+    return plan
+
+
 def self_train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg: TrainConfig,
                seed: int, device: torch.device, resume: dict | None = None,
                on_step: Callable[[dict], None] | None = None, save: Callable[[dict], None] | None = None,
                max_steps: int | None = None, crop_size: int | None = None,
                refine: Refiner | None = None) -> list[dict] | None:
-    """cfg.rounds rounds of training: round 1 on `labels` for cfg.epochs, each later round for cfg.round_epochs
-    on the previous round's confident predictions (`relabel`, at each image's own size), continuing from its
-    weights; then cfg.crf_rounds CRF rounds, each on the previous round's predictions refined by `refine` (the
-    dense CRF, `predict_refined`: every pixel labelled), from the model's INITIAL weights for cfg.epochs with a
-    fresh optimiser, as MaskDistill's train_plus_crf.sh retrains a new network (its deeplab_plus_crf.yml: a new
-    output folder, so no checkpoint; the same MoCo initialisation and the full 45 epochs). crop_size: the training
-    crop side (see `fit`).
+    """cfg.rounds rounds of training, then cfg.crf_rounds CRF rounds (`round_plan` says which images, epochs and
+    start each has). Round 1 trains on `labels` for cfg.epochs (train.first_round core: only on `core_images`,
+    COMUS's first round on its core masks). Each later round trains for cfg.round_epochs on the previous round's
+    predictions of EVERY image:
+    - train.self_training continue: its confident pixels (`relabel` at cfg.relabel_threshold, at each image's own
+      size), continuing from its weights and optimiser state reset;
+    - comus: its argmax, every pixel (no threshold), from the model's INITIAL weights with a fresh optimiser, as
+      COMUS's main.py trains a new network each iteration (configs/self_training/pascal.yaml: 2 iterations, the
+      second over train_aug for 4 epochs). Departure: COMUS's later rounds see more images than its first (train
+      1,464 -> train_aug 10,582); here every round sees the whole training split, the first only its core when
+      asked.
+    CRF rounds train on the previous round's predictions refined by `refine` (the dense CRF, `predict_refined`:
+    every pixel labelled), from the INITIAL weights for cfg.epochs with a fresh optimiser, as MaskDistill's
+    train_plus_crf.sh retrains a new network (its deeplab_plus_crf.yml: a new output folder, so no checkpoint; the
+    same MoCo initialisation and the full 45 epochs). crop_size: the training crop side (see `fit`).
 
     save gets the resumable state ({'round', 'fit' (a `fit` state), 'rounds'}) at every checkpoint and round
     end; resume is such a state. on_step gets fit's records with 'round' (1-based) added.
@@ -475,20 +506,20 @@ def self_train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[
     and, when there are several rounds, for every round but the last 'weights' (its state dict on the CPU: the
     model holds the last round's), or None when stopped by max_steps.
     """
-    total = cfg.rounds + cfg.crf_rounds
+    plan = round_plan(cfg, labels)
+    total = len(plan)
     if cfg.crf_rounds and refine is None:
         raise ValueError("train.crf_rounds > 0 needs `refine` (the dense CRF, pipeline.train.crf.refine_all)")
-    init = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # the CRF rounds start here
+    init = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # fresh rounds start here
     rounds = list(resume["rounds"]) if resume else []
     if resume and resume["round"] >= total:  # every round finished before the interruption
         model.load_state_dict(resume["fit"]["model"])
     for r in range(len(rounds), total):
         start = resume["fit"] if resume and resume["round"] == r else None
-        crf_round = r >= cfg.rounds
-        if crf_round and start is None:
+        if plan[r]["fresh"] and start is None:
             start = {"step": 0, "model": init, "opt": None, "history": []}
         train_labels = labels if r == 0 else [t.numpy() for t in rounds[r - 1]["relabel"]]
-        epochs = cfg.round_epochs if 0 < r < cfg.rounds else cfg.epochs
+        idx = plan[r]["images"]
 
         def checkpoint(state: dict, r: int = r) -> None:
             if save:
@@ -498,27 +529,30 @@ def self_train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[
             if on_step:
                 on_step({**rec, "round": r + 1})
 
-        history, finished = fit(model, images, train_labels, cfg, seed + r, device, epochs, start=start,
-                                on_step=step_log, on_checkpoint=checkpoint, max_steps=max_steps, crop_size=crop_size)
+        history, finished = fit(model, [images[i] for i in idx], [train_labels[i] for i in idx], cfg, seed + r,
+                                device, plan[r]["epochs"], start=start, on_step=step_log, on_checkpoint=checkpoint,
+                                max_steps=max_steps, crop_size=crop_size)
         if not finished:
             return None
         if max_steps is not None:
             max_steps -= len(history) - (len(start["history"]) if start and start.get("opt") is not None else 0)
         pred, conf = predict_with_confidence(model, images, cfg.batch_size, device, cfg.amp)
-        next_crf = cfg.rounds <= r + 1 < total
+        next_crf = r + 1 < total and plan[r + 1]["crf"]
         if next_crf:  # the next round trains on this network's CRF-refined maps, every pixel labelled
             kept = predict_refined(model, images, cfg.batch_size, device, cfg.amp, refine)
         else:
-            kept = [relabel(p, c, cfg.relabel_threshold) for p, c in zip(pred, conf)]
+            kept = [relabel(p, c, plan[r]["threshold"]) for p, c in zip(pred, conf)]
         del conf
         share = sum(int((k != IGNORE).sum()) for k in kept) / max(sum(k.size for k in kept), 1)
         rd = {"round": r + 1, "pred": [torch.from_numpy(a) for a in pred],
-              "relabel": [torch.from_numpy(a) for a in kept], "kept": float(share), "history": history, "crf": crf_round}
+              "relabel": [torch.from_numpy(a) for a in kept], "kept": float(share), "history": history,
+              "crf": plan[r]["crf"]}
         if r < total - 1:  # the weights that predict this round's maps later (the model moves on)
             rd["weights"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         rounds.append(rd)
-        if save:  # the next round starts from these weights (a CRF round: the initial ones) with a fresh optimiser
-            save({"round": r + 1, "fit": {"step": 0, "model": init if next_crf else model.state_dict(), "opt": None,
+        if save:  # the next round starts from these weights (a fresh round: the initial ones) with a fresh optimiser
+            fresh_next = r + 1 < total and plan[r + 1]["fresh"]
+            save({"round": r + 1, "fit": {"step": 0, "model": init if fresh_next else model.state_dict(), "opt": None,
                                           "history": []}, "rounds": rounds})
         resume = None
     return [{**rd, "pred": [t.numpy() for t in rd["pred"]], "relabel": [t.numpy() for t in rd["relabel"]]}
