@@ -201,7 +201,19 @@ class DistillConfig(_Section):
     score: Unit; max_per_image: int = Field(ge=1, le=254)  # masks are ids of a uint8 index map
 
 class ClusterConfig(_Section):
-    k: Pos; method: Literal["kmeans", "spectral"]; n_init: Pos; gallery_per_cluster: Pos
+    k: Pos | Literal["auto"]; method: Literal["kmeans", "spectral"]; n_init: Pos; gallery_per_cluster: Pos
+    k_rule: Literal["davies_bouldin", "silhouette", "eigengap"]; k_min: Pos; k_max: Pos  # k auto only
+
+    @model_validator(mode="after")
+    def _k_range(self):
+        _require(self, self.k_rule == "eigengap" or self.k_min >= 2, "k_min", self.k_min,
+                 f"must be >= 2 with cluster.k_rule {self.k_rule} (a score of one cluster is undefined; eigengap can try 1)")
+        return _require(self, self.k_min <= self.k_max, "k_max", self.k_max, f"must be >= cluster.k_min = {self.k_min}")
+
+    @property
+    def k_bound(self) -> int:
+        """The most classes the cluster stage can make: k, or k_max when k is auto."""
+        return self.k_max if self.k == "auto" else self.k
     embedding: Literal["tokens", "crop_cls"]  # crop_cls: the keys below; crop_size is checked against the patch in Params
     crop_size: Crop; crop_margin: float = Field(ge=0, le=1); crop_background: Literal["keep", "grey"]
     crop_token: Literal["cls", "mean"]; crop_batch_size: Pos; whiten_dim: NonNeg; device: Device
@@ -278,8 +290,9 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _parts_over_cluster_the_classes(self):
-        return _require(self, self.merge.method != "leopart" or self.merge.parts > self.cluster.k, "merge.parts",
-                        self.merge.parts, f"must be > cluster.k = {self.cluster.k} when merge.method is leopart "
+        k, what = self.cluster.k_bound, "cluster.k" if self.cluster.k != "auto" else "cluster.k_max (cluster.k auto)"
+        return _require(self, self.merge.method != "leopart" or self.merge.parts > k, "merge.parts",
+                        self.merge.parts, f"must be > {what} = {k} when merge.method is leopart "
                         "(the parts over-cluster the classes, which are communities of parts)")
 
     DISJOINT_SPLITS: ClassVar = ({"train", "val"}, {"trainaug", "val"})  # voc2012 / coco splits sharing no image

@@ -97,6 +97,12 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def cluster_k(cluster_dir: str | Path) -> int:
+    """The number of object classes the cluster stage made (cluster.k, or the k it chose when cluster.k is auto):
+    clusters.json's "k". Background is one more class (0)."""
+    return int(read_json(Path(cluster_dir) / "clusters.json")["k"])
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():

@@ -3,6 +3,7 @@ then one table of mean ± std over seeds (never retyped: printed from the commit
 
     python -m scripts.ablation run --ablation issue17 --set default --seeds 0 1 2 --workdir /tmp/abl
     python -m scripts.ablation table --ablation issue17          # markdown, from results/ablations/issue17/
+    python -m scripts.ablation run --ablation issue18 --set default --seeds 0 1 2 --workdir /tmp/abl18
 
 `run` clones this repository's HEAD into WORKDIR/<set> (once; later runs reuse the clone and its DVC cache), and for
 every seed and row writes params.yaml = HEAD's params.yaml + the set's overrides + the row's overrides + seed, then
@@ -57,7 +58,24 @@ ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
                           "cluster": {"embedding": "crop_cls"}, "train": {"crf_rounds": 1}},
                          ["distill", "cluster", "filter", "train"], "network + CRF"),
     },
+    # COMUS's self-training, Leopart's communities, k without labels. comus rounds train a fresh network for as
+    # long as the first (round_epochs = train.epochs); continue rounds go on for the default round_epochs.
+    "issue18": {
+        "today": ({}, ["train"], "network"),
+        "continue, 2 rounds": ({"train": {"rounds": 2}}, ["train"], "network"),
+        "continue, 3 rounds": ({"train": {"rounds": 3}}, ["train"], "network"),
+        "comus, 2 rounds": ({"train": {"rounds": 2, "self_training": "comus", "round_epochs": 12}}, ["train"],
+                            "network"),
+        "comus, 3 rounds": ({"train": {"rounds": 3, "self_training": "comus", "round_epochs": 12}}, ["train"],
+                            "network"),
+        "comus core first, 2 rounds": ({"train": {"rounds": 2, "self_training": "comus", "round_epochs": 12,
+                                                  "first_round": "core"}}, ["train"], "network"),
+        "merge leopart (Infomap)": ({"merge": {"method": "leopart"}}, ["merge"], "network"),
+        "merge leopart (Louvain)": ({"merge": {"method": "leopart", "algorithm": "louvain"}}, ["merge"], "network"),
+        "k auto": ({"cluster": {"k": "auto"}}, ["cluster"], "network"),
+    },
 }
+SHOW_K = {"issue18"}  # ablations whose table also gives the k the run used (cluster.k auto: the one it chose)
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -149,6 +167,7 @@ def row_values(rec: dict, net_row: str, cost: list[str]) -> dict:
     return {"net": m.get("eval", {}).get(net_row, {}).get("miou"),
             "pseudo": m.get("train", {}).get("pseudolabels", {}).get("miou"),
             "fg": m.get(f"{masks}_fg_iou"), "ap": m.get(f"{masks}_mask_ap50"),
+            "k": m.get("cluster_k"),
             "secs": sum(s for s in secs if isinstance(s, (int, float))) if all(isinstance(s, (int, float))
                                                                                for s in secs) else None}
 
@@ -160,7 +179,8 @@ def table(ablation: str) -> str:
                           if d.name in SETS else 99):
         lines += [f"**{set_dir.name}**", "",
                   "| row | held-out network mIoU | train pseudo-label mIoU | mask fg IoU | mask AP50 | "
-                  "changed stages' time (s) | seeds |", "|---|---|---|---|---|---|---|"]
+                  "changed stages' time (s) |" + (" k |" if ablation in SHOW_K else "") + " seeds |",
+                  "|---|---|---|---|---|---|" + ("---|" if ablation in SHOW_K else "") + "---|"]
         for row, (_, cost, net_row) in ABLATIONS[ablation].items():
             recs = [json.loads(f.read_text()) for f in sorted((set_dir / slug(row)).glob("seed_*.json"))]
             if not recs:
@@ -169,7 +189,8 @@ def table(ablation: str) -> str:
             col = {k: [v[k] for v in vals] for k in vals[0]}
             lines.append(f"| {row} | {_fmt(col['net'])} | {_fmt(col['pseudo'])} | {_fmt(col['fg'])} | "
                          f"{_fmt(col['ap'])} | {_fmt(col['secs'], 0)} ({', '.join(cost)}) | "
-                         f"{', '.join(str(r['seed']) for r in recs)} |")
+                         + (f"{', '.join('–' if k is None else str(k) for k in col['k'])} | " if ablation in SHOW_K
+                            else "") + f"{', '.join(str(r['seed']) for r in recs)} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

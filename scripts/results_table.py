@@ -62,8 +62,14 @@ def caption(rec: dict, seeds: list[int]) -> str:
         held = f"`data.eval_fraction: {d['eval_fraction']}`" if d.get("eval_fraction") else f"`{d.get('eval_root')}`"
         what = f"`data.root: {d['root']}`, held out by {held}"
     return (f"{what}; {d['image_size']} px short side, {d['num_classes']} classes with background, "
-            f"`cluster.k: {rec['cluster.k']}`, matching by {rec['evaluate.match']}; "
+            f"`cluster.k: {rec['cluster.k']}`{auto_k(rec)}, matching by {rec['evaluate.match']}; "
             f"mean ± std over seeds {', '.join(map(str, seeds))}")
+
+
+def auto_k(rec: dict) -> str:
+    """' (chose 3)' when the run's cluster.k was auto (the k it chose, from metrics.json), else ''."""
+    k = rec["metrics"].get("cluster_k")
+    return f" (chose {k})" if rec["cluster.k"] == "auto" and k is not None else ""
 
 
 def set_table(folder: Path) -> str:

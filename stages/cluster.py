@@ -1,5 +1,6 @@
 """Stage cluster: embed every mask of the distill stage (cluster.embedding: its pooled patch tokens, or the backbone
-on its box crop) and cluster the embeddings into cluster.k classes; each record keeps the mask's detector_score when
+on its box crop) and cluster the embeddings into cluster.k classes (auto: chosen by cluster.k_rule, written to
+clusters.json as "k", which every later stage reads); each record keeps the mask's detector_score when
 the distill stage gave one."""
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def main() -> None:
     p = load_params()
     out = Path(p.paths.cluster)
     table = io.read_json(Path(p.paths.distill) / "proposals.json")
-    cluster.check_enough_masks(sum(len(v) for v in table.values()), p.cluster.k)  # before any work
+    k_given = p.cluster.k if p.cluster.k != "auto" else p.cluster.k_min + 1  # auto: k_min and one to compare
+    cluster.check_enough_masks(sum(len(v) for v in table.values()), k_given)  # before any work
     records, embs = [], []
     for names, tokens in io.iter_shards(p.paths.features, "tokens"):
         for name, tok in zip(names, tokens):
@@ -50,14 +52,19 @@ def main() -> None:
                     rec["detector_score"] = m["detector_score"]
                 records.append(rec)
     emb = np.concatenate(embs) if p.cluster.embedding == "tokens" else crop_embeddings(p, records)
-    labels, centres, dist = cluster.cluster_embeddings(emb, p.cluster, p.seed)
+    k, auto = p.cluster.k, {}
+    if k == "auto":
+        k, scores = cluster.choose_k(emb, p.cluster, p.seed)
+        auto = {"k_auto": {"rule": p.cluster.k_rule, "chosen": k, "scores": {str(j): round(v, 5) for j, v in scores.items()}}}
+        print(f"cluster: k auto ({p.cluster.k_rule}, {p.cluster.k_min}..{max(scores)}): {k}", flush=True)
+    labels, centres, dist = cluster.cluster_embeddings(emb, p.cluster.model_copy(update={"k": k}), p.seed)
     for r, c, d in zip(records, labels, dist):
         r.update(cluster=int(c), distance=round(float(d), 5))
     io.write_npz(out / "embeddings.npz", embeddings=emb, labels=labels, centres=centres, distance=dist)
-    sizes = np.bincount(labels, minlength=p.cluster.k).tolist()
-    io.write_json(out / "clusters.json", {"k": p.cluster.k, "method": p.cluster.method, "sizes": sizes, "masks": records})
+    sizes = np.bincount(labels, minlength=k).tolist()
+    io.write_json(out / "clusters.json", {"k": k, **auto, "method": p.cluster.method, "sizes": sizes, "masks": records})
     tiles = []
-    for c in range(p.cluster.k):  # one gallery row per cluster: its masks closest to the centre
+    for c in range(k):  # one gallery row per cluster: its masks closest to the centre
         members = [i for i in np.argsort(dist) if labels[i] == c][:p.cluster.gallery_per_cluster]
         row = []
         for i in members:
@@ -67,7 +74,7 @@ def main() -> None:
             row.append(viz.mask_tile(image, masks == r["mask"], io.palette()[c + 1], 64))
         tiles += row + [np.full((64, 64, 3), 255, np.uint8)] * (p.cluster.gallery_per_cluster - len(row))
     io.write_image(out / "gallery.png", viz.grid(tiles, p.cluster.gallery_per_cluster))
-    print(f"cluster: {len(records)} masks ({p.cluster.embedding}) -> {p.cluster.k} clusters of sizes {sizes} -> {out}")
+    print(f"cluster: {len(records)} masks ({p.cluster.embedding}) -> {k} clusters of sizes {sizes} -> {out}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def main() -> None:
     out = Path(p.paths.evaluate)
     prep = Path(p.paths.prepare)
     manifest = io.read_manifest(prep)
-    n_gt, n_pred = manifest["num_classes"], p.cluster.k + 1
+    n_gt, n_pred = manifest["num_classes"], io.cluster_k(p.paths.cluster) + 1
     labelled = set(manifest["labelled"])
     splits = {split: [n for n in manifest[key] if n in labelled]
               for split, key in (("eval", "eval_names"), ("train", "names"))}
@@ -82,7 +82,7 @@ def main() -> None:
         extra = {f"{key}_mask_ap50": None if (v := ap.result()) is None else round(v, 4) for key, ap in aps.items()}
     if "train" in splits:  # the union of each image's masks against ground truth > 0, pooled over the split
         extra.update({f"{key}_fg_iou": round(float(i / u), 4) if u else None for key, (i, u) in fg.items()})
-    io.write_json(out / "metrics.json", {**summary, **extra})
+    io.write_json(out / "metrics.json", {**summary, **extra, "cluster_k": n_pred - 1})  # the k used (cluster.k auto: chosen)
     io.write_json(out / "per_class.json", {split: {k: dict(zip(manifest["class_names"], v["iou"])) for k, v in r.items()}
                                            for split, r in results.items()})
     io.write_json(out / "details.json", results)

@@ -26,7 +26,7 @@ def main() -> None:
         classes.setdefault(r["image"], {})[r["mask"]] = r["cluster"] + 1 if k else io.IGNORE
     labelmaps.write_mask_labels(p.paths.prepare, p.paths.distill, out, names, classes, "filter")
     per_class = {str(c + 1): {"masks": int((arrays["labels"] == c).sum()), "kept": int(keep[arrays["labels"] == c].sum())}
-                 for c in range(p.cluster.k)}
+                 for c in range(io.cluster_k(p.paths.cluster))}
     io.write_json(out / "filter.json", {"keep": p.filter.keep, "per_class": per_class, "masks": records})
     print(f"filter: kept {int(keep.sum())} of {len(keep)} masks -> {out}")
 

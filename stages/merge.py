@@ -67,7 +67,7 @@ def write_leopart(p, out: Path, records: list[dict], by_image: dict[str, list[di
     per patch, not per mask, which is what lets a mask be split as in Leopart: a kept mask's pixel in one of the
     mask's foreground patches takes that patch's class; its other pixels (in patches it covers less than half, or
     less than another mask) take the mask's class (leopart.mask_classes); background 0, dropped masks 255."""
-    k = p.cluster.k
+    k = io.cluster_k(p.paths.cluster)
     res = leopart.communities_as_classes(feats, mask_grids, p.merge, k, p.seed)
     patch_cls = res.class_of_patch
     kept = np.array([r["kept"] for r in records], bool)

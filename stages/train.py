@@ -58,15 +58,16 @@ def main() -> None:
     names = manifest["names"]
     images = io.read_image_list(p.paths.prepare, names)  # the prepared size: may differ between images
     labels = io.read_label_list(Path(p.paths.merge) / "labels", names)
+    classes = io.cluster_k(p.paths.cluster) + 1  # the cluster stage's k (cluster.k, or the one chosen by auto)
     torch.manual_seed(p.seed)
-    model = segnet.build_model(p.train, p.cluster.k + 1, manifest["image_size"],
+    model = segnet.build_model(p.train, classes, manifest["image_size"],
                                lambda: bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth",
                                                      manifest["image_size"]))
     # Settings that change speed but not the result may differ between a run and its resumption.
     result_cfg = {k: v for k, v in p.train.model_dump().items()
                   if k not in ("device", "threads", "gpus", "workers", "checkpoint_every")}
     crf_cfg = {k: v for k, v in p.crf.model_dump().items() if k not in ("predictions", "workers")}
-    key = checkpoint.fingerprint({"train": result_cfg, "seed": p.seed, "classes": p.cluster.k + 1,
+    key = checkpoint.fingerprint({"train": result_cfg, "seed": p.seed, "classes": classes,
                                   **({"crf": crf_cfg} if p.train.crf_rounds else {})}, [images, labels], model)
     ckpt = out / "checkpoints" / "last.pt"
     resume, why = checkpoint.load(ckpt, key)
@@ -107,7 +108,7 @@ def main() -> None:
                             plot=False)
         live.end()
         with io.atomic_open(out / "model.pt") as f:
-            torch.save({"state_dict": model.state_dict(), "num_classes": p.cluster.k + 1}, f)
+            torch.save({"state_dict": model.state_dict(), "num_classes": classes}, f)
         io.write_json(out / "history.json", [{**e, "round": rd["round"]} for rd in rounds
                                              for e in segnet.epoch_summary(rd["history"])])
     n_written = write_predictions(p, manifest, model, rounds, images, device, out / "predictions")

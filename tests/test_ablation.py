@@ -66,3 +66,17 @@ def test_table_gives_mean_and_sample_std_per_row(tmp_path, monkeypatch):
                     f"11 ± 1 (proposals) | 0, 1, 2 |"
     distill = next(line for line in text.splitlines() if line.startswith("| + distill |"))
     assert distill == "| + distill | 0.650 ± 0.071 | 0.325 ± 0.035 | – | 0.500 ± 0.000 | 30 ± 0 (distill) | 0, 1 |"
+
+
+def test_issue18_table_gives_each_seeds_k(tmp_path, monkeypatch):
+    monkeypatch.setattr(ablation, "OUT", tmp_path)
+    for seed, (v, k) in enumerate([(0.4, 3), (0.5, 5)]):
+        rec = {"row": "k auto", "seed": seed, "overrides": {"cluster": {"k": "auto"}},
+               "stage_seconds": {"cluster": 4.0}, "metrics": {"eval": {"network": {"miou": v}}, "cluster_k": k}}
+        f = tmp_path / "issue18" / "default" / "k_auto" / f"seed_{seed}.json"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(rec))
+    text = ablation.table("issue18")
+    assert "| changed stages' time (s) | k | seeds |" in text
+    line = next(line for line in text.splitlines() if line.startswith("| k auto |"))
+    assert line == "| k auto | 0.450 ± 0.071 | – | – | – | 4 ± 0 (cluster) | 3, 5 | 0, 1 |"

@@ -37,6 +37,38 @@ def test_more_clusters_than_masks_is_a_clear_error():
         cluster.cluster_embeddings(np.eye(3, dtype=np.float32), section("cluster", k=5), 0)
 
 
+def blobs(n_blobs: int, per: int = 15, dim: int = 12, spread: float = 0.15, seed: int = 0) -> np.ndarray:
+    """`n_blobs` tight groups of unit vectors around orthogonal directions: (n_blobs * per, dim) float32."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(np.eye(dim)[i] * 3, spread, (per, dim)) for i in range(n_blobs)])
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("rule", ["davies_bouldin", "silhouette", "eigengap"])
+@pytest.mark.parametrize("n_blobs", [3, 5])
+def test_auto_k_finds_the_number_of_separated_blobs(rule, n_blobs):
+    cfg = section("cluster", k="auto", k_rule=rule, k_min=2, k_max=8, n_init=3)
+    k, scores = cluster.choose_k(blobs(n_blobs), cfg, seed=0)
+    assert k == n_blobs and sorted(scores) == list(range(2, 9))
+    assert scores[k] == max(scores.values())
+
+
+def test_eigengap_counts_the_zero_eigenvalues_of_disconnected_groups_and_can_choose_one():
+    ev = cluster.eigengaps(blobs(4), 10, 6)  # 4 groups, 15 points each, 10 neighbours: 4 components
+    np.testing.assert_allclose(ev[:4], 0, atol=1e-6)
+    assert ev[4] > 0.1
+    cfg = section("cluster", k="auto", k_rule="eigengap", k_min=1, k_max=6)
+    assert cluster.choose_k(blobs(1, per=40), cfg, 0)[0] == 1  # one group: the first gap (lambda_2 - 0) is the largest
+    assert cluster.choose_k(blobs(4), cfg, 0)[0] == 4
+
+
+def test_auto_k_with_too_few_masks_is_a_clear_error():
+    cfg = section("cluster", k="auto", k_min=3, k_max=8)
+    with pytest.raises(cluster.ClusterError, match=r"'cluster\.k' is auto but only 3 masks.*k_min = 3 needs at least 4"):
+        cluster.choose_k(blobs(3, per=1), cfg, 0)
+    assert max(cluster.choose_k(blobs(3, per=2), cfg, 0)[1]) == 5  # k_max clipped to the masks - 1
+
+
 def test_render_labels_maps_each_mask_to_its_class_and_keeps_background():
     mask_map = np.array([[0, 1, 2], [2, 0, 1]], np.uint8)
     out = cluster.render_labels(mask_map, np.array([3, 255], np.uint8))

@@ -28,8 +28,26 @@ def test_unknown_section_is_an_error():
 
 def test_wrong_type_is_an_error_naming_the_key():
     raw = raw_params()
+    raw["train"]["epochs"] = "eight"
+    with pytest.raises(ConfigError, match=r"'train\.epochs' is 'eight' \(str\); must be an integer >= 1"):
+        parse_params(raw)
+
+
+def test_cluster_k_is_a_number_or_auto_with_a_range_that_fits_its_rule():
+    raw = raw_params()
     raw["cluster"]["k"] = "eight"
-    with pytest.raises(ConfigError, match=r"'cluster\.k' is 'eight' \(str\); must be an integer >= 1"):
+    with pytest.raises(ConfigError, match=r"'cluster\.k' is 'eight'; allowed values: an integer >= 1 or auto"):
+        parse_params(raw)
+    raw["cluster"].update(k="auto", k_min=5, k_max=3)
+    with pytest.raises(ConfigError, match=r"'cluster\.k_max' is 3.*must be >= cluster\.k_min = 5"):
+        parse_params(raw)
+    raw["cluster"].update(k_min=1, k_max=6, k_rule="silhouette")
+    with pytest.raises(ConfigError, match=r"'cluster\.k_min' is 1.*must be >= 2 with cluster\.k_rule silhouette"):
+        parse_params(raw)
+    raw["cluster"]["k_rule"] = "eigengap"
+    assert parse_params(raw).cluster.k_bound == 6
+    raw["merge"].update(method="leopart", parts=6)
+    with pytest.raises(ConfigError, match=r"'merge\.parts' is 6.*must be > cluster\.k_max \(cluster\.k auto\) = 6"):
         parse_params(raw)
 
 
@@ -97,8 +115,12 @@ def test_a_float_field_takes_an_int_but_no_bool_string_or_null(value, ok):
 @pytest.mark.parametrize("value", [True, 4.0, "4"])
 def test_an_int_field_takes_no_bool_float_or_string(value):
     raw = raw_params()
-    raw["cluster"]["k"] = value
-    with pytest.raises(ConfigError, match=rf"'cluster\.k' is {value!r} \(\w+\); must be an integer >= 1"):
+    raw["cluster"]["k_max"] = value
+    with pytest.raises(ConfigError, match=rf"'cluster\.k_max' is {value!r} \(\w+\); must be an integer >= 1"):
+        parse_params(raw)
+    raw = raw_params()
+    raw["cluster"]["k"] = value  # a number or auto: no bool, float or numeric string either
+    with pytest.raises(ConfigError, match=rf"'cluster\.k' is {value!r}; allowed values: an integer >= 1 or auto"):
         parse_params(raw)
 
 

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from conftest import ROOT, write_params
+from pipeline import io
 
 # params.yaml's shipped backbone (backbone.source file, models/ is copied) on 24 small images: a random one gives
 # the network nothing to learn (it scored below k-means on pixel colours), so the network-beats-baseline check
@@ -100,7 +102,8 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     assert not (d / "data/07_pseudolabels/labels/synth_eval_00000.png").exists()  # and never fitted on
     metrics = json.loads((d / "data/11_evaluate/metrics.json").read_text())
     assert list(metrics) == ["eval", "train", "proposals_mask_ap50", "distill_mask_ap50", "proposals_fg_iou",
-                             "distill_fg_iou"]
+                             "distill_fg_iou", "cluster_k"]
+    assert metrics["cluster_k"] == TINY["cluster"]["k"]
     # distill.method none: the masks are the proposals, so are their AP50 (instances: ground truth's components)
     # and foreground IoU
     assert 0 < metrics["proposals_mask_ap50"] == metrics["distill_mask_ap50"] <= 1
@@ -208,7 +211,17 @@ def test_a_param_change_reruns_exactly_the_dependent_stages(repo):
     d, _, _ = repo
     run(["git", "add", "-A"], d)
     run(["git", "commit", "-qm", "lock"], d)
-    log = run(["dvc", "exp", "run", "-S", "cluster.k=2"], d)
+    log = run(["dvc", "exp", "run", "-S", "cluster.k=auto", "-S", "cluster.k_max=5"], d)
     ran = {s for s in ("prepare", "pretrain", "features", "proposals", "distill", "cluster", "pseudolabels", "filter",
                        "merge", "train", "evaluate", "report") if f"Running stage '{s}'" in log}
     assert ran == {"cluster", "pseudolabels", "filter", "merge", "train", "evaluate", "report"}
+    # cluster.k auto: the chosen k is clusters.json's "k", and every later stage uses that many classes
+    clusters = json.loads((d / "data/06_cluster/clusters.json").read_text())
+    k = clusters["k"]
+    assert 2 <= k <= 5 and clusters["k_auto"]["chosen"] == k and sorted(map(int, clusters["k_auto"]["scores"])) \
+        == list(range(2, 6))
+    assert len(json.loads((d / "data/08_filter/filter.json").read_text())["per_class"]) == k
+    assert torch.load(d / "data/10_train/model.pt", weights_only=False)["num_classes"] == k + 1
+    assert json.loads((d / "data/11_evaluate/metrics.json").read_text())["cluster_k"] == k
+    merged = np.stack([io.read_label(f) for f in sorted((d / "data/09_merge/labels").glob("*.png"))])
+    assert merged[merged != 255].max() <= k

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.sparse.csgraph import laplacian
 from sklearn.cluster import KMeans, SpectralClustering
+from sklearn.metrics import davies_bouldin_score, silhouette_score
+from sklearn.neighbors import kneighbors_graph
 
 from pipeline.config import ClusterConfig
 
@@ -31,8 +34,49 @@ def check_enough_masks(n_masks: int, k: int) -> None:
                            "proposals.tau, or another backbone)")
 
 
+def eigengaps(emb: np.ndarray, n_neighbors: int, count: int) -> np.ndarray:
+    """Embeddings (M, D) -> the `count` + 1 smallest eigenvalues (ascending) of the symmetric normalised Laplacian of
+    their symmetrised cosine k-nearest-neighbour graph (n_neighbors, connectivity weights)."""
+    a = kneighbors_graph(emb, min(n_neighbors, len(emb) - 1), metric="cosine", include_self=False)
+    lap = laplacian(0.5 * (a + a.T), normed=True).toarray()
+    return np.linalg.eigvalsh(lap)[:count + 1]
+
+
+def choose_k(emb: np.ndarray, cfg: ClusterConfig, seed: int) -> tuple[int, dict[int, float]]:
+    """cluster.k auto: the number of classes from the embeddings (M, D) alone, by cfg.k_rule over
+    k_min..min(k_max, M - 1) -> (k, {k tried: its score}).
+
+    - davies_bouldin: k-means (cfg.n_init starts) for each k; the lowest Davies-Bouldin index (mean over clusters of
+      the worst ratio of summed spreads to centre distance) wins: compact, well separated clusters.
+    - silhouette: the same k-means; the highest mean cosine silhouette wins.
+    - eigengap: the k after which the normalised Laplacian's eigenvalues jump most (score: lambda_(k+1) - lambda_k,
+      the highest wins), the spectral clustering heuristic (von Luxburg 2007), 10 neighbours; k = 1 is possible.
+    Every anchor is given k (20 on VOC); none chooses it, so this rule is ours: measured in docs/stages.md."""
+    hi = min(cfg.k_max, len(emb) - 1)
+    ks = list(range(cfg.k_min, hi + 1))
+    if not ks:
+        raise ClusterError(f"params: 'cluster.k' is auto but only {len(emb)} masks were proposed; cluster.k_min = "
+                           f"{cfg.k_min} needs at least {cfg.k_min + 1}")
+    if cfg.k_rule == "eigengap":
+        ev = eigengaps(emb, 10, hi)
+        scores = {k: float(ev[k] - ev[k - 1]) for k in ks}
+        return max(ks, key=lambda k: scores[k]), scores
+    scores = {}
+    for k in ks:
+        labels = KMeans(k, n_init=cfg.n_init, random_state=seed).fit_predict(emb)
+        if len(np.unique(labels)) < 2:  # identical embeddings: no structure to score
+            scores[k] = float("nan")
+        elif cfg.k_rule == "silhouette":
+            scores[k] = float(silhouette_score(emb, labels, metric="cosine"))
+        else:
+            scores[k] = -float(davies_bouldin_score(emb, labels))  # negated: higher is better for every rule
+    finite = [k for k in ks if np.isfinite(scores[k])]
+    return (max(finite, key=lambda k: scores[k]) if finite else ks[0]), scores
+
+
 def cluster_embeddings(emb: np.ndarray, cfg: ClusterConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Embeddings (M, D) -> (labels (M,) int64 in 0..k-1, centres (k, D) unit-norm, cosine distance to own centre (M,))."""
+    """Embeddings (M, D) -> (labels (M,) int64 in 0..k-1, centres (k, D) unit-norm, cosine distance to own centre (M,)).
+    cfg.k must be a number here (the stage resolves auto with `choose_k` first)."""
     check_enough_masks(len(emb), cfg.k)
     if cfg.method == "kmeans":
         labels = KMeans(cfg.k, n_init=cfg.n_init, random_state=seed).fit_predict(emb)
