@@ -250,7 +250,8 @@ class ReportConfig(_Section):
 class Params(_Section):
     """The whole params.yaml, one attribute per section (+ `paths`, which is no parameter)."""
 
-    seed: NonNeg; data: DataConfig; video: VideoConfig; backbone: BackboneConfig; pretrain: PretrainConfig
+    seed: NonNeg; workers: NonNeg  # workers: processes of the per-image stages (0 = every core)
+    data: DataConfig; video: VideoConfig; backbone: BackboneConfig; pretrain: PretrainConfig
     features: FeaturesConfig; proposals: ProposalsConfig; motion: MotionConfig; distill: DistillConfig
     cluster: ClusterConfig; filter: FilterConfig; merge: MergeConfig; train: TrainConfig; crf: CRFConfig
     evaluate: EvaluateConfig; report: ReportConfig
