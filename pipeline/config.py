@@ -170,6 +170,7 @@ class PretrainConfig(_Section):
 
 class FeaturesConfig(_Section):
     batch_size: Pos; shard_size: Pos; device: Device
+    precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 on CUDA and on CPUs with bf16 instructions, else fp32
 
 class ProposalsConfig(_Section):
     affinity: Literal["keys", "tokens"]; tau: float = Field(ge=-1, lt=1); eps: PosF

@@ -28,13 +28,16 @@ def main() -> None:
         for start in range(0, len(names), chunk):
             batch_names = names[start:start + chunk]
             images = io.read_image_list(p.paths.prepare, batch_names)
-            for name, arrays in zip(batch_names, features.per_image(model, images, p.features.batch_size, device)):
+            grids = features.per_image(model, images, p.features.batch_size, device, p.features.precision)
+            for name, arrays in zip(batch_names, grids):
                 writer.add(name, arrays)
             bar.update(len(batch_names))
         writer.close()
     bar.close()
+    dtype = features.autocast_dtype(p.features.precision, device)
     print(f"features: {len(splits['train'][0])} training + {len(splits['eval'][0])} evaluation images on {device} "
-          f"-> {p.paths.features} (+ eval/)")
+          f"({'bf16 autocast' if dtype else 'fp32'}, features.precision {p.features.precision}) -> "
+          f"{p.paths.features} (+ eval/)")
 
 
 if __name__ == "__main__":
