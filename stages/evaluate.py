@@ -1,6 +1,7 @@
 """Stage evaluate: the only stage that reads ground truth. Every label map is scored against the ground truth at
-its ORIGINAL size, image by image (memory does not grow with the dataset), with one Hungarian matching over each
-row's dataset-level confusion matrix (`evaluate.match`). Rows: the held-out evaluation split's network (the
+its ORIGINAL size, image by image over `workers` processes (`score_image`; memory does not grow with the dataset;
+the counts are summed in image order), with one Hungarian matching over each row's dataset-level confusion matrix
+(`evaluate.match`). Rows: the held-out evaluation split's network (the
 headline), the network + dense CRF (when the train stage wrote predictions/crf/), its self-training rounds and two
 label-free baselines fitted there; the training split's pseudolabels, filter, merge, network and network + CRF (the
 quality of the labels the network learnt from, as MaskDistill reports it). Also the class-agnostic mask AP50 of the
