@@ -170,6 +170,7 @@ class PretrainConfig(_Section):
 
 class FeaturesConfig(_Section):
     batch_size: Pos; shard_size: Pos; device: Device
+    precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 on CUDA, fp32 on the CPU
 
 class ProposalsConfig(_Section):
     affinity: Literal["keys", "tokens"]; tau: float = Field(ge=-1, lt=1); eps: PosF
@@ -263,7 +264,8 @@ class ReportConfig(_Section):
 class Params(_Section):
     """The whole params.yaml, one attribute per section (+ `paths`, which is no parameter)."""
 
-    seed: NonNeg; data: DataConfig; video: VideoConfig; backbone: BackboneConfig; pretrain: PretrainConfig
+    seed: NonNeg; workers: NonNeg  # workers: processes of the per-image stages (0 = every core)
+    data: DataConfig; video: VideoConfig; backbone: BackboneConfig; pretrain: PretrainConfig
     features: FeaturesConfig; proposals: ProposalsConfig; motion: MotionConfig; distill: DistillConfig
     cluster: ClusterConfig; filter: FilterConfig; merge: MergeConfig; train: TrainConfig; crf: CRFConfig
     evaluate: EvaluateConfig; report: ReportConfig

@@ -1,18 +1,20 @@
 """Stage evaluate: the only stage that reads ground truth. Every label map is scored against the ground truth at
-its ORIGINAL size, image by image (memory does not grow with the dataset), with one Hungarian matching over each
-row's dataset-level confusion matrix (`evaluate.match`). Rows: the held-out evaluation split's network (the
+its ORIGINAL size, image by image over `workers` processes (`score_image`; memory does not grow with the dataset;
+the counts are summed in image order), with one Hungarian matching over each row's dataset-level confusion matrix
+(`evaluate.match`). Rows: the held-out evaluation split's network (the
 headline), the network + dense CRF (when the train stage wrote predictions/crf/), its self-training rounds and two
 label-free baselines fitted there; the training split's pseudolabels, filter, merge, network and network + CRF (the
 quality of the labels the network learnt from, as MaskDistill reports it). Also the class-agnostic mask AP50 of the
 training split's proposals and of the distill stage's masks: against COCO's own instances, or elsewhere the
 8-connected components of each ground-truth class."""
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+from sklearn.cluster import KMeans, MiniBatchKMeans
 from tqdm import tqdm
 
-from pipeline import io
+from pipeline import io, parallel
 from pipeline.config import load_params
 from pipeline.data import coco
 from pipeline.evaluate import baselines, metrics
@@ -50,27 +52,28 @@ def main() -> None:
     fg = {key: np.zeros(2, np.int64) for key in mask_sets}  # foreground (intersection, union) of each mask set
     for split, names in splits.items():
         # label-free baselines, fitted on the scored images themselves (evaluation split only); they ignore nothing
-        fitted = fit_baselines(p, names, n_gt) if split == "eval" else {}
+        colour, feature, grids = fit_baselines(p, names, n_gt) if split == "eval" else (None, None, {})
+        fitted = ["baseline_colour_kmeans", "baseline_feature_kmeans"] if split == "eval" else []
         confs = {key: metrics.Confusion(n_pred, n_gt) for key in sources[split]}
         confs.update({key: metrics.Confusion(n_gt, n_gt) for key in fitted})
         kept = dict.fromkeys(sources[split], 0)  # pixels not ignored (255), for the coverage column
         total = 0
-        for name in tqdm(names, desc=f"evaluate {split}", unit="img"):
-            gt = io.read_label(prep / "gt" / f"{name}.png")
-            total += gt.size
-            for key, folder in sources[split].items():
-                pred = metrics.to_size(io.read_label(folder / f"{name}.png"), gt.shape)
-                confs[key].add(pred, gt)
-                kept[key] += int((pred != io.IGNORE).sum())
-            for key, predict in fitted.items():
-                confs[key].add(predict(name, gt.shape), gt)
-            if split == "train":  # every mask set: foreground IoU (pooled) and class-agnostic mask AP
-                inst, n_inst = metrics.instance_map(gt) if aps else (None, 0)  # instances: gt's components
-                for key, (folder, table) in mask_sets.items():
-                    det = metrics.to_size(io.read_label(folder / "masks" / f"{name}.png"), gt.shape)
-                    fg[key] += metrics.foreground_counts(det > 0, gt)
-                    if aps:
-                        aps[key].add(det, mask_scores(table, name), inst, n_inst, gt != io.IGNORE)
+        score = partial(score_image, prep=prep, sources=sources[split], n_pred=n_pred, n_gt=n_gt, colour=colour,
+                        feature=feature, masks={key: folder for key, (folder, _) in mask_sets.items()}
+                        if split == "train" else {}, instances=bool(aps))
+        items = ((name, grids.get(name), {key: mask_scores(table, name) for key, (_, table) in mask_sets.items()}
+                  if split == "train" and aps else {}) for name in names)
+        for r in tqdm(parallel.map_images(score, items, p.workers), total=len(names), desc=f"evaluate {split}",
+                      unit="img"):
+            total += r["pixels"]
+            for key, counts in r["confusion"].items():
+                confs[key].add_counts(counts)
+            for key, n in r["kept"].items():
+                kept[key] += n
+            for key, (inter, union, matched) in r["masks"].items():
+                fg[key] += (inter, union)
+                if aps:
+                    aps[key].add_matched(*matched)
         results[split] = {key: conf.result(p.evaluate.match) for key, conf in confs.items()}
         summary[split] = {key: {"miou": round(r["miou"], 4), "pixel_acc": round(r["pixel_acc"], 4),
                                 "coverage": round(kept.get(key, total) / total, 4)}
@@ -101,10 +104,10 @@ def main() -> None:
     print(text)
 
 
-def fit_baselines(p, names: list[str], n_gt: int) -> dict[str, Callable[[str, tuple[int, int]], np.ndarray]]:
+def fit_baselines(p, names: list[str], n_gt: int) -> tuple[KMeans, MiniBatchKMeans, dict[str, np.ndarray]]:
     """The two baselines on the evaluation split: k-means (n_gt clusters) on the prepared images' Lab colours and on
-    the features stage's patch tokens, fitted on a seeded sample of those images -> {row: predict(name, (H, W))},
-    each predicting one image's (H, W) uint8 ids at its original size."""
+    the features stage's patch tokens, fitted on a seeded sample of those images -> (colour model, feature model,
+    {name: (h, w, D) token grid} of the evaluation split), for `score_image`."""
     prep = Path(p.paths.prepare)
     colour = baselines.fit_colour(io.LazyImages(prep, names), n_gt, p.seed, p.evaluate.baseline_pixels,
                                   p.evaluate.baseline_kmeans_init)
@@ -112,9 +115,37 @@ def fit_baselines(p, names: list[str], n_gt: int) -> dict[str, Callable[[str, tu
     grids = dict(zip(feat_names, grids))
     feature = baselines.fit_features([grids[n] for n in names], n_gt, p.seed, p.evaluate.baseline_kmeans_init,
                                      p.evaluate.baseline_patches)
-    return {"baseline_colour_kmeans": lambda name, size: metrics.to_size(
-                baselines.predict_colour(colour, io.read_image(prep / "images" / f"{name}.png")), size),
-            "baseline_feature_kmeans": lambda name, size: baselines.predict_features(feature, grids[name], size)}
+    return colour, feature, grids
+
+
+def score_image(item: tuple[str, np.ndarray | None, dict[str, list[float]]], prep: Path, sources: dict[str, Path],
+                n_pred: int, n_gt: int, colour: KMeans | None, feature: MiniBatchKMeans | None, masks: dict[str, Path],
+                instances: bool) -> dict:
+    """One image: (name, its evaluation-split token grid or None, {mask set: its masks' scores}) -> what the
+    dataset-level accumulators take from it, all at the ground truth's original size: {"pixels": ground-truth
+    pixels, "confusion": {row: (n_pred, n_gt) counts (baselines: (n_gt, n_gt))}, "kept": {row: pixels not
+    ignored}, "masks": {mask set in `masks`: (foreground intersection, union, match_masks result + instance count
+    when `instances`)}}. The baselines are scored when `colour` and `feature` are given. Runs in a worker process
+    (parallel.map_images)."""
+    name, grid, scores = item
+    gt = io.read_label(prep / "gt" / f"{name}.png")
+    out: dict = {"pixels": gt.size, "confusion": {}, "kept": {}, "masks": {}}
+    for key, folder in sources.items():
+        pred = metrics.to_size(io.read_label(folder / f"{name}.png"), gt.shape)
+        out["confusion"][key] = metrics.confusion(pred, gt, n_pred, n_gt)
+        out["kept"][key] = int((pred != io.IGNORE).sum())
+    if colour is not None and feature is not None:
+        image = io.read_image(prep / "images" / f"{name}.png")
+        out["confusion"]["baseline_colour_kmeans"] = metrics.confusion(
+            metrics.to_size(baselines.predict_colour(colour, image), gt.shape), gt, n_gt, n_gt)
+        out["confusion"]["baseline_feature_kmeans"] = metrics.confusion(
+            baselines.predict_features(feature, grid, gt.shape), gt, n_gt, n_gt)
+    inst, n_inst = metrics.instance_map(gt) if masks and instances else (None, 0)  # instances: gt's components
+    for key, folder in masks.items():  # every mask set: foreground IoU (pooled) and class-agnostic mask AP
+        det = metrics.to_size(io.read_label(folder / "masks" / f"{name}.png"), gt.shape)
+        matched = (*metrics.match_masks(det, scores[key], inst, n_inst, gt != io.IGNORE), n_inst) if instances else None
+        out["masks"][key] = (*metrics.foreground_counts(det > 0, gt), matched)
+    return out
 
 
 def mask_scores(table: dict[str, list[dict]], name: str) -> list[float]:

@@ -28,13 +28,19 @@ def main() -> None:
         for start in range(0, len(names), chunk):
             batch_names = names[start:start + chunk]
             images = io.read_image_list(p.paths.prepare, batch_names)
-            for name, arrays in zip(batch_names, features.per_image(model, images, p.features.batch_size, device)):
+            grids = features.per_image(model, images, p.features.batch_size, device, p.features.precision)
+            for name, arrays in zip(batch_names, grids):
                 writer.add(name, arrays)
             bar.update(len(batch_names))
         writer.close()
     bar.close()
+    dtype = features.autocast_dtype(p.features.precision, device)
     print(f"features: {len(splits['train'][0])} training + {len(splits['eval'][0])} evaluation images on {device} "
-          f"-> {p.paths.features} (+ eval/)")
+          f"({'bf16 autocast' if dtype else 'fp32'}, features.precision {p.features.precision}) -> "
+          f"{p.paths.features} (+ eval/)")
+    if dtype is not None and device.type == "cpu" and not features.cpu_has_bf16():
+        print("features: warning: this CPU has no bfloat16 instructions (avx512_bf16 / amx_bf16), so bf16 was "
+              "emulated, usually slower than fp32: set features.precision: auto or fp32")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def main() -> None:
     for r, k, s, c in zip(records, keep, score, rel["confidence"]):
         r.update(kept=bool(k), reliability=round(float(s), 4), confidence=None if np.isnan(c) else round(float(c), 4))
         classes.setdefault(r["image"], {})[r["mask"]] = r["cluster"] + 1 if k else io.IGNORE
-    labelmaps.write_mask_labels(p.paths.prepare, p.paths.distill, out, names, classes, "filter")
+    labelmaps.write_mask_labels(p.paths.prepare, p.paths.distill, out, names, classes, "filter", p.workers)
     per_class = {str(c + 1): {"masks": int((arrays["labels"] == c).sum()), "kept": int(keep[arrays["labels"] == c].sum())}
                  for c in range(io.cluster_k(p.paths.cluster))}
     io.write_json(out / "filter.json", {"keep": p.filter.keep, "per_class": per_class, "masks": records})

@@ -46,7 +46,7 @@ def main() -> None:
         changed += int(r["kept"] and c != r["cluster"] + 1)
     classes = {name: {r["mask"]: r["merged_class"] if r["kept"] else io.IGNORE for r in recs}
                for name, recs in by_image.items()}
-    labelmaps.write_mask_labels(p.paths.prepare, p.paths.distill, out, names, classes, "merge")
+    labelmaps.write_mask_labels(p.paths.prepare, p.paths.distill, out, names, classes, "merge", p.workers)
     comm, comm_cls, n_comms = res.part_community, res.community_class, int(res.part_community.max()) + 1
     # parts.npz: every image's (h, w) part map (-1 = no part), raveled and concatenated, with their shapes
     # (grids differ between images of different sizes): io.unpack_ragged(parts, shapes) gives them back.
@@ -80,12 +80,13 @@ def write_leopart(p, out: Path, records: list[dict], by_image: dict[str, list[di
     owners = {n: local[g] for n, g in zip(names, mask_grids)}
     classes = dict(zip(names, merge.part_grids(mask_grids, patch_cls)))
 
-    def render(name: str, mask_map: np.ndarray) -> np.ndarray:
+    def mask_class(name: str) -> np.ndarray:
         recs = sorted(by_image.get(name, []), key=lambda r: r["mask"])
-        mask_class = np.array([r["merged_class"] if r["kept"] else io.IGNORE for r in recs], np.uint8)
-        return leopart.pixel_labels(mask_map, owners[name], classes[name], mask_class)
+        return np.array([r["merged_class"] if r["kept"] else io.IGNORE for r in recs], np.uint8)
 
-    labelmaps.write_rendered_labels(p.paths.prepare, p.paths.distill, out, names, render, "merge")
+    items = ((name, (owners[name], classes[name], mask_class(name))) for name in names)
+    labelmaps.write_rendered_labels(p.paths.prepare, p.paths.distill, out, items, leopart.pixel_labels, "merge",
+                                    p.workers, total=len(names))
     flat, shapes = io.pack_ragged([g.astype(np.int16) for g in merge.part_grids(mask_grids, res.part_of_patch)])
     io.write_npz(out / "parts.npz", names=np.array(names), parts=flat, shapes=shapes)
     # communities.png: the part graph coloured by class, and per class the patches most like its mean

@@ -13,7 +13,8 @@ def main() -> None:
     classes: dict[str, dict[int, int]] = {}
     for r in masks:
         classes.setdefault(r["image"], {})[r["mask"]] = r["cluster"] + 1
-    labelmaps.write_mask_labels(p.paths.prepare, p.paths.distill, p.paths.pseudolabels, names, classes, "pseudolabels")
+    labelmaps.write_mask_labels(p.paths.prepare, p.paths.distill, p.paths.pseudolabels, names, classes, "pseudolabels",
+                                p.workers)
     print(f"pseudolabels: {len(names)} label maps -> {p.paths.pseudolabels}")
 
 

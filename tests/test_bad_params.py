@@ -36,6 +36,7 @@ from pipeline.method import cluster
     ("cluster", "crop_size", 8, r"'cluster\.crop_size' is 8; must be >= 16"),
     ("cluster", "whiten_dim", -1, r"'cluster\.whiten_dim' is -1; must be >= 0"),
     ("features", "device", "tpu", r"'features\.device' is 'tpu'; allowed values: auto, cpu, cuda"),
+    ("features", "precision", "fp16", r"'features\.precision' is 'fp16'; allowed values: auto, fp32, bf16"),
     ("pretrain", "device", "gpu", r"'pretrain\.device' is 'gpu'; allowed values: auto, cpu, cuda"),
     # video datasets and motion proposals
     ("proposals", "sources", ["saliency", "flow"], r"'proposals\.sources\[1\]' is 'flow'; allowed values: saliency, motion"),

@@ -68,6 +68,17 @@ def test_out_of_range_values_are_errors():
             parse_params(raw)
 
 
+@pytest.mark.parametrize("value,pattern", [(-1, r"'workers' is -1; must be >= 0"),
+                                           (1.5, r"'workers' is 1\.5 \(float\); must be an integer >= 0"),
+                                           ("all", r"'workers' is 'all' \(str\); must be an integer >= 0")])
+def test_workers_is_a_top_level_count_of_processes(value, pattern):
+    raw = raw_params()
+    assert parse_params(raw).workers == raw["workers"] == 0  # the default: every core
+    raw["workers"] = value
+    with pytest.raises(ConfigError, match=pattern):
+        parse_params(raw)
+
+
 def test_int_is_accepted_where_a_float_is_expected():
     raw = raw_params()
     raw["filter"]["keep"] = 1

@@ -117,7 +117,7 @@ def test_write_mask_labels_gives_each_mask_its_class_and_writes_an_overlay(tmp_p
     for name in ("a", "b"):
         io.write_image(tmp_path / f"prepare/images/{name}.png", np.full((6, 8, 3), 90, np.uint8))
     labelmaps.write_mask_labels(tmp_path / "prepare", tmp_path / "proposals", tmp_path / "out", ["a", "b"],
-                                {"a": {1: 3, 2: io.IGNORE}}, "test")
+                                {"a": {1: 3, 2: io.IGNORE}}, "test", workers=1)
     want = np.zeros((6, 8), np.uint8)
     want[1:3, 1:4] = 3
     want[4:6, 5:8] = io.IGNORE

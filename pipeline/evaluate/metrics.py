@@ -141,8 +141,16 @@ class Confusion:
         if pred.shape != gt.shape:
             raise ValueError(f"prediction of shape {pred.shape} vs ground truth of shape {gt.shape}: score at the "
                              "ground truth's size (resize the label map with metrics.to_size first)")
-        self.matrix += confusion(pred, gt, self.n_pred, self.n_gt)
-        self.images += 1
+        return self.add_counts(confusion(pred, gt, self.n_pred, self.n_gt))
+
+    def add_counts(self, counts: np.ndarray, images: int = 1) -> "Confusion":
+        """Add an (n_pred, n_gt) matrix of pixel counts made elsewhere (`confusion` of `images` images, e.g. in a
+        worker process): the same as `add` of those images."""
+        counts = np.asarray(counts)
+        if counts.shape != self.matrix.shape:
+            raise ValueError(f"counts of shape {counts.shape}; this matrix is {self.matrix.shape}")
+        self.matrix += counts
+        self.images += images
         return self
 
     def result(self, match: Match) -> dict:
@@ -315,9 +323,13 @@ class MaskAP:
         self.iou, self.scores, self.tp, self.n_gt = iou, [], [], 0
 
     def add(self, det_map: np.ndarray, scores, inst: np.ndarray, n_inst: int, valid: np.ndarray) -> "MaskAP":
-        s, t = match_masks(det_map, scores, inst, n_inst, valid, self.iou)
-        self.scores.append(s)
-        self.tp.append(t)
+        return self.add_matched(*match_masks(det_map, scores, inst, n_inst, valid, self.iou), n_inst)
+
+    def add_matched(self, scores: np.ndarray, tp: np.ndarray, n_inst: int) -> "MaskAP":
+        """Add one image's `match_masks` result (made elsewhere, e.g. in a worker process) and its instance count:
+        the same as `add` of that image."""
+        self.scores.append(np.asarray(scores, np.float64))
+        self.tp.append(np.asarray(tp, bool))
         self.n_gt += n_inst
         return self
 

@@ -162,7 +162,12 @@ def upsample(patches: np.ndarray, shape: tuple[int, int] | int) -> np.ndarray:
 
 def grabcut_refine(image: np.ndarray, mask: np.ndarray, band: int, iters: int) -> np.ndarray:
     """Refine a pixel mask on its image: pixels deeper than `band` inside stay foreground, farther than
-    `band` outside stay background, GrabCut decides the band between. (H, W, 3) uint8, (H, W) bool -> bool."""
+    `band` outside stay background, GrabCut decides the band between. (H, W, 3) uint8, (H, W) bool -> bool.
+
+    GrabCut starts its colour models with k-means drawing from OpenCV's per-thread RNG, whose state every earlier
+    call moves on: the RNG is reset (to its start state, seed 0) before each call, so the result depends on the
+    arguments alone, not on the masks refined before it in the process (image order, the split of images between
+    worker processes)."""
     if mask.sum() < 4 or mask.all():
         return mask
     kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
@@ -176,6 +181,7 @@ def grabcut_refine(image: np.ndarray, mask: np.ndarray, band: int, iters: int) -
     if not inner.any():
         return mask
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
     try:
         cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), gc, None, bgd, fgd, iters, cv2.GC_INIT_WITH_MASK)
     except cv2.error:

@@ -11,18 +11,17 @@ the original size (bilinear) before the argmax. On sets whose originals are the 
 default) the two agree; on large photos ours sees fewer pixels (faster, coarser borders). MaskDistill reads the
 image with cv2 (BGR); the colour kernel is isotropic in the three channels, so the channel order does not matter.
 
-`refine_all` runs the CRF over many images in a process pool (one image per task, each independent and
-deterministic: any worker count gives the same bytes), a bounded chunk of images at a time.
+`refine_all` runs the CRF over many images in a process pool (pipeline/parallel.py; each image independent and
+deterministic: any worker count gives the same bytes), a bounded number of images at a time.
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
-from itertools import islice
+from functools import partial
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from pipeline import parallel
 from pipeline.config import CRFConfig
 
 MISSING = ("the dense CRF needs the package pydensecrf2 (module pydensecrf): `pip install pydensecrf2` (it builds "
@@ -62,40 +61,27 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, cfg: CRFConfig) -> np.ndarra
     return np.asarray(crf.inference(cfg.iterations), dtype=np.float32).reshape(c, h, w)
 
 
-def _task(args: tuple[Any, np.ndarray, np.ndarray, CRFConfig]) -> tuple[Any, np.ndarray]:
-    key, image, probs, cfg = args
+def _task(item: tuple[Any, np.ndarray, np.ndarray], cfg: CRFConfig) -> tuple[Any, np.ndarray]:
+    key, image, probs = item
     return key, dense_crf(image, probs, cfg)
 
 
 def resolve_workers(workers: int, processes_per_node: int = 1) -> int:
     """crf.workers -> how many CRF processes one of `processes_per_node` training processes runs (0: every core,
     shared between them; at least 1)."""
-    return max(1, (workers or os.cpu_count() or 1) // max(processes_per_node, 1))
+    return max(1, (workers or parallel.cores()) // max(processes_per_node, 1))
 
 
 def refine_all(items: Iterable[tuple[Any, np.ndarray, np.ndarray]], cfg: CRFConfig, workers: int,
                chunk: int = 8) -> Iterator[tuple[Any, np.ndarray]]:
     """(key, image (H_i, W_i, 3) uint8, probabilities (C, H_i, W_i) float32) items -> (key, `dense_crf` of the
-    pair) in the same order. workers > 1: a process pool, `chunk` images per task; workers * chunk items are taken
-    from `items` at a time, and the next such batch is drawn (`items` may be a generator doing other work, such as
-    the network's forward pass) while the pool refines the current one, so at most two batches are held; 1: in
-    this process. Every image is refined on its own, so the output does not depend on `workers` or `chunk`."""
-    it = iter(items)
-    if workers <= 1:
-        for key, image, probs in it:
-            yield key, dense_crf(image, probs, cfg)
-        return
-    check_available()
-    with multiprocessing.get_context().Pool(workers) as pool:
-        pending = None
-        while True:
-            batch = [(k, im, pr, cfg) for k, im, pr in islice(it, workers * chunk)]
-            submitted = pool.map_async(_task, batch, chunksize=chunk) if batch else None
-            if pending is not None:
-                yield from pending.get()
-            if submitted is None:
-                return
-            pending = submitted
+    pair) in the same order. workers > 1: a process pool (parallel.map_images), `chunk` images per task, at most
+    2 * workers tasks in flight: items are drawn from `items` as the pool needs them (`items` may be a generator
+    doing other work, such as the network's forward pass); 1 (or 0): in this process. Every image is refined on its
+    own, so the output does not depend on `workers` or `chunk`."""
+    if workers > 1:
+        check_available()
+    yield from parallel.map_images(partial(_task, cfg=cfg), items, max(workers, 1), chunk)
 
 
 def argmax_at(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
