@@ -188,7 +188,7 @@ def test_vocdevkit_runs_the_whole_dag_fitting_on_train_and_scoring_val_at_the_or
 
     metrics = json.loads((d / "data/11_evaluate/metrics.json").read_text())
     assert list(metrics) == ["eval", "train", "proposals_mask_ap50", "distill_mask_ap50",  # VOC's components
-                                "proposals_fg_iou", "distill_fg_iou"]
+                                "proposals_fg_iou", "distill_fg_iou", "cluster_k"]
     assert list(metrics["eval"]) == ["network", "network + CRF", "baseline_colour_kmeans", "baseline_feature_kmeans"]
     assert list(metrics["train"]) == ["pseudolabels", "filter", "merge", "network", "network + CRF"]
     assert all(0 <= row["miou"] <= 1 for split in ("eval", "train") for row in metrics[split].values())

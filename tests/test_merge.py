@@ -277,6 +277,7 @@ def toy_stage_inputs(work, method: str) -> list[str]:
         io.write_label(work / "data/05_distill/masks" / f"{name}.png", mask_map)
     writer.close()
     io.write_json(work / "data/08_filter/filter.json", {"masks": records})
+    io.write_json(work / "data/06_cluster/clusters.json", {"k": 3, "masks": records})  # the k later stages use
     write_params(work, cluster={"k": 3}, merge={"method": method, "parts": 6, "pca_dim": 8})
     return names
 
