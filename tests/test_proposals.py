@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 
 from conftest import section
@@ -69,6 +70,35 @@ def test_grabcut_snaps_a_coarse_mask_to_the_object_edge():
     refined = proposals.grabcut_refine(image, coarse, band=4, iters=3)
     iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
     assert iou(refined, truth) > 0.95 > iou(coarse, truth)
+
+
+def test_guided_filter_with_a_flat_guide_is_the_box_mean_and_keeps_constants():
+    """A flat guide has no variance, so a = cov / (0 + eps) = 0 and q = box(box(p)): the box mean of the box mean
+    (reflected borders), checked against cv2.boxFilter written out; a constant source stays that constant."""
+    rng = np.random.default_rng(0)
+    src = rng.random((20, 24)).astype(np.float32)
+    flat = np.full((20, 24, 3), 100, np.uint8)
+    box = lambda x: cv2.boxFilter(x, -1, (5, 5), borderType=cv2.BORDER_REFLECT)  # noqa: E731
+    np.testing.assert_allclose(proposals.guided_filter(flat, src, 2, 1e-3), box(box(src)), atol=1e-5)
+    image = rng.integers(0, 255, (20, 24, 3), np.uint8)
+    np.testing.assert_allclose(proposals.guided_filter(image, np.full((20, 24), 0.7, np.float32), 3, 1e-3), 0.7,
+                               atol=1e-4)
+
+
+def test_guided_refine_snaps_a_coarse_patch_mask_to_the_object_edge():
+    """The 8 px patch mask of a 24 px square at an offset of 4 px overshoots by half a patch on each side; guided by
+    the image it follows the square's edges (as GrabCut does, at a fraction of its cost)."""
+    image = np.full((64, 64, 3), 40, np.uint8)
+    image[20:44, 20:44] = (220, 60, 60)
+    truth = np.zeros((64, 64), bool); truth[20:44, 20:44] = True
+    patches = np.zeros((8, 8), bool); patches[2:6, 2:6] = True  # pixels 16..48: too large by 4 px each side
+    coarse = proposals.upsample(patches, 64)
+    refined = proposals.guided_refine(image, patches, radius=8, eps=1e-3)
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
+    assert iou(refined, truth) > 0.95 > iou(coarse, truth)
+    cfg = section("proposals", refine="guided", refine_radius=8, refine_eps=1e-3, min_patches=1)
+    m, kept = proposals.pixel_masks(image, [proposals.Proposal(patches, 0.9, 1)], 8, cfg)
+    assert len(kept) == 1 and np.array_equal(m == 1, refined)
 
 
 def test_patch_fractions_are_area_shares():

@@ -189,6 +189,39 @@ def grabcut_refine(image: np.ndarray, mask: np.ndarray, band: int, iters: int) -
     return (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
 
 
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He, Sun & Tang's guided filter with a colour guide: (H, W, 3) uint8 image, (H, W) float source -> (H, W)
+    float32, the source smoothed inside regions of the image and kept sharp across its edges. Per pixel a local
+    linear model q = a . I + b over (2 radius + 1)^2 windows (box means by cv2.boxFilter), eps regularising a on
+    colours scaled to 0..1 (the paper's Eq. 19-21 for colour guides, 3x3 covariances inverted per pixel)."""
+    img = guide.astype(np.float32) / 255.0
+    p = src.astype(np.float32)
+    k = (2 * radius + 1, 2 * radius + 1)
+
+    def box(x: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(x, -1, k, borderType=cv2.BORDER_REFLECT)
+
+    mean_i, mean_p = box(img), box(p)
+    cov_ip = box(img * p[..., None]) - mean_i * mean_p[..., None]  # (H, W, 3)
+    var = np.empty(img.shape[:2] + (3, 3), np.float32)
+    for r in range(3):
+        for c in range(r, 3):
+            var[..., r, c] = var[..., c, r] = box(img[..., r] * img[..., c]) - mean_i[..., r] * mean_i[..., c]
+    var += eps * np.eye(3, dtype=np.float32)
+    a = np.linalg.solve(var, cov_ip[..., None])[..., 0]  # (H, W, 3)
+    b = mean_p - (a * mean_i).sum(-1)
+    return (box(a) * img).sum(-1) + box(b)
+
+
+def guided_refine(image: np.ndarray, patches: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """A patch mask (h, w) bool on its image (H, W, 3) uint8 -> (H, W) bool: the bilinearly upsampled mask
+    (0..1) guided-filtered on the image (`guided_filter`), thresholded at 0.5. A cheap edge-aware alternative to
+    GrabCut (a few ms against ~100+ per image), in the spirit of TokenCut's bilateral solver."""
+    height, width = image.shape[:2]
+    soft = cv2.resize(patches.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    return guided_filter(image, soft, radius, eps) > 0.5
+
+
 def pixel_masks(image: np.ndarray, props: list[Proposal], patch: int, cfg: ProposalsConfig) -> tuple[np.ndarray, list[Proposal]]:
     """Image (H, W, 3) uint8 and patch proposals on its (H/patch, W/patch) grid -> (H, W) uint8 map (0 none,
     i = i-th kept proposal) and the kept proposals. Overlaps go to the better-scored proposal; one left with
@@ -197,7 +230,10 @@ def pixel_masks(image: np.ndarray, props: list[Proposal], patch: int, cfg: Propo
     kept: list[Proposal] = []
     min_pixels = cfg.min_patches * patch * patch // 2
     for prop in props:
-        m = upsample(prop.patches, image.shape[:2])
+        if cfg.refine == "guided":
+            m = guided_refine(image, prop.patches, cfg.refine_radius, cfg.refine_eps)
+        else:
+            m = upsample(prop.patches, image.shape[:2])
         if cfg.refine == "grabcut":
             m = grabcut_refine(image, m, band=patch // 2, iters=cfg.refine_iters)
         m &= out == 0
