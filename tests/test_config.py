@@ -61,7 +61,7 @@ def test_bool_is_not_accepted_as_int():
 def test_out_of_range_values_are_errors():
     for sec, key, value, pattern in [("filter", "keep", 1.5, r"filter\.keep.*\(0, 1\]"),
                                          ("cluster", "k", 0, r"cluster\.k"),
-                                         ("proposals", "refine", "crf", r"allowed values: grabcut, none")]:
+                                         ("proposals", "refine", "crf", r"allowed values: grabcut, guided, none")]:
         raw = raw_params()
         raw[sec][key] = value
         with pytest.raises(ConfigError, match=pattern):
