@@ -27,10 +27,6 @@ from pipeline.config import parse_params
 from pipeline.evaluate import metrics
 from pipeline.method import proposals
 
-SETTINGS = [("grabcut", {}), ("guided", {"refine_radius": 4, "refine_eps": 1e-3}),
-            ("guided", {"refine_radius": 8, "refine_eps": 1e-3}), ("guided", {"refine_radius": 8, "refine_eps": 1e-2}),
-            ("guided", {"refine_radius": 16, "refine_eps": 1e-3}), ("none", {})]
-
 
 def feature_ms(p, project: Path, images: list[np.ndarray], batch: int) -> float:
     size = io.read_manifest(project / "data/01_prepare")["image_size"]
@@ -49,6 +45,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--project", type=Path, required=True)
     ap.add_argument("--images", type=int, default=100, help="first N training images")
+    ap.add_argument("--guided", nargs="+", default=["4:1e-3", "8:1e-3", "16:1e-3", "16:1e-4", "24:1e-3"],
+                    help="guided settings RADIUS:EPS")
     args = ap.parse_args()
     project = args.project
     p = parse_params(yaml.safe_load((project / "params.yaml").read_text()))
@@ -62,7 +60,9 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
     print("| refine | settings | foreground IoU | ms per image |")
     print("|---|---|---|---|")
-    for refine, extra in SETTINGS:
+    settings = [("grabcut", {})] + [("guided", {"refine_radius": int(g.split(":")[0]), "refine_eps": float(g.split(":")[1])})
+                                    for g in args.guided] + [("none", {})]
+    for refine, extra in settings:
         cfg = p.proposals.model_copy(update={"refine": refine, **extra})
         inter = union = 0
         t0 = time.perf_counter()
