@@ -410,6 +410,39 @@ def iter_shards(folder: str | Path, key: str) -> Iterator[tuple[list[str], list[
         yield shard["names"], arrays
 
 
+class ShardArrays(Sequence):
+    """One key's per-image arrays of the named images, read on access a shard at a time (the last shard read is
+    kept, so reading the images in their writing order reads each shard once): a re-iterable sequence for code that
+    passes over a split's features without holding them all. `get(name)` gives an image's array by name."""
+
+    def __init__(self, folder: str | Path, key: str, names: list[str] | None = None) -> None:
+        self.folder, self.key = Path(folder), key
+        index = read_json(self.folder / "index.json")
+        self.where = {n: s["file"] for s in index["shards"] for n in s["names"]}
+        self.names = list(self.where) if names is None else list(names)
+        missing = [n for n in self.names if n not in self.where]
+        if missing:
+            raise InputError(f"{self.folder}: no {key!r} array for {len(missing)} images, e.g. {missing[:3]}")
+        self._file, self._arrays = None, {}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.get(self.names[i])
+
+    def get(self, name: str) -> np.ndarray:
+        file = self.where[name]
+        if file != self._file:
+            self._file, self._arrays = None, {}  # drop the old shard before reading the next
+            names = [n for n, f in self.where.items() if f == file]
+            with np.load(self.folder / file) as z:
+                arrays = unpack_ragged(z[self.key], z[self.key + SHAPES]) if self.key + SHAPES in z.files \
+                    else list(z[self.key])
+            self._file, self._arrays = file, dict(zip(names, arrays))
+        return self._arrays[name]
+
+
 def read_shards(folder: str | Path, key: str) -> tuple[list[str], list[np.ndarray]]:
     """All shards of one key -> (names, list of per-image arrays), in writing order."""
     names, arrays = [], []
