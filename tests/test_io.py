@@ -89,7 +89,8 @@ def test_shard_arrays_read_the_named_images_a_shard_at_a_time(tmp_path, monkeypa
     w.close()
     loads = []
     real_load = np.load
-    monkeypatch.setattr(io.np, "load", lambda path, *a, **k: loads.append(os.path.basename(path)) or real_load(path, *a, **k))
+    monkeypatch.setattr(io.np, "load",
+                        lambda path, *a, **k: loads.append(os.path.basename(path)) or real_load(path, *a, **k))
     lazy = io.ShardArrays(tmp_path, "tokens", ["img0", "img1", "img3", "img4"])
     assert len(lazy) == 4 and not loads  # nothing read yet
     for _ in range(2):  # re-iterable
