@@ -408,6 +408,7 @@ def iter_shards(folder: str | Path, key: str) -> Iterator[tuple[list[str], list[
             else:  # a shard written before the ragged layout: one stacked (n, ...) array
                 arrays = list(z[key])
         yield shard["names"], arrays
+        del arrays  # the next shard is read without this one (a caller that drops it holds one shard at a time)
 
 
 class ShardArrays(Sequence):

@@ -25,22 +25,7 @@ def main() -> None:
     for i, r in enumerate(records):
         r["index"] = i
         by_image.setdefault(r["image"], []).append(r)
-    # Foreground patches: those a kept mask covers for at least half (and more than any other mask).
-    names, mask_grids, patch_mask = [], [], []
-    sample = merge.TokenSample(p.merge.max_tokens_in_memory, p.seed)
-    for shard_names, tokens in io.iter_shards(p.paths.features, "tokens"):
-        for name, tok in zip(shard_names, tokens):
-            recs = by_image.get(name, [])
-            mask_map = io.read_label(Path(p.paths.distill) / "masks" / f"{name}.png")
-            frac = proposals.patch_fractions(mask_map, len(recs), tok.shape[:2])  # (m, h, w), mask id m + 1
-            order = sorted(recs, key=lambda r: r["mask"])
-            grid = merge.mask_grid(frac, np.array([r["index"] for r in order], np.int64),
-                                   np.array([r["kept"] for r in order], bool))
-            names.append(name)
-            mask_grids.append(grid)
-            sample.add(tok[grid > 0])
-            patch_mask.append(grid[grid > 0] - 1)
-    mask_of_patch = np.concatenate(patch_mask)
+    names, mask_grids, mask_of_patch, sample = foreground(p, by_image)
     if not sample.complete:
         print(f"merge: {sample.total} foreground tokens > merge.max_tokens_in_memory = {p.merge.max_tokens_in_memory}: "
               "parts fitted on a seeded sample of that many, every token assigned shard by shard", flush=True)
@@ -74,6 +59,29 @@ def main() -> None:
     print(f"merge: {res.n_parts} parts -> {n_comms} communities; {changed} masks relabelled -> {out}")
 
 
+def foreground(p, by_image: dict[str, list[dict]]) -> tuple[list[str], list[np.ndarray], np.ndarray,
+                                                             merge.TokenSample]:
+    """Foreground patches: those a kept mask covers for at least half (and more than any other mask), read shard by
+    shard -> every image's name and (h, w) mask grid (merge.mask_grid), the mask index of every foreground patch
+    (P,) and the foreground tokens in a TokenSample of merge.max_tokens_in_memory (all of them when they fit)."""
+    names, mask_grids, patch_mask = [], [], []
+    sample = merge.TokenSample(p.merge.max_tokens_in_memory, p.seed)
+    for shard_names, tokens in io.iter_shards(p.paths.features, "tokens"):
+        for name, tok in zip(shard_names, tokens):
+            recs = by_image.get(name, [])
+            mask_map = io.read_label(Path(p.paths.distill) / "masks" / f"{name}.png")
+            frac = proposals.patch_fractions(mask_map, len(recs), tok.shape[:2])  # (m, h, w), mask id m + 1
+            order = sorted(recs, key=lambda r: r["mask"])
+            grid = merge.mask_grid(frac, np.array([r["index"] for r in order], np.int64),
+                                   np.array([r["kept"] for r in order], bool))
+            names.append(name)
+            mask_grids.append(grid)
+            sample.add(tok[grid > 0])
+            patch_mask.append(grid[grid > 0] - 1)
+        tokens = tok = None  # one shard in memory at a time
+    return names, mask_grids, np.concatenate(patch_mask), sample
+
+
 def foreground_tokens(p, mask_grids: list[np.ndarray]) -> Iterator[np.ndarray]:
     """Every image's foreground tokens (n_i, D) again, shard by shard, in the order the stage first read them
     (mask_grids: each image's grid, > 0 = foreground patch)."""
@@ -82,6 +90,7 @@ def foreground_tokens(p, mask_grids: list[np.ndarray]) -> Iterator[np.ndarray]:
         for tok in tokens:
             yield tok[mask_grids[i] > 0]
             i += 1
+        tokens = tok = None  # one shard in memory at a time
 
 
 def write_leopart(p, out: Path, records: list[dict], by_image: dict[str, list[dict]], names: list[str],
