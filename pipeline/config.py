@@ -229,6 +229,13 @@ class MergeConfig(_Section):
     weight_cooccur: NonNegF; weight_adjacent: NonNegF; min_agreement: Scale  # majority only
     pca_dim: int = Field(ge=2); edge_threshold: float = Field(ge=0, lt=1); algorithm: Literal["infomap", "louvain"]
     markov_time: PosF; trials: Pos; gallery_per_community: Pos  # leopart only
+    max_tokens_in_memory: Pos  # more foreground tokens: parts fitted on a seeded sample, assigned shard by shard
+
+    @model_validator(mode="after")
+    def _sample_holds_the_parts(self):
+        n = self.max_tokens_in_memory
+        return _require(self, n >= self.parts, "max_tokens_in_memory", n,
+                        f"must be >= merge.parts = {self.parts} (the parts are fitted on at most this many tokens)")
 
 class TrainConfig(_Section):
     DEEPLAB_BACKBONES: ClassVar = ("resnet50", "resnet101", "mobilenet_v3_large")

@@ -268,16 +268,53 @@ def read_label_list(folder: str | Path, names: list[str]) -> list[np.ndarray]:
 
 class LazyImages(Sequence):
     """The prepared images `prepare_dir/images/<name>.png` as a sequence read on access, one at a time (for code
-    that must pass over a dataset twice without holding it: e.g. the baselines' fit)."""
+    that must not hold a dataset: the train stage's Dataset, the baselines' fit). A slice is a LazyImages of those
+    names; `shapes()` gives every image's (H, W, 3) from the file headers, without decoding."""
+
+    suffix = ".png"
 
     def __init__(self, prepare_dir: str | Path, names: list[str]) -> None:
-        self.folder, self.names = Path(prepare_dir) / "images", list(names)
+        self.folder, self.names = self._folder(prepare_dir), list(names)
+
+    @staticmethod
+    def _folder(root: str | Path) -> Path:
+        return Path(root) / "images"
+
+    def _read(self, path: Path) -> np.ndarray:
+        return read_image(path)
+
+    def _sub(self, names: list[str]) -> "LazyImages":
+        out = type(self).__new__(type(self))
+        out.__dict__.update(self.__dict__)
+        out.names = names
+        return out
 
     def __len__(self) -> int:
         return len(self.names)
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        return read_image(self.folder / f"{self.names[i]}.png")
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self._sub(self.names[i])
+        return self._read(self.folder / f"{self.names[i]}{self.suffix}")
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Every image's array shape (H, W, 3), read from the file headers."""
+        return [image_shape(self.folder / f"{n}{self.suffix}") + (3,) for n in self.names]
+
+
+class LazyLabels(LazyImages):
+    """Label PNGs `folder/<name>.png` as a sequence of (H_i, W_i) uint8 maps read on access (see LazyImages;
+    `shapes()` gives (H, W))."""
+
+    @staticmethod
+    def _folder(root: str | Path) -> Path:
+        return Path(root)
+
+    def _read(self, path: Path) -> np.ndarray:
+        return read_label(path)
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [image_shape(self.folder / f"{n}{self.suffix}") for n in self.names]
 
 
 def read_labels(folder: str | Path, names: list[str]) -> np.ndarray:
@@ -371,6 +408,40 @@ def iter_shards(folder: str | Path, key: str) -> Iterator[tuple[list[str], list[
             else:  # a shard written before the ragged layout: one stacked (n, ...) array
                 arrays = list(z[key])
         yield shard["names"], arrays
+        del arrays  # the next shard is read without this one (a caller that drops it holds one shard at a time)
+
+
+class ShardArrays(Sequence):
+    """One key's per-image arrays of the named images, read on access a shard at a time (the last shard read is
+    kept, so reading the images in their writing order reads each shard once): a re-iterable sequence for code that
+    passes over a split's features without holding them all. `get(name)` gives an image's array by name."""
+
+    def __init__(self, folder: str | Path, key: str, names: list[str] | None = None) -> None:
+        self.folder, self.key = Path(folder), key
+        index = read_json(self.folder / "index.json")
+        self.where = {n: s["file"] for s in index["shards"] for n in s["names"]}
+        self.names = list(self.where) if names is None else list(names)
+        missing = [n for n in self.names if n not in self.where]
+        if missing:
+            raise InputError(f"{self.folder}: no {key!r} array for {len(missing)} images, e.g. {missing[:3]}")
+        self._file, self._arrays = None, {}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.get(self.names[i])
+
+    def get(self, name: str) -> np.ndarray:
+        file = self.where[name]
+        if file != self._file:
+            self._file, self._arrays = None, {}  # drop the old shard before reading the next
+            names = [n for n, f in self.where.items() if f == file]
+            with np.load(self.folder / file) as z:
+                arrays = unpack_ragged(z[self.key], z[self.key + SHAPES]) if self.key + SHAPES in z.files \
+                    else list(z[self.key])
+            self._file, self._arrays = file, dict(zip(names, arrays))
+        return self._arrays[name]
 
 
 def read_shards(folder: str | Path, key: str) -> tuple[list[str], list[np.ndarray]]:

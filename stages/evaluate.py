@@ -6,7 +6,8 @@ headline), the network + dense CRF (when the train stage wrote predictions/crf/)
 label-free baselines fitted there; the training split's pseudolabels, filter, merge, network and network + CRF (the
 quality of the labels the network learnt from, as MaskDistill reports it). Also the class-agnostic mask AP50 of the
 training split's proposals and of the distill stage's masks: against COCO's own instances, or elsewhere the
-8-connected components of each ground-truth class."""
+8-connected components of each ground-truth class. The evaluation split's token grids (feature baseline) are read a
+shard at a time (io.ShardArrays) and COCO's mask AP reads the mask maps one at a time, so nothing holds the split."""
 from functools import partial
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def main() -> None:
     fg = {key: np.zeros(2, np.int64) for key in mask_sets}  # foreground (intersection, union) of each mask set
     for split, names in splits.items():
         # label-free baselines, fitted on the scored images themselves (evaluation split only); they ignore nothing
-        colour, feature, grids = fit_baselines(p, names, n_gt) if split == "eval" else (None, None, {})
+        colour, feature, grids = fit_baselines(p, names, n_gt) if split == "eval" else (None, None, None)
         fitted = ["baseline_colour_kmeans", "baseline_feature_kmeans"] if split == "eval" else []
         confs = {key: metrics.Confusion(n_pred, n_gt) for key in sources[split]}
         confs.update({key: metrics.Confusion(n_gt, n_gt) for key in fitted})
@@ -61,7 +62,8 @@ def main() -> None:
         score = partial(score_image, prep=prep, sources=sources[split], n_pred=n_pred, n_gt=n_gt, colour=colour,
                         feature=feature, masks={key: folder for key, (folder, _) in mask_sets.items()}
                         if split == "train" else {}, instances=bool(aps))
-        items = ((name, grids.get(name), {key: mask_scores(table, name) for key, (_, table) in mask_sets.items()}
+        items = ((name, grids.get(name) if grids is not None else None,  # the token grid: one shard held at a time
+                  {key: mask_scores(table, name) for key, (_, table) in mask_sets.items()}
                   if split == "train" and aps else {}) for name in names)
         for r in tqdm(parallel.map_images(score, items, p.workers), total=len(names), desc=f"evaluate {split}",
                       unit="img"):
@@ -104,17 +106,15 @@ def main() -> None:
     print(text)
 
 
-def fit_baselines(p, names: list[str], n_gt: int) -> tuple[KMeans, MiniBatchKMeans, dict[str, np.ndarray]]:
+def fit_baselines(p, names: list[str], n_gt: int) -> tuple[KMeans, MiniBatchKMeans, io.ShardArrays]:
     """The two baselines on the evaluation split: k-means (n_gt clusters) on the prepared images' Lab colours and on
     the features stage's patch tokens, fitted on a seeded sample of those images -> (colour model, feature model,
-    {name: (h, w, D) token grid} of the evaluation split), for `score_image`."""
+    the evaluation split's (h, w, D) token grids, read a shard at a time: `.get(name)`), for `score_image`."""
     prep = Path(p.paths.prepare)
     colour = baselines.fit_colour(io.LazyImages(prep, names), n_gt, p.seed, p.evaluate.baseline_pixels,
                                   p.evaluate.baseline_kmeans_init)
-    feat_names, grids = io.read_shards(Path(p.paths.features) / "eval", "tokens")
-    grids = dict(zip(feat_names, grids))
-    feature = baselines.fit_features([grids[n] for n in names], n_gt, p.seed, p.evaluate.baseline_kmeans_init,
-                                     p.evaluate.baseline_patches)
+    grids = io.ShardArrays(Path(p.paths.features) / "eval", "tokens", names)
+    feature = baselines.fit_features(grids, n_gt, p.seed, p.evaluate.baseline_kmeans_init, p.evaluate.baseline_patches)
     return colour, feature, grids
 
 
@@ -158,8 +158,8 @@ def coco_ap50(p, manifest: dict, folder: Path, table: dict[str, list[dict]]) -> 
     COCO's prepared instance ground truth at the original size, by COCOeval (None: no instances)."""
     gt = io.read_json(Path(p.paths.prepare) / manifest["gt_instances"])
     sizes = manifest["sizes"]
-    maps = {n: metrics.to_size(io.read_label(folder / "masks" / f"{n}.png"), sizes[n]) for n in manifest["names"]}
-    scores = {n: mask_scores(table, n) for n in manifest["names"]}
+    maps = ((n, metrics.to_size(io.read_label(folder / "masks" / f"{n}.png"), sizes[n])) for n in manifest["names"])
+    scores = {n: mask_scores(table, n) for n in manifest["names"]}  # maps: read one at a time
     ap = coco.mask_ap50(gt, coco.mask_detections(maps, scores, gt))
     return None if np.isnan(ap) else round(ap, 4)
 

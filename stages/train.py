@@ -8,15 +8,21 @@ once per CRF round (its predictions are rounds too). crf.predictions: the final 
 dense CRF on the prepared image, upsampled to the original size -> predictions/crf/ ("network + CRF" in evaluate).
 Resumes from data/10_train/checkpoints/ when a run was interrupted.
 
+Streaming: images and labels are read from disk by the training Dataset (train.workers DataLoader workers), each
+round's relabelled maps go to data/10_train/checkpoints/rounds/ (removed with the checkpoint at the end), and the
+predictions are written batch by batch: memory does not grow with the number of images.
+
 With train.gpus > 1 (or auto and several GPUs) the stage re-launches itself under torchrun, one process per
 GPU; started by torchrun itself (several nodes) it joins the given process group. Rank 0 alone writes, but the
 predictions, which every process writes for its share of the images.
 """
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -56,8 +62,8 @@ def main() -> None:
         torch.set_num_threads(p.train.threads)
     manifest = io.read_manifest(p.paths.prepare)
     names = manifest["names"]
-    images = io.read_image_list(p.paths.prepare, names)  # the prepared size: may differ between images
-    labels = io.read_label_list(Path(p.paths.merge) / "labels", names)
+    images = io.LazyImages(p.paths.prepare, names)  # read on access; the prepared size may differ between images
+    labels = io.LazyLabels(Path(p.paths.merge) / "labels", names)
     classes = io.cluster_k(p.paths.cluster) + 1  # the cluster stage's k (cluster.k, or the one chosen by auto)
     torch.manual_seed(p.seed)
     model = segnet.build_model(p.train, classes, manifest["image_size"],
@@ -68,9 +74,13 @@ def main() -> None:
                   if k not in ("device", "threads", "gpus", "workers", "checkpoint_every")}
     crf_cfg = {k: v for k, v in p.crf.model_dump().items() if k not in ("predictions", "workers")}
     key = checkpoint.fingerprint({"train": result_cfg, "seed": p.seed, "classes": classes,
+                                  "round_maps": "on disk",  # not a checkpoint holding the maps (older layout)
                                   **({"crf": crf_cfg} if p.train.crf_rounds else {})}, [images, labels], model)
     ckpt = out / "checkpoints" / "last.pt"
+    maps_dir = out / "checkpoints" / "rounds"  # the rounds' relabelled maps, kept with the checkpoint
     resume, why = checkpoint.load(ckpt, key)
+    if resume and resume["rounds"] and not segnet.maps_complete(maps_dir, len(resume["rounds"]), len(names)):
+        resume, why = None, f"checkpoint {ckpt} without its rounds' maps in {maps_dir}"
     steps_per_round = [len(rd["images"]) // min(p.train.batch_size, len(rd["images"])) * rd["epochs"]
                        for rd in segnet.round_plan(p.train, labels)]
     offset = sum(steps_per_round[:resume["round"]]) + resume["fit"]["step"] if resume else 0
@@ -100,7 +110,7 @@ def main() -> None:
             checkpoint.save(ckpt, state, key)
 
     rounds = segnet.self_train(model, images, labels, p.train, p.seed, device, resume=resume, on_step=log, save=save,
-                               crop_size=manifest["image_size"], refine=refiner(p))
+                               crop_size=manifest["image_size"], refine=refiner(p), maps_dir=maps_dir)
     if main_rank:
         for rd in rounds:
             live.log_metric(f"round_{rd['round']}/relabel_kept", rd["kept"], plot=False)
@@ -116,6 +126,7 @@ def main() -> None:
         dist.barrier()  # every process has written its share of the predictions
     if main_rank:
         ckpt.unlink(missing_ok=True)  # finished: the outputs above are the result
+        shutil.rmtree(maps_dir, ignore_errors=True)
         final = rounds[-1]["history"][-1]["loss"] if rounds[-1]["history"] else float("nan")
         print(f"train: {len(rounds)} round(s) on {device} x{world_size}, final loss {final:.4f}, "
               f"{n_written} predictions (both splits, original size) per round -> {out}")
@@ -131,14 +142,16 @@ def refiner(p) -> segnet.Refiner:
     return functools.partial(crf.refine_all, cfg=p.crf, workers=workers)
 
 
-def write_predictions(p, manifest: dict, model: torch.nn.Module, rounds: list[dict], images: list,
+def write_predictions(p, manifest: dict, model: torch.nn.Module, rounds: list[dict], images: Sequence,
                       device: torch.device, folder: Path) -> int:
     """Every round's network predicts every image of both splits (this process: its contiguous share of each split,
     so several processes share the work): logits upsampled to the original size, argmax -> folder/labels/<name>.png
     and overlays (the prepared image resized to that size) for the last round, and with several rounds also
     folder/round_<r>/. crf.predictions: the last round's softmax at the prepared size refined by the dense CRF on
     the prepared image, upsampled to the original size, argmax -> folder/crf/ (labels and overlays; from the same
-    forward pass). One batch in memory at a time (and the CRF's chunk). -> the number of images of both splits.
+    forward pass). images: the training split's, in memory or read on access (io.LazyImages); the evaluation
+    split's are read on access. One batch in memory at a time (and the CRF's chunk). -> the number of images of both
+    splits.
     The model ends with the last round's weights."""
     rank, world_size = segnet.world()
     final = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -148,7 +161,7 @@ def write_predictions(p, manifest: dict, model: torch.nn.Module, rounds: list[di
         share = -(-len(split_names) // world_size)
         mine = split_names[rank * share:(rank + 1) * share]
         if split_images is None:
-            todo.append((mine, io.read_image_list(p.paths.prepare, mine)))
+            todo.append((mine, io.LazyImages(p.paths.prepare, mine)))
         else:
             todo.append((mine, split_images[rank * share:(rank + 1) * share]))
     sizes = io.original_sizes(p.paths.prepare, manifest, [n for mine, _ in todo for n in mine])
@@ -179,10 +192,11 @@ def write_network_maps(out, mine: list[str], imgs: list, folders: list[Path]):
     """iter_predictions' tuples -> each image's class map written to every folder of `folders`; yields
     (index, image, softmax (C, h, w) numpy at the prepared size) for the CRF where the tuples carry probabilities."""
     for i, pred, _, *probs in out:
+        image = imgs[i]  # read once (imgs may read it from disk)
         for f in folders:
-            viz.write_maps(f, [mine[i]], [pred.cpu().numpy()], [imgs[i]])
+            viz.write_maps(f, [mine[i]], [pred.cpu().numpy()], [image])
         if probs:
-            yield i, imgs[i], probs[0].cpu().numpy()
+            yield i, image, probs[0].cpu().numpy()
 
 
 if __name__ == "__main__":

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -74,6 +76,32 @@ def test_ragged_shards_round_trip_arrays_of_different_shapes_exactly(tmp_path):
     other.add("a", {"tokens": arrays[0]["tokens"]})
     with pytest.raises(ValueError, match="keys"):  # every image needs the same keys
         other.add("b", {"keys": arrays[0]["keys"]})
+
+
+def test_shard_arrays_read_the_named_images_a_shard_at_a_time(tmp_path, monkeypatch):
+    """io.ShardArrays: the named images' arrays (a subset, any order) equal read_shards'; read in writing order,
+    each shard is loaded once and only one is held; re-iterable; an image without features is an InputError."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=(h, 4, 3)).astype(np.float16) for h in (2, 3, 2, 5, 1)]
+    w = io.ShardWriter(tmp_path, shard_size=2)
+    for i, a in enumerate(arrays):
+        w.add(f"img{i}", {"tokens": a})
+    w.close()
+    loads = []
+    real_load = np.load
+    monkeypatch.setattr(io.np, "load",
+                        lambda path, *a, **k: loads.append(os.path.basename(path)) or real_load(path, *a, **k))
+    lazy = io.ShardArrays(tmp_path, "tokens", ["img0", "img1", "img3", "img4"])
+    assert len(lazy) == 4 and not loads  # nothing read yet
+    for _ in range(2):  # re-iterable
+        got = list(lazy)
+        for g, i in zip(got, (0, 1, 3, 4)):
+            assert g.dtype == np.float16 and np.array_equal(g, arrays[i])
+    assert loads == ["shard_000.npz", "shard_001.npz", "shard_002.npz"] * 2
+    assert len(lazy._arrays) == 1  # only the last shard's arrays are held (its one image)
+    assert np.array_equal(lazy.get("img2"), arrays[2]) and np.array_equal(lazy[0], arrays[0])
+    with pytest.raises(io.InputError, match="no 'tokens' array for 1 images"):
+        io.ShardArrays(tmp_path, "tokens", ["img0", "nope"])
 
 
 def test_a_shard_of_the_older_stacked_layout_still_reads(tmp_path):

@@ -316,3 +316,126 @@ def test_merge_stage_leopart_gives_the_two_kinds_of_one_kmeans_class_two_classes
     a, b, c = inside[0][0], inside[2][0], inside[4][0]
     assert inside[1][0] == a != b == inside[3][0] != c == inside[5][0] != a  # A and B (k-means class 0) split
     assert (labels[5][:8, :8] == 255).all() and (labels[0][:8] == 0).all()  # dropped mask ignored, background 0
+
+
+# ---------------------------------------------------------------- bounded memory (merge.max_tokens_in_memory)
+
+def test_token_sample_is_the_whole_stream_when_it_fits_and_else_a_seeded_uniform_subset_held_in_bounds():
+    rng = np.random.default_rng(3)
+    stream = [rng.normal(size=(n, 4)).astype(np.float16) for n in (5, 0, 17, 9, 30, 2)]  # 63 rows
+    whole = merge.TokenSample(63, seed=0)
+    for rows in stream:
+        whole.add(rows)
+    assert whole.complete and whole.total == 63
+    np.testing.assert_array_equal(whole.rows(), np.concatenate(stream))  # exactly the concatenation, in order
+    held, draws = [], []
+    for seed in (0, 0, 1):
+        sample = merge.TokenSample(10, seed)
+        for rows in stream:
+            sample.add(rows)
+            held.append(sample.held)
+        assert not sample.complete and sample.total == 63
+        pos = sample.positions_kept()
+        assert len(pos) == 10 and (np.diff(pos) > 0).all()  # 10 distinct rows, in stream order
+        np.testing.assert_array_equal(sample.rows(), np.concatenate(stream)[pos])
+        draws.append(pos.tolist())
+    assert draws[0] == draws[1] != draws[2]  # seeded
+    assert max(held) <= 2 * 10 + 30  # pruned to 10 whenever more than 20 are held (plus the image being added)
+
+
+def test_streamed_refine_on_the_whole_sample_equals_refine_and_a_small_sample_keeps_the_blobs_apart():
+    """refine_streamed: parts fitted on a sample, tokens assigned image by image. With every token as the sample it
+    is refine's result exactly; with a 30-token sample of the 150 the three blobs still get parts of their own."""
+    x, blob = three_blobs()
+    grids = [np.arange(1, 51).reshape(5, 10) + 50 * i for i in range(3)]  # 3 images, 50 patches, one mask per patch
+    mask_of_patch = np.arange(150)
+    cls = blob + 1
+    cfg = section("merge", parts=6, min_agreement=0.5)
+    want = merge.refine(x, grids, mask_of_patch, cls, cfg, 0)
+    got = merge.refine_streamed(x, (x[50 * i:50 * (i + 1)] for i in range(3)), grids, mask_of_patch, cls, cfg, 0)
+    for a, b in zip(got.part_grids, want.part_grids):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got.part_community, want.part_community)
+    np.testing.assert_array_equal(got.new_class, want.new_class)
+    sample = merge.TokenSample(30, 0)
+    for i in range(3):
+        sample.add(x[50 * i:50 * (i + 1)])
+    small = merge.refine_streamed(sample.rows(), (x[50 * i:50 * (i + 1)] for i in range(3)), grids, mask_of_patch,
+                                  cls, cfg, 0)
+    parts = np.concatenate([g[g >= 0] for g in small.part_grids])
+    assert all(len(set(blob[parts == q].tolist())) == 1 for q in set(parts.tolist()))  # no part mixes two blobs
+    with pytest.raises(ValueError, match="149 foreground features for 150 patches"):
+        merge.refine_streamed(x, [x[:149]], grids, mask_of_patch, cls, cfg, 0)
+
+
+def test_streamed_leopart_on_the_whole_sample_finds_the_same_classes_and_a_small_sample_still_splits_the_kinds():
+    feats, grids, mask_of_patch = toy_looks()
+    cfg = section("merge", method="leopart", parts=6, pca_dim=8, edge_threshold=0.02, algorithm="louvain")
+    images = [feats[8 * i:8 * (i + 1)] for i in range(6)]
+    want = leopart.communities_as_classes(feats, grids, cfg, k=3, seed=0)
+    got, model = leopart.communities_as_classes_streamed(feats, images, grids, cfg, k=3, seed=0)
+    assert got.vectors is None and model.n_parts == 6
+    np.testing.assert_array_equal(got.part_of_patch, want.part_of_patch)
+    np.testing.assert_array_equal(got.class_of_patch, want.class_of_patch)
+    np.testing.assert_array_equal(got.community_kept, want.community_kept)
+    np.testing.assert_allclose(got.part_sum, want.part_sum, atol=1e-5)
+    sample = merge.TokenSample(20, 0)
+    for f in images:
+        sample.add(f)
+    small, _ = leopart.communities_as_classes_streamed(sample.rows(), images, grids, cfg, k=3, seed=0)
+    cls, _, _, _ = leopart.mask_classes(small.class_of_patch, mask_of_patch, np.array([0, 0, 0, 0, 1, 1]), 3)
+    assert cls[0] == cls[1] != cls[2] == cls[3] != cls[4] == cls[5] != cls[0], cls
+
+
+def test_typical_patches_image_by_image_are_typical_patches_of_the_whole():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    cls = rng.integers(1, 4, 40)
+    image = np.repeat(np.arange(8), 5)
+    x[7] = x[6]  # a tie inside an image: the first index wins in both
+    want = leopart.typical_patches(x, cls, image, 3, 3)
+    means = np.stack([x[cls == c].mean(0) for c in (1, 2, 3)])
+    got = leopart.typical_patches_streamed(((x[5 * i:5 * (i + 1)], cls[5 * i:5 * (i + 1)]) for i in range(8)), means, 3)
+    assert [g.tolist() for g in got] == [w.tolist() for w in want]
+
+
+def test_max_tokens_in_memory_must_hold_the_parts():
+    raw = raw_params()
+    raw["merge"].update(parts=60, max_tokens_in_memory=59)
+    with pytest.raises(ConfigError, match=r"'merge\.max_tokens_in_memory' is 59; must be >= merge\.parts = 60"):
+        parse_params(raw)
+
+
+@pytest.mark.parametrize("method", ["majority", "leopart"])
+def test_merge_stage_streaming_past_max_tokens_in_memory_writes_the_label_maps_of_the_in_memory_run(
+        tmp_path, monkeypatch, method):
+    """The toy's 48 foreground tokens with merge.max_tokens_in_memory 48 (all in memory) and 24 (parts fitted on a
+    seeded sample of 24, every image's tokens assigned shard by shard): majority, the same label maps and classes,
+    byte for byte; leopart, the same up to the names of its classes (its three equal communities are numbered by
+    their parts, which a fit on another sample numbers differently)."""
+    import yaml
+
+    from pipeline import io
+    from stages import merge as stage
+    maps, classes = {}, {}
+    for limit in (48, 24):
+        work = tmp_path / str(limit)
+        names = toy_stage_inputs(work, method)
+        params = yaml.safe_load((work / "params.yaml").read_text())
+        params["merge"].update(max_tokens_in_memory=limit, algorithm="louvain")
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        monkeypatch.chdir(work)
+        stage.main()
+        labels = work / "data/09_merge/labels"
+        maps[limit] = [(labels / f"{n}.png").read_bytes() if method == "majority"
+                       else io.read_label(labels / f"{n}.png") for n in names]
+        classes[limit] = [r["merged_class"] for r in io.read_json(work / "data/09_merge/merge.json")["masks"]]
+    if method == "majority":
+        assert maps[48] == maps[24] and classes[48] == classes[24]
+        return
+    a, b = np.stack(maps[48]).ravel(), np.stack(maps[24]).ravel()
+    rename = dict(set(zip(a.tolist(), b.tolist())))
+    assert len(rename) == len(set(a.tolist())) == len(set(rename.values())) == 5  # a bijection: 0, 255 and 3 classes
+    assert rename[0] == 0 and rename[255] == 255
+    assert [rename[c] for c in classes[48]] == classes[24]

@@ -115,7 +115,11 @@ def test_self_training_trains_on_the_relabelled_maps_of_the_previous_round():
     images, labels = tiny_data()
     rounds = segnet.self_train(tiny_net(2), images, labels, TINY, 0, CPU)
     assert [r["round"] for r in rounds] == [1, 2]
-    r1 = {k: np.stack(rounds[0][k]) for k in ("pred", "relabel")}
+    first = tiny_net(2)
+    first.load_state_dict(rounds[0]["weights"])
+    pred, conf = (np.stack(a) for a in segnet.predict_with_confidence(first, images, TINY.batch_size, CPU))
+    r1 = {"pred": pred, "relabel": np.stack(rounds[0]["relabel"])}  # round 1's maps, read back from disk
+    np.testing.assert_array_equal(r1["relabel"], segnet.relabel(pred, conf, TINY.relabel_threshold))
     assert np.all((r1["relabel"] == 255) | (r1["relabel"] == r1["pred"]))
     assert rounds[0]["kept"] == pytest.approx(float((r1["relabel"] != 255).mean()))
     r1 = rounds[0]
@@ -141,15 +145,19 @@ def test_resume_after_a_kill_at_step_n_continues_from_n_and_reaches_the_same_wei
     assert steps == [3, 4, 1, 2]  # round 1 from step 2 on, then all of round 2
     for k, v in full.state_dict().items():
         torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
-    np.testing.assert_array_equal(out[-1]["pred"], ref[-1]["pred"])
+    np.testing.assert_array_equal(np.stack(out[-1]["relabel"]), np.stack(ref[-1]["relabel"]))
 
-    # killed after round 1 finished: resumes into round 2, loss history of round 1 intact
-    net = tiny_net(2)
-    segnet.self_train(net, images, labels, TINY, 0, CPU, save=lambda s: checkpoint.save(path, s, key), max_steps=5)
+    # killed after round 1 finished: resumes into round 2 on round 1's maps (kept in maps_dir), loss history intact
+    net, maps = tiny_net(2), tmp_path / "maps"
+    segnet.self_train(net, images, labels, TINY, 0, CPU, save=lambda s: checkpoint.save(path, s, key), max_steps=5,
+                      maps_dir=maps)
     state, _ = checkpoint.load(path, key)
     assert state["round"] == 1 and len(state["rounds"]) == 1
+    assert sorted(p.name for p in (maps / "round_1").iterdir()) == [f"{i:07d}.png" for i in range(8)]
+    with pytest.raises(ValueError, match="relabelled maps are not all in"):  # resumed without them
+        segnet.self_train(tiny_net(2), images, labels, TINY, 0, CPU, resume=state, maps_dir=tmp_path / "elsewhere")
     again = tiny_net(2)
-    segnet.self_train(again, images, labels, TINY, 0, CPU, resume=state)
+    segnet.self_train(again, images, labels, TINY, 0, CPU, resume=state, maps_dir=maps)
     for k, v in full.state_dict().items():
         torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
 
@@ -174,10 +182,10 @@ def _ddp_worker(rank: int, rdzv: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=rdzv, rank=rank, world_size=2)
     images, labels = tiny_data()
     net = tiny_net(2)
-    rounds = segnet.self_train(net, images, labels, TINY, 0, CPU)
+    rounds = segnet.self_train(net, images, labels, TINY, 0, CPU, maps_dir=f"{out}.maps")  # one folder for both
     if rank == 0:
         torch.save({"logits": eval_logits(net, images), "model": net.state_dict(),
-                    "pred": torch.from_numpy(np.stack(rounds[-1]["pred"])),
+                    "relabel": torch.from_numpy(np.stack(rounds[-1]["relabel"])),
                     "loss": [r["loss"] for r in rounds[0]["history"]]}, out)
     dist.destroy_process_group()
 
@@ -197,7 +205,7 @@ def test_two_gloo_processes_train_the_same_weights_as_one_process(tmp_path):
     ref = eval_logits(net, images)
     assert (got["logits"] - ref).abs().max().item() < 1e-4 * ref.abs().max().item()
     np.testing.assert_allclose(got["loss"], [r["loss"] for r in rounds[0]["history"]], rtol=1e-5)
-    assert (got["pred"].numpy() == np.stack(rounds[-1]["pred"])).mean() > 0.999
+    assert (got["relabel"].numpy() == np.stack(rounds[-1]["relabel"])).mean() > 0.999
 
 
 @pytest.mark.parametrize("model, name", [("timm", "resnet18"), ("timm", "vit_tiny_patch16_224"),
@@ -386,7 +394,7 @@ def test_a_crf_round_retrains_from_the_initial_weights_on_the_crf_refined_maps()
     assert rounds[0]["kept"] == 1.0 and all((m != 255).all() for m in rounds[0]["relabel"])
     for got, w in zip(rounds[0]["relabel"], want):
         np.testing.assert_array_equal(got, w)
-    assert any((w != p).any() for w, p in zip(want, rounds[0]["pred"]))  # the CRF changed some pixels
+    assert any((w != p).any() for w, p in zip(want, segnet.predict(first, images, 3, CPU)))  # the CRF changed some
     assert any((net.state_dict()[k] != v).any() for k, v in rounds[0]["weights"].items())  # round 2 retrained
     fresh = tiny_net(2)
     history, done = segnet.fit(fresh, images, want, CRF_ROUND, 0 + 1, CPU, CRF_ROUND.epochs,
@@ -405,11 +413,13 @@ def test_a_run_killed_before_or_inside_a_crf_round_resumes_to_the_same_weights(t
     ref = segnet.self_train(full, images, labels, CRF_ROUND, 0, CPU, refine=crf_refiner())
     path = tmp_path / "last.pt"
     assert segnet.self_train(tiny_net(2), images, labels, CRF_ROUND, 0, CPU, refine=crf_refiner(),
-                             save=lambda s: checkpoint.save(path, s, "k"), max_steps=killed_after) is None
+                             save=lambda s: checkpoint.save(path, s, "k"), max_steps=killed_after,
+                             maps_dir=tmp_path / "maps") is None
     state, why = checkpoint.load(path, "k")
     assert why == "resuming" and state["round"] == (0 if killed_after < 4 else 1)
     again = tiny_net(2)
-    out = segnet.self_train(again, images, labels, CRF_ROUND, 0, CPU, refine=crf_refiner(), resume=state)
+    out = segnet.self_train(again, images, labels, CRF_ROUND, 0, CPU, refine=crf_refiner(), resume=state,
+                            maps_dir=tmp_path / "maps")
     for k, v in full.state_dict().items():
         torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
     np.testing.assert_array_equal(np.stack(out[0]["relabel"]), np.stack(ref[0]["relabel"]))
@@ -479,12 +489,12 @@ def test_a_run_killed_inside_a_comus_round_resumes_to_the_same_weights(tmp_path,
     full = tiny_net(2)
     segnet.self_train(full, images, labels, COMUS, 0, CPU)
     path = tmp_path / "last.pt"
-    assert segnet.self_train(tiny_net(2), images, labels, COMUS, 0, CPU,
+    assert segnet.self_train(tiny_net(2), images, labels, COMUS, 0, CPU, maps_dir=tmp_path / "maps",
                              save=lambda s: checkpoint.save(path, s, "k"), max_steps=killed_after) is None
     state, why = checkpoint.load(path, "k")
     assert why == "resuming" and state["round"] == (0 if killed_after < 4 else 1)
     again = tiny_net(2)
-    segnet.self_train(again, images, labels, COMUS, 0, CPU, resume=state)
+    segnet.self_train(again, images, labels, COMUS, 0, CPU, resume=state, maps_dir=tmp_path / "maps")
     for k, v in full.state_dict().items():
         torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
 
@@ -511,3 +521,72 @@ def test_two_processes_each_refine_a_share_and_all_receive_every_crf_map(tmp_pat
     assert [g.shape for g in got] == [im.shape[:2] for im in images[:5]]
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g.numpy(), w)
+
+
+# ---------------------------------------------------------------- streaming: data read from disk, maps kept on disk
+
+def write_pairs(folder, images, labels) -> list[str]:
+    """Images and label maps -> folder/images/<name>.png and folder/labels/<name>.png (as the prepare and merge
+    stages write them) -> the names."""
+    from pipeline import io
+
+    names = [f"im{i}" for i in range(len(images))]
+    for name, im, lab in zip(names, images, labels):
+        io.write_image(folder / "images" / f"{name}.png", im)
+        io.write_label(folder / "labels" / f"{name}.png", lab)
+    return names
+
+
+def test_the_dataset_over_files_yields_exactly_the_in_memory_batches_and_trains_the_same_weights(tmp_path):
+    """The train stage's data path: io.LazyImages / LazyLabels (files read on access, in the DataLoader workers)
+    give PairDataset exactly the items of the arrays in memory, and `fit` with 2 workers reaches exactly the
+    weights and losses of `fit` on the arrays with none; an item is read from its file when drawn (a rewritten
+    file changes it)."""
+    from pipeline import io
+
+    images, labels = ragged_data()
+    names = write_pairs(tmp_path, images, labels)
+    lazy_x, lazy_y = io.LazyImages(tmp_path, names), io.LazyLabels(tmp_path / "labels", names)
+    assert segnet.shapes_of(lazy_x) == [im.shape for im in images]  # from the PNG headers
+    assert segnet.shapes_of(segnet.Take(lazy_y, [4, 1])) == [labels[4].shape, labels[1].shape]
+    mem, disk = segnet.PairDataset(images, labels, 0.5, 3, 32), segnet.PairDataset(lazy_x, lazy_y, 0.5, 3, 32)
+    for key in [(0, 0), (1, 3), (2, 5)]:
+        for a, b in zip(mem[key], disk[key]):
+            torch.testing.assert_close(b, a, rtol=0, atol=0)
+    cfg = replace(TINY, batch_size=3)
+    a, b = tiny_net(2), tiny_net(2)
+    history_a, _ = segnet.fit(a, images, labels, cfg, 0, CPU, 2, crop_size=32)
+    history_b, _ = segnet.fit(b, lazy_x, lazy_y, replace(cfg, workers=2), 0, CPU, 2, crop_size=32)
+    assert [h["loss"] for h in history_b] == [h["loss"] for h in history_a] and len(history_a) == 4
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[k], v, rtol=0, atol=0)
+    io.write_image(tmp_path / "images" / "im0.png", 255 - images[0])
+    assert not torch.equal(disk[(0, 0)][0], mem[(0, 0)][0])
+
+
+def test_self_training_on_files_writes_each_rounds_maps_to_disk_and_matches_the_arrays_in_memory(tmp_path):
+    """self_train on io.LazyImages / LazyLabels with maps_dir: the same weights, losses and relabelled maps as on
+    the arrays in memory; round r's maps are PNGs maps_dir/round_<r>/<index>.png, returned as sequences that read
+    them; without maps_dir a temporary folder holds them, removed once the returned maps are dropped."""
+    import gc
+
+    from pipeline import io
+
+    images, labels = tiny_data()
+    names = write_pairs(tmp_path, images, labels)
+    ref_net, net = tiny_net(2), tiny_net(2)
+    ref = segnet.self_train(ref_net, images, labels, TINY, 0, CPU)
+    got = segnet.self_train(net, io.LazyImages(tmp_path, names), io.LazyLabels(tmp_path / "labels", names), TINY, 0,
+                            CPU, maps_dir=tmp_path / "maps")
+    for k, v in ref_net.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[k], v, rtol=0, atol=0)
+    for r, (g, w) in enumerate(zip(got, ref), start=1):
+        assert [h["loss"] for h in g["history"]] == [h["loss"] for h in w["history"]] and g["kept"] == w["kept"]
+        assert isinstance(g["relabel"], io.LazyLabels) and g["relabel"].folder == tmp_path / "maps" / f"round_{r}"
+        np.testing.assert_array_equal(np.stack(g["relabel"]), np.stack(w["relabel"]))
+    assert sorted(p.name for p in (tmp_path / "maps" / "round_2").iterdir()) == [f"{i:07d}.png" for i in range(8)]
+    temporary = ref[0]["relabel"].folder.parent
+    assert temporary.is_dir()
+    del ref, w  # every returned map sequence
+    gc.collect()
+    assert not temporary.exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io as _stdio
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -104,13 +105,15 @@ def instances(coco: COCO, ids: list[int], names: list[str]) -> dict:
     return {"images": images, "annotations": anns, "categories": cats}
 
 
-def mask_detections(mask_maps: dict[str, np.ndarray], scores: dict[str, list[float]], gt: dict) -> list[dict]:
-    """Proposal maps {name: (H, W) uint8, 0 none, i = mask i} and their scores {name: [score of mask 1, ...]}
-    -> COCO result dicts (image ids from `gt`'s images, category = the first gt category)."""
+def mask_detections(mask_maps: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
+                    scores: dict[str, list[float]], gt: dict) -> list[dict]:
+    """Proposal maps {name: (H, W) uint8, 0 none, i = mask i} (or (name, map) pairs, e.g. read one at a time) and
+    their scores {name: [score of mask 1, ...]} -> COCO result dicts (run-length encoded; image ids from `gt`'s
+    images, category = the first gt category)."""
     ids = {Path(im["file_name"]).stem: im["id"] for im in gt["images"]}
     cat = gt["categories"][0]["id"]
     dets = []
-    for name, m in mask_maps.items():
+    for name, m in (mask_maps.items() if isinstance(mask_maps, Mapping) else mask_maps):
         for i, s in enumerate(scores.get(name, []), start=1):
             mask = m == i
             if mask.any():

@@ -43,10 +43,16 @@ and experiments/utils.py (`normalize_and_transform`, `cluster`). What Leopart do
    feature is most similar (cosine). Train and evaluate keep reading cluster.k + 1 classes.
 Leopart tunes the edge threshold (0.01-0.1), the Markov time (0.1-2) and the number of parts against train ground
 truth; here the defaults come from reasoning and label-free statistics of development data (docs/stages.md).
+
+Bounded memory (merge.max_tokens_in_memory; Leopart holds every patch in memory, as faiss needs): with more foreground
+patches than that, the projection and the parts are fitted on a seeded sample of them (`fit_part_model`) and every
+image's patches are then projected and assigned one image at a time (`communities_as_classes_streamed`); the
+gallery's typical patches too (`typical_patches_streamed`). With fewer, everything runs on all of them as before.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import networkx as nx
 import numpy as np
@@ -87,8 +93,37 @@ def fit_projection(feats: np.ndarray, dim: int) -> Projection:
 def spherical_kmeans(x: np.ndarray, parts: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(P, d) unit vectors -> (P,) int64 part ids in 0..min(parts, P)-1 and (n_parts, d) centres (k-means on the
     unit vectors: 100 iterations, 5 seeded restarts, as Leopart's faiss call)."""
-    km = KMeans(min(parts, len(x)), n_init=5, max_iter=100, random_state=seed).fit(x)
+    km = fit_spherical_kmeans(x, parts, seed)
     return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32)
+
+
+def fit_spherical_kmeans(x: np.ndarray, parts: int, seed: int) -> KMeans:
+    """(P, d) unit vectors -> the fitted k-means of `spherical_kmeans` (its `predict` assigns further vectors)."""
+    return KMeans(min(parts, len(x)), n_init=5, max_iter=100, random_state=seed).fit(x)
+
+
+@dataclass(frozen=True)
+class PartModel:
+    """The projection and the spherical k-means parts fitted on a sample of foreground patches."""
+
+    projection: Projection
+    kmeans: KMeans
+
+    @property
+    def n_parts(self) -> int:
+        return int(self.kmeans.n_clusters)
+
+    def __call__(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, D) features -> (n,) int64 nearest part and (n, d) float32 unit vectors."""
+        x = self.projection(feats)
+        return (self.kmeans.predict(x).astype(np.int64) if len(x) else np.zeros(0, np.int64)), x
+
+
+def fit_part_model(sample: np.ndarray, cfg: MergeConfig, seed: int) -> PartModel:
+    """(S, D) foreground patch features (a seeded sample) -> the projection (cfg.pca_dim) and cfg.parts spherical
+    k-means parts fitted on them, as `communities_as_classes` fits them on all patches."""
+    proj = fit_projection(sample, cfg.pca_dim)
+    return PartModel(proj, fit_spherical_kmeans(proj(sample), cfg.parts, seed))
 
 
 def image_cooccurrence(part_map: np.ndarray, n_parts: int, distances: tuple[int, ...] = DISTANCES) -> np.ndarray:
@@ -111,7 +146,8 @@ def image_cooccurrence(part_map: np.ndarray, n_parts: int, distances: tuple[int,
     return counts
 
 
-def cooccurrence(part_maps: list[np.ndarray], n_parts: int, distances: tuple[int, ...] = DISTANCES) -> np.ndarray:
+def cooccurrence(part_maps: Iterable[np.ndarray], n_parts: int,
+                 distances: tuple[int, ...] = DISTANCES) -> np.ndarray:
     """Per-image (h, w) part maps -> (n_parts, n_parts) float64, in Leopart's order: each image's counts
     (image_cooccurrence) row-normalised, summed over images, each row divided by the number of images in which the
     part had any counted neighbour. Rows of parts never counted are 0 (Leopart asserts every part appears)."""
@@ -219,11 +255,21 @@ class Communities:
 
     n_parts: int
     part_of_patch: np.ndarray  # (P,) part id
-    vectors: np.ndarray  # (P, d) unit vectors the parts were clustered on
+    vectors: np.ndarray | None  # (P, d) unit vectors the parts were clustered on (None: streamed, not held)
     graph: nx.Graph  # the part graph
     part_community: np.ndarray  # (n_parts,) community found, 0 = the most patches
     community_kept: np.ndarray  # (communities_found,) the kept community (= class - 1) each community became
     community_patches: np.ndarray  # (communities_found,) foreground patches of each community
+    part_sum: np.ndarray | None = None  # (n_parts, d) sum of each part's unit vectors
+
+    def class_means(self) -> np.ndarray:
+        """(communities_kept, d) each class's mean unit vector, from the parts' sums (no patch needed)."""
+        d = self.part_sum.shape[1]
+        total, count = np.zeros((self.communities_kept, d)), np.zeros(self.communities_kept)
+        cls = self.community_kept[self.part_community]
+        np.add.at(total, cls, self.part_sum)
+        np.add.at(count, cls, np.bincount(self.part_of_patch, minlength=self.n_parts))
+        return (total / np.maximum(count, 1)[:, None]).astype(np.float32)
 
     @property
     def class_of_patch(self) -> np.ndarray:
@@ -252,20 +298,52 @@ def communities_as_classes(feats: np.ndarray, part_maps_of: list[np.ndarray], cf
     x = fit_projection(feats, cfg.pca_dim)(feats)
     part_of_patch, _ = spherical_kmeans(x, cfg.parts, seed)
     n_parts = int(part_of_patch.max()) + 1
-    maps, start = [], 0
-    for grid in part_maps_of:
-        m = np.full(grid.shape, -1, np.int64)
-        n = int((grid > 0).sum())
-        m[grid > 0] = part_of_patch[start:start + n]
-        maps.append(m)
-        start += n
-    g = part_graph(cooccurrence(maps, n_parts), cfg.edge_threshold)
-    part_size = np.bincount(part_of_patch, minlength=n_parts)
-    community = order_communities(find_communities(g, cfg, k, seed), part_size)
     part_sum = np.zeros((n_parts, x.shape[1]))
     np.add.at(part_sum, part_of_patch, x)
+    return _communities(part_of_patch, n_parts, part_sum, x, part_maps_of, cfg, k, seed)
+
+
+def communities_as_classes_streamed(sample: np.ndarray, feats_of_images: Iterable[np.ndarray],
+                                    part_maps_of: list[np.ndarray], cfg: MergeConfig, k: int,
+                                    seed: int) -> tuple[Communities, PartModel | None]:
+    """`communities_as_classes` with bounded memory: the projection and parts fitted on `sample` (S, D), a seeded
+    sample of the foreground patch features (merge.TokenSample); then each image's foreground features ((n_i, D),
+    in the order of part_maps_of, from an iterable that reads them image by image) projected and assigned to their
+    nearest part. -> the Communities (`vectors` None: never held) and the fitted PartModel (None: no patch)."""
+    if len(sample) == 0:
+        return communities_as_classes(np.zeros((0, 1), np.float32), part_maps_of, cfg, k, seed), None
+    model = fit_part_model(sample, cfg, seed)
+    part_sum = np.zeros((model.n_parts, model.projection.components.shape[1]))
+    chunks = []
+    for feats in feats_of_images:
+        parts, x = model(feats)
+        np.add.at(part_sum, parts, x)
+        chunks.append(parts)
+    part_of_patch = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
+    if len(part_of_patch) != sum(int((g > 0).sum()) for g in part_maps_of):
+        raise ValueError(f"communities_as_classes_streamed: {len(part_of_patch)} foreground features for the "
+                         f"{sum(int((g > 0).sum()) for g in part_maps_of)} foreground cells of part_maps_of")
+    return _communities(part_of_patch, model.n_parts, part_sum, None, part_maps_of, cfg, k, seed), model
+
+
+def _communities(part_of_patch: np.ndarray, n_parts: int, part_sum: np.ndarray, x: np.ndarray | None,
+                 part_maps_of: list[np.ndarray], cfg: MergeConfig, k: int, seed: int) -> Communities:
+    """From the part (P,) of every foreground patch and each part's sum of unit vectors (n_parts, d) on: the
+    co-occurrence graph, its communities and their folding to k classes."""
+    def maps():  # each image's (h, w) part map, one at a time
+        start = 0
+        for grid in part_maps_of:
+            m = np.full(grid.shape, -1, np.int64)
+            n = int((grid > 0).sum())
+            m[grid > 0] = part_of_patch[start:start + n]
+            start += n
+            yield m
+
+    g = part_graph(cooccurrence(maps(), n_parts), cfg.edge_threshold)
+    part_size = np.bincount(part_of_patch, minlength=n_parts)
+    community = order_communities(find_communities(g, cfg, k, seed), part_size)
     patches = np.bincount(community, weights=part_size).astype(np.int64)
-    return Communities(n_parts, part_of_patch, x, g, community, fold(community, part_sum, k), patches)
+    return Communities(n_parts, part_of_patch, x, g, community, fold(community, part_sum, k), patches, part_sum)
 
 
 def pixel_labels(mask_map: np.ndarray, owner: np.ndarray, patch_class: np.ndarray,
@@ -300,6 +378,24 @@ def typical_patches(x: np.ndarray, cls: np.ndarray, image: np.ndarray, n_classes
         _, first = np.unique(image[idx], return_index=True)
         out.append(idx[np.sort(first)][:n])
     return out
+
+
+def typical_patches_streamed(chunks: Iterable[tuple[np.ndarray, np.ndarray]], means: np.ndarray,
+                             n: int) -> list[np.ndarray]:
+    """`typical_patches` image by image: chunks yields each image's (n_i, d) unit vectors and (n_i,) classes
+    1..n_classes (images in order; patch indices count on across them); means (n_classes, d): each class's mean
+    vector -> per class, up to n patch indices most similar to its mean, at most one per image. The same indices
+    as `typical_patches` when `means` are its class means."""
+    best: list[list[tuple[float, int]]] = [[] for _ in range(len(means))]  # per class: (-score, index), one per image
+    offset = 0
+    for x, cls in chunks:
+        for c in np.unique(cls):
+            idx = np.flatnonzero(cls == c)
+            scores = x[idx] @ means[c - 1]
+            j = int(np.argmax(scores))  # the first of the highest: typical_patches' stable order
+            best[c - 1].append((-float(scores[j]), offset + int(idx[j])))
+        offset += len(cls)
+    return [np.array([i for _, i in sorted(b)[:n]], np.int64) for b in best]
 
 
 def mask_classes(patch_cls: np.ndarray, mask_of_patch: np.ndarray, mask_cluster: np.ndarray,

@@ -1,14 +1,91 @@
 """Leopart-style refinement: over-cluster foreground patches into parts, merge parts into communities
-on a part graph (co-occurrence in masks + spatial adjacency, Louvain in networkx), relabel masks."""
+on a part graph (co-occurrence in masks + spatial adjacency, Louvain in networkx), relabel masks.
+
+Bounded memory (merge.max_tokens_in_memory): the merge stage gathers the foreground tokens in a `TokenSample`; when
+they all fit, everything runs on all of them, in memory, as before; otherwise the parts are fitted on the seeded
+sample (`fit_parts`) and every image's tokens are assigned to them one image at a time (`predict_parts`), and
+`refine_parts` continues from the part ids alone."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import networkx as nx
 import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 
 from pipeline.config import MergeConfig
+
+
+class TokenSample:
+    """A seeded uniform sample, without replacement, of at most `size` rows of a stream of (n_i, D) arrays (the
+    foreground tokens of image after image): every row draws a random key from default_rng(seed), in stream order,
+    and the `size` rows of the smallest keys are kept (pruned whenever 2 * size are held), so memory holds at most
+    about 2 * size rows, never the stream. When the stream has at most `size` rows, `complete` is True and `rows()`
+    is their concatenation, exactly."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.total = size, 0
+        self.rng = np.random.default_rng(seed)
+        self.parts: list[np.ndarray] = []
+        self.keys: list[np.ndarray] = []
+        self.positions: list[np.ndarray] = []
+        self.held = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        """The next (n, D) rows of the stream."""
+        self.parts.append(rows)
+        self.keys.append(self.rng.random(len(rows)))
+        self.positions.append(np.arange(self.total, self.total + len(rows)))
+        self.total += len(rows)
+        self.held += len(rows)
+        if self.held > 2 * self.size:
+            self._prune()
+
+    def _prune(self) -> None:
+        rows, keys, pos = np.concatenate(self.parts), np.concatenate(self.keys), np.concatenate(self.positions)
+        keep = np.sort(np.argsort(keys, kind="stable")[:self.size])  # the smallest keys, in stream order
+        self.parts, self.keys, self.positions = [rows[keep]], [keys[keep]], [pos[keep]]
+        self.held = len(keep)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the sample is the whole stream (at most `size` rows came)."""
+        return self.total <= self.size
+
+    def rows(self) -> np.ndarray:
+        """(min(size, total), D): the sample, in stream order (the whole stream, concatenated, when `complete`)."""
+        if not self.parts:
+            return np.zeros((0, 0), np.float32)
+        if self.held > self.size:
+            self._prune()
+        return np.concatenate(self.parts) if len(self.parts) > 1 else self.parts[0]
+
+    def positions_kept(self) -> np.ndarray:
+        """(min(size, total),) the stream positions of the sampled rows, ascending."""
+        if self.held > self.size:
+            self._prune()
+        return np.concatenate(self.positions) if self.positions else np.zeros(0, np.int64)
+
+
+def unit_rows(feats: np.ndarray) -> np.ndarray:
+    """(P, D) features -> (P, D) float32 rows scaled to unit length (what the parts are clustered on)."""
+    x = feats.astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-8
+    return x
+
+
+def fit_parts(sample: np.ndarray, parts: int, seed: int) -> MiniBatchKMeans:
+    """(S, D) foreground patch features (a sample of them) -> the mini-batch k-means of `overcluster` fitted on their
+    unit vectors (min(parts, S) parts), for `predict_parts`."""
+    return MiniBatchKMeans(min(parts, len(sample)), n_init=3, random_state=seed, batch_size=2048).fit(unit_rows(sample))
+
+
+def predict_parts(model: MiniBatchKMeans, feats: np.ndarray) -> np.ndarray:
+    """(n, D) foreground patch features (one image's) -> (n,) int64 id of each one's nearest part (unit vectors)."""
+    if len(feats) == 0:
+        return np.zeros(0, np.int64)
+    return model.predict(unit_rows(feats)).astype(np.int64)
 
 
 def overcluster(feats: np.ndarray, parts: int, seed: int) -> np.ndarray:
@@ -154,7 +231,24 @@ def refine(feats: np.ndarray, mask_grids: list[np.ndarray], mask_of_patch: np.nd
     mask_class (M,) current class of each mask -> over-cluster into cfg.parts parts, graph, Louvain
     communities, community classes by majority vote, masks relabelled where cfg.min_agreement holds.
     """
-    parts = overcluster(feats, cfg.parts, seed)
+    return refine_parts(overcluster(feats, cfg.parts, seed), mask_grids, mask_of_patch, mask_class, cfg, seed)
+
+
+def refine_streamed(sample: np.ndarray, feats_of_images: Iterable[np.ndarray], mask_grids: list[np.ndarray],
+                    mask_of_patch: np.ndarray, mask_class: np.ndarray, cfg: MergeConfig, seed: int) -> Refined:
+    """`refine` with bounded memory: the parts fitted on `sample` (S, D) (a seeded sample of the foreground
+    patch features, `TokenSample`), then every image's foreground features ((n_i, D), image by image, in the
+    order of mask_grids, from an iterable that reads them) assigned to their nearest part; the rest as `refine`."""
+    model = fit_parts(sample, cfg.parts, seed)
+    parts = np.concatenate([predict_parts(model, f) for f in feats_of_images] or [np.zeros(0, np.int64)])
+    if len(parts) != len(mask_of_patch):
+        raise ValueError(f"refine_streamed: {len(parts)} foreground features for {len(mask_of_patch)} patches")
+    return refine_parts(parts, mask_grids, mask_of_patch, mask_class, cfg, seed)
+
+
+def refine_parts(parts: np.ndarray, mask_grids: list[np.ndarray], mask_of_patch: np.ndarray, mask_class: np.ndarray,
+                 cfg: MergeConfig, seed: int) -> Refined:
+    """`refine` from the part id (P,) of every foreground patch on: graph, communities, classes, relabelled masks."""
     n_parts = int(parts.max()) + 1 if len(parts) else 1  # no foreground patch: one empty part, no relabelling
     grids = part_grids(mask_grids, parts)
     g = part_graph(grids, mask_grids, n_parts, cfg)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,13 @@ from pipeline import io
 
 
 def fingerprint(config: dict, arrays: list, model: nn.Module) -> str:
-    """JSON-able config, inputs (each an array, or a list of arrays such as images of different sizes) and a
-    model's initial weights -> sha256 hex digest."""
+    """JSON-able config, inputs (each an array, or a sequence of arrays such as images of different sizes, in memory
+    or read on access one at a time: io.LazyImages) and a model's initial weights -> sha256 hex digest (a list and
+    a lazy sequence of the same arrays give the same digest)."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
 
     def add(a) -> None:
-        if isinstance(a, (list, tuple)):
+        if isinstance(a, Sequence) and not isinstance(a, (str, bytes)):
             h.update(f"list of {len(a)}".encode())
             for item in a:
                 add(item)

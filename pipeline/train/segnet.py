@@ -11,10 +11,16 @@ weights. Self-training rounds relabel the images with the model's confident pixe
 Images may differ in size (lists of (H_i, W_i, 3) arrays; a stacked (N, H, W, 3) array works too): training draws
 crop_size x crop_size random resized crops, so batches stack; prediction batches images of one size together and
 can upsample each image's logits to any size (the image's original size) before the argmax.
+
+Streaming: images and labels may be any sequence read on access (io.LazyImages / io.LazyLabels: files read by the
+Dataset, in the DataLoader workers, one image at a time), and self-training keeps each round's relabelled maps on
+disk (`maps_dir`), so memory does not grow with the number of images.
 """
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -26,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from pipeline import io
 from pipeline.backbone import factory as bb
 from pipeline.config import TrainConfig
 from pipeline.io import IGNORE
@@ -138,6 +145,33 @@ def augment(size: int, scale_min: float) -> v2.Compose:
     return v2.Compose([v2.RandomResizedCrop(size, scale=(scale_min, 1.0), antialias=True), v2.RandomHorizontalFlip()])
 
 
+def shapes_of(images: Sequence[np.ndarray]) -> list[tuple[int, ...]]:
+    """Each image's array shape: a lazy sequence's `shapes()` (io.LazyImages: from the file headers, no pixels
+    read), else each array's shape."""
+    shapes = getattr(images, "shapes", None)
+    return list(shapes()) if callable(shapes) else [tuple(np.shape(im)) for im in images]
+
+
+class Take(Sequence):
+    """seq[idx[0]], seq[idx[1]], ...: a subset of a sequence (in memory or read on access) that reads nothing
+    until an item is asked for."""
+
+    def __init__(self, seq: Sequence[np.ndarray], idx: Sequence[int]) -> None:
+        self.seq, self.idx = seq, list(idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return Take(self.seq, self.idx[j])
+        return self.seq[self.idx[j]]
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        shapes = shapes_of(self.seq)
+        return [shapes[i] for i in self.idx]
+
+
 def make_batch(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                aug: v2.Compose | None) -> tuple[torch.Tensor, torch.Tensor]:
     """B (H, W, 3) uint8 images and B (H, W) uint8 labels -> normalised (B, 3, H, W) and (B, H, W) int64 (without
@@ -156,7 +190,8 @@ def make_batch(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
 class PairDataset(Dataset):
     """Augmented (image, label) pairs keyed by (epoch, index): a random resized crop of image i to size x size (the
     images may differ in size) whose draw in epoch e depends only on (seed, e, i), whichever process or worker
-    draws it."""
+    draws it. images / labels: in memory or read on access (io.LazyImages, io.LazyLabels, `Take`): each item
+    reads one image and its label, in the worker that draws it."""
 
     def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], scale_min: float, seed: int,
                  size: int) -> None:
@@ -170,7 +205,7 @@ class PairDataset(Dataset):
         epoch, i = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0]))
-            x, y = make_batch(self.images[i:i + 1], self.labels[i:i + 1], self.aug)
+            x, y = make_batch([self.images[i]], [self.labels[i]], self.aug)
         return x[0], y[0]
 
 
@@ -232,7 +267,7 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
 
 def default_crop(images: Sequence[np.ndarray]) -> int:
     """The training crop side when none is given: the shortest image side (every image holds such a square)."""
-    return min(min(im.shape[:2]) for im in images)
+    return min(min(s[:2]) for s in shapes_of(images))
 
 
 def fit(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg: TrainConfig, seed: int,
@@ -355,7 +390,7 @@ def iter_predictions(model: nn.Module, images: Sequence[np.ndarray], batch_size:
     """
     model.to(device).eval()
     dtype = amp_dtype(device, amp)
-    for idx in bb.size_batches([im.shape for im in images], batch_size):
+    for idx in bb.size_batches(shapes_of(images), batch_size):
         x = bb.normalize(bb.to_tensor(np.stack([images[i] for i in idx])).to(device))
         with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             logits = model(x)
@@ -478,11 +513,60 @@ def round_plan(cfg: TrainConfig, labels: Sequence[np.ndarray]) -> list[dict]:
     return plan
 
 
+def round_maps(maps_dir: str | Path, r: int, n: int) -> io.LazyLabels:
+    """Round r's (1-based) relabelled maps of n images, as `write_round_maps` wrote them under maps_dir/round_<r>/:
+    a sequence of (H_i, W_i) uint8 maps read on access."""
+    return io.LazyLabels(Path(maps_dir) / f"round_{r}", [f"{i:07d}" for i in range(n)])
+
+
+def maps_complete(maps_dir: str | Path, r: int, n: int) -> bool:
+    """Whether round r's (1-based) maps of all n images are in maps_dir (what a resumed run needs)."""
+    return all((m.folder / f"{name}.png").is_file() for m in [round_maps(maps_dir, r, n)] for name in m.names)
+
+
+@torch.no_grad()
+def write_round_maps(model: nn.Module, images: Sequence[np.ndarray], batch_size: int, device: torch.device,
+                     amp: bool, threshold: float, refine: Refiner | None, folder: str | Path) -> float:
+    """The maps the next self-training round trains on, written as they are predicted: this process's contiguous
+    share of `images` ((H_i, W_i, 3) uint8, in memory or read on access), batch by batch, each image's (H_i, W_i)
+    uint8 map -> folder/<index:07d>.png (`round_maps` reads them back): `relabel` of the network's argmax at
+    `threshold` (0: every pixel), or with `refine` the argmax of the dense CRF on the network's softmax (every pixel
+    labelled). Under torch.distributed every process writes its share (the folder must be one they all see) and
+    waits for the others. -> the share of labelled (not 255) pixels over every image of every process."""
+    rank, world_size = world()
+    n = len(images)
+    share = -(-n // world_size)
+    mine = list(range(rank * share, min((rank + 1) * share, n)))
+    sub = Take(images, mine)
+    folder = Path(folder)
+    counts = torch.zeros(2, dtype=torch.int64)  # labelled pixels, pixels
+
+    def write(j: int, m: np.ndarray) -> None:
+        io.write_label(folder / f"{mine[j]:07d}.png", m)
+        counts[0] += int((m != IGNORE).sum())
+        counts[1] += m.size
+
+    if refine is not None:
+        items = ((j, sub[j], prob.cpu().numpy())
+                 for j, _, _, prob in iter_predictions(model, sub, batch_size, device, amp, with_probs=True))
+        for j, q in refine(items):
+            write(j, q.argmax(0).astype(np.uint8))
+    else:
+        for j, cls, conf in iter_predictions(model, sub, batch_size, device, amp):
+            write(j, relabel(cls.cpu().numpy(), conf.cpu().numpy(), threshold))
+    if world_size > 1:
+        counts = counts.to(device)
+        dist.all_reduce(counts)  # also waits until every process has written its share
+        dist.barrier()
+    kept, total = (int(v) for v in counts.cpu())
+    return kept / max(total, 1)
+
+
 def self_train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], cfg: TrainConfig,
                seed: int, device: torch.device, resume: dict | None = None,
                on_step: Callable[[dict], None] | None = None, save: Callable[[dict], None] | None = None,
                max_steps: int | None = None, crop_size: int | None = None,
-               refine: Refiner | None = None) -> list[dict] | None:
+               refine: Refiner | None = None, maps_dir: str | Path | None = None) -> list[dict] | None:
     """cfg.rounds rounds of training, then cfg.crf_rounds CRF rounds (`round_plan` says which images, epochs and
     start each has). Round 1 trains on `labels` for cfg.epochs (train.first_round core: only on `core_images`,
     COMUS's first round on its core masks). Each later round trains for cfg.round_epochs on the previous round's
@@ -499,26 +583,43 @@ def self_train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[
     train_plus_crf.sh retrains a new network (its deeplab_plus_crf.yml: a new output folder, so no checkpoint; the
     same MoCo initialisation and the full 45 epochs). crop_size: the training crop side (see `fit`).
 
+    images, labels: (H_i, W_i, 3) and (H_i, W_i) uint8, in memory or read on access (io.LazyImages / LazyLabels):
+    nothing here holds the dataset. Each round's relabelled maps are written to maps_dir/round_<r>/ as they are
+    predicted (`write_round_maps`) and read back by the next round (a resumed run finds them there: keep maps_dir
+    with the checkpoint). maps_dir None: a temporary folder, removed once the returned maps are no longer referenced
+    (one process only; under torch.distributed give a folder every process sees).
+
     save gets the resumable state ({'round', 'fit' (a `fit` state), 'rounds'}) at every checkpoint and round
     end; resume is such a state. on_step gets fit's records with 'round' (1-based) added.
-    Returns per round {'round', 'pred' (per image (H_i, W_i) uint8), 'relabel' (the maps the next round trains
-    on, the same shapes), 'kept' (their share of labelled pixels), 'history', 'crf' (whether it is a CRF round)}
+    Returns per round {'round', 'relabel' (the maps the next round trains on, (H_i, W_i) uint8 per image, read from
+    maps_dir on access), 'kept' (their share of labelled pixels), 'history', 'crf' (whether it is a CRF round)}
     and, when there are several rounds, for every round but the last 'weights' (its state dict on the CPU: the
     model holds the last round's), or None when stopped by max_steps.
     """
     plan = round_plan(cfg, labels)
     total = len(plan)
+    n = len(images)
     if cfg.crf_rounds and refine is None:
         raise ValueError("train.crf_rounds > 0 needs `refine` (the dense CRF, pipeline.train.crf.refine_all)")
+    tmp = None
+    if maps_dir is None:
+        if world()[1] > 1:
+            raise ValueError("self_train under torch.distributed needs maps_dir, a folder every process sees")
+        tmp = tempfile.TemporaryDirectory(prefix="self_train_maps_")  # removed with the last map sequence
+        maps_dir = tmp.name
+    maps_dir = Path(maps_dir)
     init = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # fresh rounds start here
     rounds = list(resume["rounds"]) if resume else []
+    if rounds and not maps_complete(maps_dir, len(rounds), n):
+        raise ValueError(f"resume: round {len(rounds)} finished, but its {n} relabelled maps are not all in "
+                         f"{maps_dir / f'round_{len(rounds)}'} (give the maps_dir of the interrupted run)")
     if resume and resume["round"] >= total:  # every round finished before the interruption
         model.load_state_dict(resume["fit"]["model"])
     for r in range(len(rounds), total):
         start = resume["fit"] if resume and resume["round"] == r else None
         if plan[r]["fresh"] and start is None:
             start = {"step": 0, "model": init, "opt": None, "history": []}
-        train_labels = labels if r == 0 else [t.numpy() for t in rounds[r - 1]["relabel"]]
+        train_labels = labels if r == 0 else round_maps(maps_dir, r, n)
         idx = plan[r]["images"]
 
         def checkpoint(state: dict, r: int = r) -> None:
@@ -529,24 +630,17 @@ def self_train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[
             if on_step:
                 on_step({**rec, "round": r + 1})
 
-        history, finished = fit(model, [images[i] for i in idx], [train_labels[i] for i in idx], cfg, seed + r,
+        history, finished = fit(model, Take(images, idx), Take(train_labels, idx), cfg, seed + r,
                                 device, plan[r]["epochs"], start=start, on_step=step_log, on_checkpoint=checkpoint,
                                 max_steps=max_steps, crop_size=crop_size)
         if not finished:
             return None
         if max_steps is not None:
             max_steps -= len(history) - (len(start["history"]) if start and start.get("opt") is not None else 0)
-        pred, conf = predict_with_confidence(model, images, cfg.batch_size, device, cfg.amp)
-        next_crf = r + 1 < total and plan[r + 1]["crf"]
-        if next_crf:  # the next round trains on this network's CRF-refined maps, every pixel labelled
-            kept = predict_refined(model, images, cfg.batch_size, device, cfg.amp, refine)
-        else:
-            kept = [relabel(p, c, plan[r]["threshold"]) for p, c in zip(pred, conf)]
-        del conf
-        share = sum(int((k != IGNORE).sum()) for k in kept) / max(sum(k.size for k in kept), 1)
-        rd = {"round": r + 1, "pred": [torch.from_numpy(a) for a in pred],
-              "relabel": [torch.from_numpy(a) for a in kept], "kept": float(share), "history": history,
-              "crf": plan[r]["crf"]}
+        next_crf = r + 1 < total and plan[r + 1]["crf"]  # the next round trains on this network's CRF-refined maps
+        share = write_round_maps(model, images, cfg.batch_size, device, cfg.amp, plan[r]["threshold"],
+                                 refine if next_crf else None, maps_dir / f"round_{r + 1}")
+        rd = {"round": r + 1, "kept": float(share), "history": history, "crf": plan[r]["crf"]}
         if r < total - 1:  # the weights that predict this round's maps later (the model moves on)
             rd["weights"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         rounds.append(rd)
@@ -555,5 +649,9 @@ def self_train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[
             save({"round": r + 1, "fit": {"step": 0, "model": init if fresh_next else model.state_dict(), "opt": None,
                                           "history": []}, "rounds": rounds})
         resume = None
-    return [{**rd, "pred": [t.numpy() for t in rd["pred"]], "relabel": [t.numpy() for t in rd["relabel"]]}
-            for rd in rounds]
+    out = []
+    for rd in rounds:
+        maps = round_maps(maps_dir, rd["round"], n)
+        maps.keep_alive = tmp  # the temporary folder lives as long as a sequence of its maps
+        out.append({**rd, "relabel": maps})
+    return out
