@@ -298,7 +298,8 @@ def test_two_gloo_processes_train_the_same_weights_as_one_process(tmp_path):
 
 
 @pytest.mark.parametrize("model, name, decoder", [
-    ("timm", "resnet18", "simple"), ("timm", "vit_tiny_patch16_224", "simple"), ("deeplabv3", "mobilenet_v3_large", "simple"),
+    ("timm", "resnet18", "simple"), ("timm", "vit_tiny_patch16_224", "simple"),
+    ("deeplabv3", "mobilenet_v3_large", "simple"),
     ("timm", "resnet18", "fused"), ("timm", "vit_tiny_patch16_224", "fused")])
 def test_alternative_backbones_give_logits_at_input_resolution(model, name, decoder):
     cfg = section("train", model=model, model_name=name, decoder_dim=16, decoder=decoder, stem_dim=8)
