@@ -115,6 +115,27 @@ def test_one_training_step_of_the_fused_decoder_lowers_the_loss():
     assert segnet.segmentation_loss(net(x), y).item() < before
 
 
+def test_the_fused_decoder_fits_detail_finer_than_a_patch_where_the_simple_head_cannot():
+    """Fixed seed, 8 noise images of 32 px with two bright 3-pixel bands labelled 1 (finer than the 8-pixel patch):
+    16 epochs of each decoder (same encoder init, same crops); on its training images the fused decoder's band IoU
+    is over 0.5 and over twice the simple head's, whose 4x4 logits cannot draw a 3-pixel band."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (8, 32, 32, 3)).astype(np.uint8)
+    labels = np.zeros((8, 32, 32), np.uint8)
+    for i in range(8):
+        for y in rng.choice(np.arange(2, 30, 6), 2, replace=False) + rng.integers(0, 3):
+            labels[i, y:y + 3] = 1
+            images[i, y:y + 3] = 250
+    iou = {}
+    for decoder in ("simple", "fused"):
+        net = fused_net(2) if decoder == "fused" else tiny_net(2)
+        cfg = replace(TINY, rounds=1, epochs=16, crop_scale_min=1.0, decoder=decoder, stem_dim=8)
+        segnet.fit(net, images, labels, cfg, 0, CPU, cfg.epochs)
+        pred = np.stack(segnet.predict(net, images, 8, CPU))
+        iou[decoder] = ((pred == 1) & (labels == 1)).sum() / ((pred == 1) | (labels == 1)).sum()
+    assert iou["fused"] > 0.5 and iou["fused"] > 2 * iou["simple"], iou
+
+
 # ---------------------------------------------------------------- the schedule (train.warmup_epochs)
 
 def test_warmup_rises_linearly_to_the_peak_then_decays_by_the_cosine_in_every_param_group():
