@@ -234,6 +234,7 @@ class TrainConfig(_Section):
     epochs: Pos; batch_size: Pos; lr: PosF; backbone_lr: NonNegF; weight_decay: NonNegF
     decoder_dim: Pos; crop_scale_min: Scale; device: Device; threads: NonNeg
     decoder: Literal["simple", "fused"]; stem_dim: Pos  # fused: a pixel stem at 1/4 fused with the tokens
+    crop_scale_max: Annotated[float, Field(gt=0, le=4)]  # > 1: crops larger than the image (zoom out)
     warmup_epochs: NonNeg  # linear lr warm-up before the cosine decay
     model: Literal["stage", "timm", "deeplabv3"]; model_name: str; pretrained: bool  # model_name: see below
     rounds: Pos; round_epochs: Pos; relabel_threshold: Scale  # self-training
@@ -252,6 +253,11 @@ class TrainConfig(_Section):
     def _decoder_fits_the_model(self):
         return _require(self, self.decoder == "simple" or self.model != "deeplabv3", "decoder", self.decoder,
                         "allowed values for deeplabv3: simple (DeepLabv3 brings its own ASPP head)")
+
+    @model_validator(mode="after")
+    def _crop_scales_are_a_range(self):
+        return _require(self, self.crop_scale_min <= self.crop_scale_max, "crop_scale_max", self.crop_scale_max,
+                        f"must be >= train.crop_scale_min = {self.crop_scale_min}")
 
     @model_validator(mode="after")
     def _warmup_fits_the_schedule(self):

@@ -4,6 +4,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+import torchvision
 
 from conftest import section
 from pipeline.backbone.factory import create_backbone
@@ -197,6 +198,31 @@ def test_joint_augmentation_keeps_labels_integer_and_aligned():
     assert (bright == (y[0] == 1)).float().mean() > 0.9
 
 
+def test_zooming_out_pads_with_the_mean_image_and_ignored_labels():
+    """ZoomCrop at area share 2, aspect 1, of a 32 px image: a window of side round(32 sqrt 2) = 45 holding the whole
+    image, resized to 32: the image covers a square of 32 * 32 / 45 = 22.8 px (22 or 23 rows and columns after the
+    labels' nearest resize), labels 255 around it where the image is the ImageNet mean (0 once normalised); inside,
+    labels stay aligned with the image."""
+    img = np.zeros((1, 32, 32, 3), np.uint8)
+    img[0, :, :16] = 255
+    lab = np.zeros((1, 32, 32), np.uint8)
+    lab[0, :, :16] = 1
+    for seed in range(4):
+        torch.manual_seed(seed)
+        x, y = segnet.make_batch(img, lab, segnet.ZoomCrop(32, scale=(2.0, 2.0), ratio=(1.0, 1.0), antialias=True))
+        inside = y[0] != 255
+        rows, cols = inside.any(1).nonzero()[:, 0], inside.any(0).nonzero()[:, 0]
+        assert len(rows) in (22, 23) and len(cols) in (22, 23)
+        assert inside.sum() == len(rows) * len(cols)  # one rectangle
+        assert inside[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()
+        far = ~torch.nn.functional.max_pool2d(inside[None, None].float(), 5, 1, 2)[0, 0].bool()  # 2 px off the image
+        assert far.any() and x[0][:, far].abs().max() < 1e-5
+        bright = x[0].mean(0) > 0.5
+        assert (bright[inside] == (y[0][inside] == 1)).float().mean() > 0.9
+    assert isinstance(segnet.augment(32, 0.5).transforms[0], torchvision.transforms.v2.RandomResizedCrop)
+    assert isinstance(segnet.augment(32, 0.5, 1.5).transforms[0], segnet.ZoomCrop)
+
+
 def test_batches_of_two_processes_together_are_the_single_process_batch():
     one, steps = segnet.batch_plan(10, 4, 2, seed=5, rank=0, world_size=1)
     halves = [segnet.batch_plan(10, 4, 2, seed=5, rank=r, world_size=2)[0] for r in (0, 1)]
@@ -347,6 +373,10 @@ def test_train_config_rejects_bad_decoders_and_warmups():
         section("train", model="deeplabv3", model_name="resnet50", decoder="fused")
     with pytest.raises(ConfigError, match=r"'train\.stem_dim' is 0; must be >= 1"):
         section("train", stem_dim=0)
+    with pytest.raises(ConfigError, match=r"'train\.crop_scale_max' is 0\.4; must be >= train\.crop_scale_min = 0\.5"):
+        section("train", crop_scale_min=0.5, crop_scale_max=0.4)
+    with pytest.raises(ConfigError, match=r"'train\.crop_scale_max' is 5\.0; must be in \(0, 4\]"):
+        section("train", crop_scale_max=5.0)
     with pytest.raises(ConfigError, match=r"'train\.warmup_epochs' is -1; must be >= 0"):
         section("train", warmup_epochs=-1)
     with pytest.raises(ConfigError, match=r"'train\.warmup_epochs' is 12; must be < train\.epochs = 12"):

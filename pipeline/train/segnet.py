@@ -176,9 +176,43 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 
 # ---------------------------------------------------------------- data
 
-def augment(size: int, scale_min: float) -> v2.Compose:
-    """Joint image/label augmentation: random resized crop back to `size` (labels nearest) and flip."""
-    return v2.Compose([v2.RandomResizedCrop(size, scale=(scale_min, 1.0), antialias=True), v2.RandomHorizontalFlip()])
+class ZoomCrop(v2.RandomResizedCrop):
+    """RandomResizedCrop whose area scale may exceed 1, zooming out as well as in (MaskDistill's ScaleNRotate
+    scales 0.75..1.25 around 1; a crop only zooms in).
+
+    One draw: area share s ~ U(scale) of the image and aspect r log-uniform in `ratio`; the window (sqrt(s r) W,
+    sqrt(s / r) H) lies uniformly inside the image along a side it fits, else holds that whole side at a uniform
+    offset. Outside the image the image is the ImageNet mean (0 once normalised) and the label 255 (ignored); the
+    window is resized to size x size (labels nearest). Where the window fits (s <= 1 with a fitting aspect) this is
+    RandomResizedCrop's first draw; unlike it, a window that does not fit is padded, never redrawn.
+    """
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        area = height * width * torch.empty(1).uniform_(self.scale[0], self.scale[1]).item()
+        ratio = float(torch.exp(torch.empty(1).uniform_(*self._log_ratio)).item())
+        w, h = max(int(round((area * ratio) ** 0.5)), 1), max(int(round((area / ratio) ** 0.5)), 1)
+        top = int(torch.randint(min(height - h, 0), max(height - h, 0) + 1, size=(1,)).item())
+        left = int(torch.randint(min(width - w, 0), max(width - w, 0) + 1, size=(1,)).item())
+        return dict(top=top, left=left, height=h, width=w, image_size=(height, width))
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        top, left, h, w = params["top"], params["left"], params["height"], params["width"]
+        height, width = params["image_size"]
+        pad = [max(-left, 0), max(-top, 0), max(left + w - width, 0), max(top + h - height, 0)]  # l, t, r, b
+        if any(pad):
+            fill = IGNORE if isinstance(inpt, tv_tensors.Mask) else list(bb.MEAN)
+            inpt = v2.functional.pad(inpt, pad, fill=fill)
+        return v2.functional.resized_crop(inpt, top + pad[1], left + pad[0], h, w, size=self.size,
+                                          interpolation=self.interpolation, antialias=self.antialias)
+
+
+def augment(size: int, scale_min: float, scale_max: float = 1.0) -> v2.Compose:
+    """Joint image/label augmentation: a random resized crop of area share (scale_min, scale_max) back to `size`
+    (labels nearest) and a horizontal flip. scale_max <= 1: torchvision's RandomResizedCrop (zooms in); > 1:
+    `ZoomCrop` (zooms out too; outside the image the label is 255)."""
+    crop = v2.RandomResizedCrop if scale_max <= 1 else ZoomCrop
+    return v2.Compose([crop(size, scale=(scale_min, scale_max), antialias=True), v2.RandomHorizontalFlip()])
 
 
 def make_batch(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
@@ -202,9 +236,9 @@ class PairDataset(Dataset):
     draws it."""
 
     def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], scale_min: float, seed: int,
-                 size: int) -> None:
+                 size: int, scale_max: float = 1.0) -> None:
         self.images, self.labels, self.seed = images, labels, seed
-        self.aug = augment(size, scale_min)
+        self.aug = augment(size, scale_min, scale_max)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -339,7 +373,7 @@ def fit(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndar
                 "scaler": scaler.state_dict(), "history": list(history)}
 
     size = crop_size or default_crop(images)
-    loader = DataLoader(PairDataset(images, labels, cfg.crop_scale_min, seed, size), batch_sampler=plan[step:],
+    loader = DataLoader(PairDataset(images, labels, cfg.crop_scale_min, seed, size, cfg.crop_scale_max), batch_sampler=plan[step:],
                         num_workers=cfg.workers, pin_memory=device.type == "cuda",
                         persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
     net.train()
