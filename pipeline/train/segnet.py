@@ -373,7 +373,8 @@ def fit(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndar
                 "scaler": scaler.state_dict(), "history": list(history)}
 
     size = crop_size or default_crop(images)
-    loader = DataLoader(PairDataset(images, labels, cfg.crop_scale_min, seed, size, cfg.crop_scale_max), batch_sampler=plan[step:],
+    loader = DataLoader(PairDataset(images, labels, cfg.crop_scale_min, seed, size, cfg.crop_scale_max),
+                        batch_sampler=plan[step:],
                         num_workers=cfg.workers, pin_memory=device.type == "cuda",
                         persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
     net.train()
