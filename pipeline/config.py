@@ -241,6 +241,9 @@ class TrainConfig(_Section):
     DEEPLAB_BACKBONES: ClassVar = ("resnet50", "resnet101", "mobilenet_v3_large")
     epochs: Pos; batch_size: Pos; lr: PosF; backbone_lr: NonNegF; weight_decay: NonNegF
     decoder_dim: Pos; crop_scale_min: Scale; device: Device; threads: NonNeg
+    decoder: Literal["simple", "fused"]; stem_dim: Pos  # fused: a pixel stem at 1/4 fused with the tokens
+    crop_scale_max: Annotated[float, Field(gt=0, le=4)]  # > 1: crops larger than the image (zoom out)
+    warmup_epochs: NonNeg  # linear lr warm-up before the cosine decay
     model: Literal["stage", "timm", "deeplabv3"]; model_name: str; pretrained: bool  # model_name: see below
     rounds: Pos; round_epochs: Pos; relabel_threshold: Scale  # self-training
     self_training: Literal["continue", "comus"]; first_round: Literal["all", "core"]
@@ -253,6 +256,24 @@ class TrainConfig(_Section):
                  f"must name a model when train.model is {self.model}")
         return _require(self, self.model != "deeplabv3" or self.model_name in self.DEEPLAB_BACKBONES, "model_name",
                         self.model_name, f"allowed values for deeplabv3: {', '.join(self.DEEPLAB_BACKBONES)}")
+
+    @model_validator(mode="after")
+    def _decoder_fits_the_model(self):
+        return _require(self, self.decoder == "simple" or self.model != "deeplabv3", "decoder", self.decoder,
+                        "allowed values for deeplabv3: simple (DeepLabv3 brings its own ASPP head)")
+
+    @model_validator(mode="after")
+    def _crop_scales_are_a_range(self):
+        return _require(self, self.crop_scale_min <= self.crop_scale_max, "crop_scale_max", self.crop_scale_max,
+                        f"must be >= train.crop_scale_min = {self.crop_scale_min}")
+
+    @model_validator(mode="after")
+    def _warmup_fits_the_schedule(self):
+        _require(self, self.warmup_epochs < self.epochs, "warmup_epochs", self.warmup_epochs,
+                 f"must be < train.epochs = {self.epochs} (the cosine decay follows the warm-up)")
+        return _require(self, self.rounds == 1 or self.warmup_epochs < self.round_epochs, "warmup_epochs",
+                        self.warmup_epochs, f"must be < train.round_epochs = {self.round_epochs} when train.rounds > 1 "
+                        "(every round warms its fresh optimiser up again)")
 
 class CRFConfig(_Section):
     """The dense CRF (Kraehenbuehl & Koltun) on the network's probabilities: MaskDistill's utils/crf.py."""

@@ -38,20 +38,62 @@ from pipeline.config import TrainConfig
 from pipeline.io import IGNORE
 
 
-class SegNet(nn.Module):
-    """Encoder dense map (B, D, h, w) -> 3x3 conv, BN, ReLU, 1x1 conv -> logits upsampled to the input."""
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    """3x3 conv (padding 1, no bias), BatchNorm, ReLU: (B, c_in, H, W) -> (B, c_out, ceil(H/stride), ceil(W/stride))."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True))
 
-    def __init__(self, backbone: nn.Module, num_classes: int, decoder_dim: int) -> None:
+
+class FusedHead(nn.Module):
+    """A decoder that sees finer detail than the encoder's map: a shallow pixel stem at 1/4 fused with the
+    upsampled encoder map (DeepLabv3+'s decoder, Chen et al. 2018).
+
+    stem: normalised images (B, 3, H, W) -> two 3x3 stride-2 conv+BN+ReLU -> (B, stem_dim, H/4, W/4);
+    project: encoder map (B, D, h, w) -> 3x3 conv+BN+ReLU -> (B, decoder_dim, h, w), upsampled bilinearly to
+    (H/4, W/4); fuse: their concatenation (B, decoder_dim + stem_dim, H/4, W/4) -> 3x3 conv+BN+ReLU -> 1x1 conv
+    -> logits (B, num_classes, H/4, W/4) (ceil(H/4) for sides not a multiple of 4).
+    Departures from DeepLabv3+ (its low-level features are the encoder's 1/4 map projected by a 1x1 conv to 48
+    channels, then two 3x3 convs of 256): a ViT has no 1/4 map, so the low-level features come from a stem on
+    the pixels; one fuse conv of decoder_dim channels instead of two of 256, for the CPU budget.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, decoder_dim: int, stem_dim: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn_relu(3, stem_dim, 2), conv_bn_relu(stem_dim, stem_dim, 2))
+        self.project = conv_bn_relu(in_dim, decoder_dim)
+        self.fuse = conv_bn_relu(decoder_dim + stem_dim, decoder_dim)
+        self.classify = nn.Conv2d(decoder_dim, num_classes, 1)
+
+    def forward(self, feats: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Encoder map (B, D, h, w), normalised images (B, 3, H, W) -> logits (B, num_classes, H/4, W/4)."""
+        fine = self.stem(x)
+        coarse = F.interpolate(self.project(feats), size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        return self.classify(self.fuse(torch.cat([coarse, fine], 1)))
+
+
+class SegNet(nn.Module):
+    """Encoder dense map (B, D, h, w) -> decoder `head` -> logits upsampled bilinearly to the input (B, K, H, W).
+
+    decoder simple: 3x3 conv, BN, ReLU, 1x1 conv on the encoder map (h, w = H/8, W/8 for the stage's ViT);
+    fused: `FusedHead` (a pixel stem at H/4 x W/4 fused with the upsampled encoder map; logits at 1/4).
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, decoder_dim: int, decoder: str = "simple",
+                 stem_dim: int = 32) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Sequential(
-            nn.Conv2d(bb.dense_dim(backbone), decoder_dim, 3, padding=1, bias=False), nn.BatchNorm2d(decoder_dim),
-            nn.ReLU(inplace=True), nn.Conv2d(decoder_dim, num_classes, 1))
+        if decoder == "fused":
+            self.head: nn.Module = FusedHead(bb.dense_dim(backbone), num_classes, decoder_dim, stem_dim)
+        else:
+            self.head = nn.Sequential(
+                nn.Conv2d(bb.dense_dim(backbone), decoder_dim, 3, padding=1, bias=False), nn.BatchNorm2d(decoder_dim),
+                nn.ReLU(inplace=True), nn.Conv2d(decoder_dim, num_classes, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, H, W) -> logits (B, num_classes, H, W)."""
-        return F.interpolate(self.head(bb.dense_map(self.backbone, x)), size=x.shape[-2:], mode="bilinear",
-                             align_corners=False)
+        feats = bb.dense_map(self.backbone, x)
+        logits = self.head(feats, x) if isinstance(self.head, FusedHead) else self.head(feats)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class TorchvisionSeg(nn.Module):
@@ -70,11 +112,12 @@ class TorchvisionSeg(nn.Module):
 
 
 def build_model(cfg: TrainConfig, num_classes: int, img_size: int, stage_backbone: Callable[[], nn.Module]) -> nn.Module:
-    """The network train.model names: stage (`stage_backbone()`, the pretrain stage's ViT), timm or deeplabv3."""
+    """The network train.model names: stage (`stage_backbone()`, the pretrain stage's ViT), timm or deeplabv3;
+    the first two with train.decoder's head (simple or fused)."""
     if cfg.model == "deeplabv3":
         return TorchvisionSeg(cfg.model_name, num_classes, cfg.pretrained)
     enc = stage_backbone() if cfg.model == "stage" else bb.create_dense(cfg.model_name, img_size, cfg.pretrained)
-    return SegNet(enc, num_classes, cfg.decoder_dim)
+    return SegNet(enc, num_classes, cfg.decoder_dim, cfg.decoder, cfg.stem_dim)
 
 
 # ---------------------------------------------------------------- distributed helpers
@@ -140,9 +183,43 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 
 # ---------------------------------------------------------------- data
 
-def augment(size: int, scale_min: float) -> v2.Compose:
-    """Joint image/label augmentation: random resized crop back to `size` (labels nearest) and flip."""
-    return v2.Compose([v2.RandomResizedCrop(size, scale=(scale_min, 1.0), antialias=True), v2.RandomHorizontalFlip()])
+class ZoomCrop(v2.RandomResizedCrop):
+    """RandomResizedCrop whose area scale may exceed 1, zooming out as well as in (MaskDistill's ScaleNRotate
+    scales 0.75..1.25 around 1; a crop only zooms in).
+
+    One draw: area share s ~ U(scale) of the image and aspect r log-uniform in `ratio`; the window (sqrt(s r) W,
+    sqrt(s / r) H) lies uniformly inside the image along a side it fits, else holds that whole side at a uniform
+    offset. Outside the image the image is the ImageNet mean (0 once normalised) and the label 255 (ignored); the
+    window is resized to size x size (labels nearest). Where the window fits (s <= 1 with a fitting aspect) this is
+    RandomResizedCrop's first draw; unlike it, a window that does not fit is padded, never redrawn.
+    """
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        area = height * width * torch.empty(1).uniform_(self.scale[0], self.scale[1]).item()
+        ratio = float(torch.exp(torch.empty(1).uniform_(*self._log_ratio)).item())
+        w, h = max(int(round((area * ratio) ** 0.5)), 1), max(int(round((area / ratio) ** 0.5)), 1)
+        top = int(torch.randint(min(height - h, 0), max(height - h, 0) + 1, size=(1,)).item())
+        left = int(torch.randint(min(width - w, 0), max(width - w, 0) + 1, size=(1,)).item())
+        return dict(top=top, left=left, height=h, width=w, image_size=(height, width))
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        top, left, h, w = params["top"], params["left"], params["height"], params["width"]
+        height, width = params["image_size"]
+        pad = [max(-left, 0), max(-top, 0), max(left + w - width, 0), max(top + h - height, 0)]  # l, t, r, b
+        if any(pad):
+            fill = IGNORE if isinstance(inpt, tv_tensors.Mask) else list(bb.MEAN)
+            inpt = v2.functional.pad(inpt, pad, fill=fill)
+        return v2.functional.resized_crop(inpt, top + pad[1], left + pad[0], h, w, size=self.size,
+                                          interpolation=self.interpolation, antialias=self.antialias)
+
+
+def augment(size: int, scale_min: float, scale_max: float = 1.0) -> v2.Compose:
+    """Joint image/label augmentation: a random resized crop of area share (scale_min, scale_max) back to `size`
+    (labels nearest) and a horizontal flip. scale_max <= 1: torchvision's RandomResizedCrop (zooms in); > 1:
+    `ZoomCrop` (zooms out too; outside the image the label is 255)."""
+    crop = v2.RandomResizedCrop if scale_max <= 1 else ZoomCrop
+    return v2.Compose([crop(size, scale=(scale_min, scale_max), antialias=True), v2.RandomHorizontalFlip()])
 
 
 def shapes_of(images: Sequence[np.ndarray]) -> list[tuple[int, ...]]:
@@ -194,9 +271,9 @@ class PairDataset(Dataset):
     reads one image and its label, in the worker that draws it."""
 
     def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], scale_min: float, seed: int,
-                 size: int) -> None:
+                 size: int, scale_max: float = 1.0) -> None:
         self.images, self.labels, self.seed = images, labels, seed
-        self.aug = augment(size, scale_min)
+        self.aug = augment(size, scale_min, scale_max)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -256,6 +333,24 @@ def optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
 
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Multiplier of every param group's peak lr at optimiser step `step` (0-based) of `total`: a linear warm-up
+    (step + 1) / (warmup + 1) over the first `warmup` steps, then the cosine 0.5 (1 + cos(pi (step - warmup) /
+    (total - warmup))) from the peak at step `warmup` towards 0 at step `total` (warmup 0: the plain cosine)."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return 0.5 * (1.0 + float(np.cos(np.pi * (step - warmup) / max(total - warmup, 1))))
+
+
+def lr_schedule(opt: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-step schedule of `fit` (`lr_factor`), stepped once per optimiser step: without warm-up torch's
+    CosineAnnealingLR(T_max=total) (the same floats as before warm-up existed), else a LambdaLR of `lr_factor`.
+    Its state_dict holds the step, so a resumed run continues the same lr sequence."""
+    if warmup == 0:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, warmup))
+
+
 def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     """Autocast dtype: bf16 on CUDA where supported, else fp16 (with loss scaling); None on the CPU / disabled."""
     if not enabled or device.type != "cuda":
@@ -282,7 +377,8 @@ def fit(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndar
     cfg.checkpoint_every steps and at the end (on every process; the caller writes on rank 0 only).
     max_steps: stop after this many steps of this call (as if killed just after a checkpoint).
     Returns the per-step history ({'step', 'epoch', 'loss', 'lr', 'images_per_second'}) and whether it finished.
-    Cosine learning-rate decay per step; under torch.distributed the model runs in DDP.
+    Learning rate per step: linear warm-up over cfg.warmup_epochs, then cosine decay (`lr_schedule`); under
+    torch.distributed the model runs in DDP.
     """
     rank, world_size = world()
     model.to(device)
@@ -297,7 +393,7 @@ def fit(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndar
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = optimizer(model, cfg)
     plan, steps_per_epoch = batch_plan(len(images), cfg.batch_size, epochs, seed, rank, world_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=len(plan))
+    sched = lr_schedule(opt, len(plan), cfg.warmup_epochs * steps_per_epoch)
     dtype = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     step, history = 0, []
@@ -312,7 +408,8 @@ def fit(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndar
                 "scaler": scaler.state_dict(), "history": list(history)}
 
     size = crop_size or default_crop(images)
-    loader = DataLoader(PairDataset(images, labels, cfg.crop_scale_min, seed, size), batch_sampler=plan[step:],
+    loader = DataLoader(PairDataset(images, labels, cfg.crop_scale_min, seed, size, cfg.crop_scale_max),
+                        batch_sampler=plan[step:],
                         num_workers=cfg.workers, pin_memory=device.type == "cuda",
                         persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
     net.train()
