@@ -240,10 +240,12 @@ class MergeConfig(_Section):
 class TrainConfig(_Section):
     DEEPLAB_BACKBONES: ClassVar = ("resnet50", "resnet101", "mobilenet_v3_large")
     epochs: Pos; batch_size: Pos; lr: PosF; backbone_lr: NonNegF; weight_decay: NonNegF
-    decoder_dim: Pos; crop_scale_min: Scale; device: Device; threads: NonNeg
+    decoder_dim: Pos
     decoder: Literal["simple", "fused"]; stem_dim: Pos  # fused: a pixel stem at 1/4 fused with the tokens
-    crop_scale_max: Annotated[float, Field(gt=0, le=4)]  # > 1: crops larger than the image (zoom out)
     warmup_epochs: NonNeg  # linear lr warm-up before the cosine decay
+    crop_scale_min: Scale
+    crop_scale_max: Annotated[float, Field(gt=0, le=4)]  # > 1: crops larger than the image (zoom out)
+    device: Device; threads: NonNeg
     model: Literal["stage", "timm", "deeplabv3"]; model_name: str; pretrained: bool  # model_name: see below
     rounds: Pos; round_epochs: Pos; relabel_threshold: Scale  # self-training
     self_training: Literal["continue", "comus"]; first_round: Literal["all", "core"]
