@@ -39,7 +39,7 @@ import torch
 import yaml
 
 VOC_TRAIN_AUG = 10582
-STAGES = ["prepare", "pretrain", "features", "proposals", "cluster", "pseudolabels", "filter", "merge", "train", "evaluate", "report"]
+STAGES = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])  # in the DAG's order
 
 
 def best_time(fn, repeats: int, warmup: int = 1) -> float:
@@ -233,8 +233,12 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
-def stages(sizes: list[int], train_epochs: int, keep: bool) -> list[dict]:
-    """Every stage script on the default params with data.synth_images = N, in a scratch copy of the project."""
+def stages(sizes: list[int], train_epochs: int, keep: bool, sets: list[str] | None = None,
+           eval_share: float | None = None, save=None) -> list[dict]:
+    """Every stage script on the default params with data.synth_images = N (and `sets`, dotted key=value changes;
+    `eval_share`: data.synth_eval_images = share * N), in a scratch copy of the project. `save(rows)` is called after
+    every stage, so a run stopped at a time limit keeps what finished."""
+    from pipeline.config import apply_sets
     rows = []
     for n in sizes:
         work = Path(tempfile.mkdtemp(prefix=f"unseg_bench_{n}_"))
@@ -243,15 +247,21 @@ def stages(sizes: list[int], train_epochs: int, keep: bool) -> list[dict]:
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
         params["data"]["synth_images"] = n
         params["train"]["epochs"] = train_epochs
+        if eval_share is not None:
+            params["data"]["synth_eval_images"] = max(1, round(eval_share * n))
+        params = apply_sets(params, sets or [])
         (work / "params.yaml").write_text(yaml.safe_dump(params))
         for stage in STAGES:
             wall, rss, rc = run_child(f"stages.{stage}", work)
             if rc != 0:
                 raise RuntimeError(f"stage {stage} failed at N={n}; see {work / 'log.txt'}")
             out = work / "data" / next(p.name for p in (work / "data").iterdir() if p.name.endswith(stage))
-            rows.append({"images": n, "stage": stage, "wall s": wall, "img/s": n / wall,
+            rows.append({"images": n, "eval images": params["data"]["synth_eval_images"], "stage": stage,
+                         "wall s": wall, "img/s": n / wall,
                          "peak RSS MB": rss / 2 ** 20, "written MB": dir_bytes(out) / 2 ** 20})
             print(f"  N={n} {stage}: {wall:.1f} s, {rss / 2 ** 20:.0f} MB", flush=True)
+            if save:
+                save(rows)
         if not keep:
             shutil.rmtree(work)
     return rows
@@ -367,6 +377,10 @@ def main() -> None:
     ap.add_argument("--gpu-tflops", type=float, default=200.0, help="sustained bf16 TFLOP/s assumed for the GPU "
                     "projection when no GPU is present (an H100 peaks near 990 dense; ViTs sustain a fraction)")
     ap.add_argument("--keep", action="store_true", help="keep the stage runs' scratch folders")
+    ap.add_argument("--stage-set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="stages: params changes of the stage runs, e.g. backbone.name=vit_small_patch16_224 "
+                         "backbone.source=random 'backbone.overrides={}' data.image_size=224")
+    ap.add_argument("--stage-eval-share", type=float, help="stages: data.synth_eval_images = this share of N")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     ap.add_argument("--scaling-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -391,8 +405,14 @@ def main() -> None:
         results["proposals"] = proposals_cost(args.proposal_images)
         print(table(results["proposals"], ["px", "patches", "affinity ms", "eigen ms", "patch_proposals ms", "grabcut ms", "img/s"]), flush=True)
     if "stages" in args.sections:
-        results["stages"] = stages(args.stage_sizes, args.train_epochs, args.keep)
-        print(table(results["stages"], ["images", "stage", "wall s", "img/s", "peak RSS MB", "written MB"]), flush=True)
+        def save(rows: list[dict]) -> None:  # after each stage: a run stopped at a time limit keeps what finished
+            results["stages"] = rows
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=1))
+        results["stages"] = stages(args.stage_sizes, args.train_epochs, args.keep, args.stage_set,
+                                   args.stage_eval_share, save)
+        print(table(results["stages"], ["images", "eval images", "stage", "wall s", "img/s", "peak RSS MB",
+                                        "written MB"]), flush=True)
     if "scaling" in args.sections:
         results["scaling"] = scaling(args.scaling_sizes)
         print(table(results["scaling"], ["images", "masks", "fg patches", "cluster s", "filter s", "merge s", "peak RSS MB"]), flush=True)

@@ -212,3 +212,18 @@ def test_replace_and_direct_construction_validate_like_loading():
         replace(load_params(ROOT / "params.yaml"), data=section("data", image_size=100))
     with pytest.raises(ValidationError, match="frozen"):
         cfg.epochs = 3
+
+
+def test_apply_sets_changes_dotted_keys_with_yaml_values_and_leaves_the_input_alone():
+    raw = raw_params()
+    out = config.apply_sets(raw, ["train.epochs=40", "seed=3", "train.decoder=fused", "backbone.overrides={}",
+                                  "pretrain.multitask.tasks={context: 1.0}"])
+    p = parse_params(out)
+    assert (p.train.epochs, p.seed, p.train.decoder, p.backbone.overrides) == (40, 3, "fused", {})
+    assert out["pretrain"]["multitask"]["tasks"] == {"context": 1.0}
+    assert raw == raw_params()  # unchanged
+    for bad, pattern in (("train.epoch=4", r"'train\.epoch' in 'train\.epoch=4' is no params key"),
+                         ("trian.epochs=4", r"'trian' in 'trian\.epochs=4' is no params section"),
+                         ("train.epochs", r"no assignment; write section\.key=value")):
+        with pytest.raises(ConfigError, match=pattern):
+            config.apply_sets(raw, [bad])

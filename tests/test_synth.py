@@ -33,3 +33,10 @@ def test_colour_alone_does_not_name_a_class():
     hi = {c: np.percentile(h, 95) for c, h in hues.items()}
     overlaps = sum(1 for a in hues for b in hues if a < b and lo[a] < hi[b] and lo[b] < hi[a])
     assert overlaps >= 3
+
+
+def test_iter_dataset_streams_the_same_scenes_one_at_a_time():
+    it = synth.iter_dataset(3, 4, 64, 3)
+    assert iter(it) is it  # a generator: nothing is held beyond the current scene
+    for (n, img, lab), (m, img2, lab2) in zip(it, synth.generate_dataset(3, 4, 64, 3), strict=True):
+        assert n == m and img.tobytes() == img2.tobytes() and lab.tobytes() == lab2.tobytes()

@@ -89,7 +89,7 @@ def synthetic(cfg: DataConfig, seed: int, part: str = "train") -> Iterator[Sampl
         (synth.eval_stream(seed), cfg.synth_eval_images, "synth_eval")
     if not count:
         return
-    for name, img, lab in synth.generate_dataset(source, count, cfg.image_size, cfg.synth_max_objects, prefix):
+    for name, img, lab in synth.iter_dataset(source, count, cfg.image_size, cfg.synth_max_objects, prefix):
         yield Sample(name, img, lab, (cfg.image_size, cfg.image_size))
 
 

@@ -11,6 +11,8 @@ image, varied scale, later objects occlude earlier ones.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import cv2
 import numpy as np
 
@@ -105,15 +107,20 @@ def generate_image(rng: np.random.Generator, size: int, max_objects: int) -> tup
 EVAL_STREAM = 1  # the evaluation images come from SeedSequence(seed, spawn_key=(EVAL_STREAM,)), not from `seed`
 
 
-def generate_dataset(seed: int | np.random.SeedSequence, count: int, size: int, max_objects: int,
-                     prefix: str = "synth") -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """`count` scenes from `seed` -> [(name '<prefix>_00000', image (S, S, 3) uint8, label (S, S) uint8)], reproducible."""
+def iter_dataset(seed: int | np.random.SeedSequence, count: int, size: int, max_objects: int,
+                 prefix: str = "synth") -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """`count` scenes from `seed`, one at a time (memory does not grow with `count`) -> (name '<prefix>_00000',
+    image (S, S, 3) uint8, label (S, S) uint8), reproducible."""
     rng = np.random.default_rng(seed)
-    out = []
     for i in range(count):
         img, lab = generate_image(rng, size, max_objects)
-        out.append((f"{prefix}_{i:05d}", img, lab))
-    return out
+        yield f"{prefix}_{i:05d}", img, lab
+
+
+def generate_dataset(seed: int | np.random.SeedSequence, count: int, size: int, max_objects: int,
+                     prefix: str = "synth") -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """`iter_dataset` as a list: [(name, image (S, S, 3) uint8, label (S, S) uint8)]."""
+    return list(iter_dataset(seed, count, size, max_objects, prefix))
 
 
 def eval_stream(seed: int) -> np.random.SeedSequence:

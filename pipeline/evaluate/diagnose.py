@@ -6,6 +6,7 @@ project whose `dvc repro` has run (at least prepare, pretrain and features; the 
     python -m pipeline.evaluate.diagnose ceiling                      # the network trained on the ground truth
     python -m pipeline.evaluate.diagnose oracle --noise 0.5           # the method stages on ground-truth features
     python -m pipeline.evaluate.diagnose all --noise 0.5 --out diag.json
+    python -m pipeline.evaluate.diagnose ceiling -S train.decoder=fused -S train.epochs=40 -S seed=1
 
 - `ceiling`: the train stage's network and recipe (params.yaml's `train` and `backbone`, the pretrain stage's
   weights, the same crops and schedule: `segnet.train`) trained on the training split's ground truth (resized nearest
@@ -33,7 +34,7 @@ import torch
 import yaml
 
 from pipeline import io
-from pipeline.config import Params, load_params
+from pipeline.config import Params, apply_sets, load_params, parse_params
 from pipeline.evaluate import metrics
 
 ROWS = [("train", "pseudolabels"), ("train", "filter"), ("train", "merge"), ("train", "network"), ("eval", "network")]
@@ -180,8 +181,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="oracle: scratch copy of the project (replaced)")
     ap.add_argument("--device", default="auto", help="ceiling: auto | cpu | cuda")
     ap.add_argument("--out", type=Path, help="also write the numbers as JSON here")
+    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="ceiling: params.yaml with this change (e.g. -S train.epochs=40 -S seed=1), as dvc exp run -S; "
+                         "the file is not changed")
     args = ap.parse_args(argv)
-    p = load_params()
+    p = parse_params(apply_sets(yaml.safe_load(Path("params.yaml").read_text()), args.set)) if args.set \
+        else load_params()
     root = Path.cwd()
     ceil = ceiling(p, args.device) if args.which in ("ceiling", "all") else None
     orc = oracle(root, args.workdir.resolve(), args.noise, p.seed, p.features.shard_size) \
