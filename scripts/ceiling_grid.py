@@ -1,0 +1,50 @@
+"""The ceiling diagnostic (pipeline.evaluate.diagnose ceiling) over a grid of training recipes and seeds, in one
+process: one JSON line per run (name, changes, seed, held-out mIoU, final loss, seconds) appended to --out.
+
+    python -m scripts.ceiling_grid --out ceil.jsonl --seeds 0 1 2 \\
+        --recipe today= --recipe fused40=train.decoder=fused,train.epochs=40
+
+Run it in a project whose prepare and pretrain stages have run (it reads ground truth: a diagnostic, never a stage).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import apply_sets, parse_params
+from pipeline.evaluate import diagnose
+
+
+def parse_recipe(spec: str) -> tuple[str, list[str]]:
+    """'name=a.b=1,c.d=x' -> ('name', ['a.b=1', 'c.d=x']); 'name=' -> ('name', [])."""
+    name, _, rest = spec.partition("=")
+    return name, [s for s in rest.split(",") if s]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", action="append", required=True, help="NAME=key=value,key=value (may repeat)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    for spec in args.recipe:
+        name, sets = parse_recipe(spec)
+        for seed in args.seeds:
+            p = parse_params(apply_sets(raw, [*sets, f"seed={seed}"]))
+            t = time.perf_counter()
+            r = diagnose.ceiling(p, args.device)
+            rec = {"recipe": name, "changes": sets, "seed": seed, "miou": r["eval"]["network"]["miou"],
+                   "final_loss": r["final_loss"], "seconds": round(time.perf_counter() - t, 1)}
+            print(json.dumps(rec), flush=True)
+            with open(args.out, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+
+if __name__ == "__main__":
+    main()
