@@ -18,6 +18,13 @@ Sections
             process): time and peak memory must grow linearly with N
   project   a projection of the whole pipeline on PASCAL VOC train_aug (10,582 images) from the measured
             per-image costs
+  pretrain  (only when named) seconds per DINO training step (dino.train_step, fp32 as train_dino) of ViT-S/16
+            (random weights) on 2 x 224 global + --pretrain-locals x 96 local crops made each step from random
+            256 px images, with pretrain.crops per_image (torchvision v2, image by image) vs batched; on CUDA when
+            present (batch --pretrain-batch, default 64 on CUDA, 8 on the CPU): crop s, step s, images/s
+
+    python benchmarks/bench.py --sections pretrain --out /tmp/pretrain.json        # on a GPU machine
+    python benchmarks/bench.py --sections pretrain --pretrain-batch 4 --pretrain-steps 3 --pretrain-warmup 1
 """
 from __future__ import annotations
 
@@ -329,6 +336,60 @@ def scaling(sizes: list[int]) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------- DINO pretraining steps
+def pretrain_steps(batch: int | None, n_local: int, steps: int, warmup: int) -> list[dict]:
+    """Seconds per DINO step of ViT-S/16 with crops made each step, per_image vs batched (pretrain.crops).
+
+    The head and schedules are params.yaml's pretrain section; the crops are DINO's standard 2 x 224 global and
+    n_local x 96 local ones. Each step: a random batch of the 256 px uint8 source images (on the device) to float,
+    the crops, dino.train_step (fp32, as train_dino). Times: the mean over `steps` steps after `warmup` steps,
+    the device synchronised around the crops and after the step."""
+    import timm
+
+    from pipeline.backbone import dino
+    from pipeline.config import load_params, replace
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bs = batch or (64 if dev.type == "cuda" else 8)
+    cfg = replace(load_params(ROOT / "params.yaml").pretrain, global_crop_size=224, local_crop_size=96,
+                  local_crops=n_local, batch_size=bs)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    gen = torch.Generator().manual_seed(0)
+    source = torch.randint(0, 256, (max(4 * bs, 64), 3, 256, 256), dtype=torch.uint8, generator=gen).to(dev)
+    rows = []
+    for mode in ("per_image", "batched"):
+        torch.manual_seed(0)
+        backbone = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0, dynamic_img_size=True)
+        student, teacher, loss_fn = (m.to(dev) for m in dino.build(backbone, cfg))
+        opt = torch.optim.AdamW(dino.decay_groups(student), lr=cfg.lr * bs / 256, weight_decay=cfg.weight_decay)
+        glob, local = dino.multicrop_transforms(cfg)
+        crop_gen = torch.Generator(device=dev).manual_seed(0)
+        crop_s, step_s = [], []
+        for i in range(warmup + steps):
+            idx = torch.randint(0, len(source), (bs,), generator=gen).to(dev)
+            sync()
+            t0 = time.perf_counter()
+            x = source[idx].float() / 255.0
+            crops = (dino.make_batched_crops(x, cfg, crop_gen) if mode == "batched"
+                     else dino.make_crops(x, glob, local, cfg.local_crops))
+            sync()
+            t1 = time.perf_counter()
+            dino.train_step(student, teacher, loss_fn, opt, crops, cfg.teacher_temp, cfg.momentum_teacher,
+                            cfg.clip_grad, False)  # returns float(loss): synchronises
+            sync()
+            t2 = time.perf_counter()
+            if i >= warmup:
+                crop_s.append(t1 - t0)
+                step_s.append(t2 - t0)
+        rows.append({"crops": mode, "device": f"{dev.type} fp32", "batch": bs, "locals": n_local,
+                     "crop s": float(np.mean(crop_s)), "step s": float(np.mean(step_s)),
+                     "img/s": bs / float(np.mean(step_s)), "crop share %": 100 * sum(crop_s) / sum(step_s)})
+        print(f"  pretrain {mode}: {rows[-1]}", flush=True)
+        del student, teacher, loss_fn, opt
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
 # ---------------------------------------------------------------- projection
 def project(results: dict, gpu_tflops: float, voc_images: int = VOC_TRAIN_AUG) -> list[dict]:
     """Whole-pipeline time on VOC train_aug at 224 px with ViT-S/16, from the measured per-image costs.
@@ -376,6 +437,12 @@ def main() -> None:
     ap.add_argument("--scaling-sizes", type=int, nargs="+", default=[1000, 3000, 10000])
     ap.add_argument("--gpu-tflops", type=float, default=200.0, help="sustained bf16 TFLOP/s assumed for the GPU "
                     "projection when no GPU is present (an H100 peaks near 990 dense; ViTs sustain a fraction)")
+    ap.add_argument("--pretrain-batch", type=int, default=None, help="pretrain: images per DINO step "
+                    "(default 64 on CUDA, 8 on the CPU)")
+    ap.add_argument("--pretrain-locals", type=int, default=6, help="pretrain: 96 px local crops per image (DINO: 6 "
+                    "to 10)")
+    ap.add_argument("--pretrain-steps", type=int, default=10, help="pretrain: measured steps per crops mode")
+    ap.add_argument("--pretrain-warmup", type=int, default=3, help="pretrain: unmeasured steps first")
     ap.add_argument("--keep", action="store_true", help="keep the stage runs' scratch folders")
     ap.add_argument("--stage-set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="stages: params changes of the stage runs, e.g. backbone.name=vit_small_patch16_224 "
@@ -416,6 +483,11 @@ def main() -> None:
     if "scaling" in args.sections:
         results["scaling"] = scaling(args.scaling_sizes)
         print(table(results["scaling"], ["images", "masks", "fg patches", "cluster s", "filter s", "merge s", "peak RSS MB"]), flush=True)
+    if "pretrain" in args.sections:
+        results["pretrain"] = pretrain_steps(args.pretrain_batch, args.pretrain_locals, args.pretrain_steps,
+                                             args.pretrain_warmup)
+        print(table(results["pretrain"], ["crops", "device", "batch", "locals", "crop s", "step s", "img/s",
+                                          "crop share %"]), flush=True)
     if "project" in args.sections:
         results["project"] = project(results, args.gpu_tflops)
         print(table(results["project"], ["stage", "device", "hours"]), flush=True)

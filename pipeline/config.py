@@ -164,6 +164,7 @@ class PretrainConfig(_Section):
     freeze_last_layer_epochs: NonNeg; clip_grad: NonNegF
     global_crop_size: Pos; local_crop_size: Pos; local_crops: NonNeg
     global_scale_min: Scale; local_scale_max: float = Field(gt=0.05, le=1)
+    crops: Literal["batched", "per_image"]  # batched: the whole batch at once on the device (backbone/crops.py)
     stop_after_epochs: NonNeg; max_minutes: NonNegF; threads: NonNeg; device: Device; pretext_lr: PosF
     deepcluster: DeepClusterConfig; context: ContextConfig; jigsaw: JigsawConfig; colorization: ColorizationConfig
     inpainting: InpaintingConfig; multitask: MultitaskConfig; temporal_order: TemporalOrderConfig; tracking: TrackingConfig

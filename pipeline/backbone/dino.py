@@ -2,7 +2,9 @@
 
 Follows the reference recipe: lr warm-up then cosine (lr scaled by batch/256), weight decay cosine
 0.04 -> 0.4, teacher temperature warm-up, EMA momentum cosine to 1, last layer frozen for the first
-epochs, gradient clipping, a bottleneck head with unit-norm prototypes.
+epochs, gradient clipping, a bottleneck head with unit-norm prototypes. The multi-crop views are made each step
+on the training device, for the whole batch at once (pretrain.crops: batched, pipeline/backbone/crops.py) or
+image by image with torchvision v2 (per_image).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
+from pipeline.backbone.crops import batched_crops
 from pipeline.backbone.factory import MEAN, STD
 from pipeline.config import PretrainConfig
 
@@ -103,6 +106,18 @@ def make_crops(batch: torch.Tensor, glob: v2.Compose, local: v2.Compose, n_local
     """(B, 3, H, W) float [0, 1] -> [2 global (B, 3, g, g)] + [n_local local (B, 3, l, l)] crops."""
     crops = [torch.stack([glob(im) for im in batch]) for _ in range(2)]
     crops += [torch.stack([local(im) for im in batch]) for _ in range(n_local)]
+    return crops
+
+
+def make_batched_crops(batch: torch.Tensor, cfg: PretrainConfig, g: torch.Generator) -> list[torch.Tensor]:
+    """make_crops' views made for the whole batch at once on its device (pretrain.crops: batched; see
+    pipeline/backbone/crops.py for the departures from torchvision), random draws from `g`:
+    (B, 3, H, W) float [0, 1] -> [2 global (B, 3, g, g)] + [local_crops local (B, 3, l, l)] crops."""
+    glob = batched_crops(batch, cfg.global_crop_size, (cfg.global_scale_min, 1.0), g, copies=2, blur_p=0.3)
+    crops = list(glob.chunk(2))
+    if cfg.local_crops:
+        local = batched_crops(batch, cfg.local_crop_size, (0.05, cfg.local_scale_max), g, copies=cfg.local_crops)
+        crops += list(local.chunk(cfg.local_crops))
     return crops
 
 
@@ -196,6 +211,7 @@ def train_dino(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, see
     temps = teacher_temp_schedule(cfg, cfg.epochs)
     opt = torch.optim.AdamW(decay_groups(student), lr=lr)
     glob, local = multicrop_transforms(cfg)
+    gen = torch.Generator(device=device).manual_seed(seed)  # the batched crops' draws (per_image: torch's global RNG)
     history: list[dict] = []
     start = time.time()
     step = 0
@@ -206,7 +222,9 @@ def train_dino(backbone: nn.Module, images: np.ndarray, cfg: PretrainConfig, see
         losses = []
         for b in range(steps_per_epoch):
             idx = torch.from_numpy(order[b * bs:(b + 1) * bs]).to(device)
-            crops = make_crops(data[idx].float() / 255.0, glob, local, cfg.local_crops)
+            batch = data[idx].float() / 255.0
+            crops = (make_batched_crops(batch, cfg, gen) if cfg.crops == "batched"
+                     else make_crops(batch, glob, local, cfg.local_crops))
             opt.param_groups[0]["lr"] = opt.param_groups[1]["lr"] = float(lrs[step])
             opt.param_groups[0]["weight_decay"] = float(wds[step])
             losses.append(train_step(student, teacher, loss_fn, opt, crops, float(temps[epoch]), float(moms[step]),
