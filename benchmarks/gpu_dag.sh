@@ -4,8 +4,9 @@
 # and batched crops. Run from the repository root:
 #     bash benchmarks/gpu_dag.sh OUTDIR [SIZES...]          # default sizes: 1000 10000
 # Writes OUTDIR/dag.json (benchmarks/bench.py's JSON: "stages" rows) and OUTDIR/pretrain.json.
-# Machines without the project's requirements (the lent GPU machine has torch and timm but no dvclive or pydantic):
-# pydantic from wheels in .whl/ (pip download ... -d .whl pydantic pydantic-core annotated-types typing-inspection),
+# Machines without the project's requirements (the lent GPU machine has torch and timm but no dvclive, pydantic or
+# pycocotools): those two from wheels in .whl/ (pip download ... -d .whl pydantic pydantic-core annotated-types
+# typing-inspection pycocotools),
 # and a stand-in for dvclive that writes the same .tsv curves (the stages run one by one, without dvc). The dense CRF
 # (pydensecrf2 builds from source) is switched off: crf.predictions=false.
 set -u
@@ -14,7 +15,7 @@ sizes=${*:-1000 10000}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 py=$(command -v python3 || command -v python)
-if ! $py -c "import pydantic" 2>/dev/null; then
+if ! $py -c "import pydantic, pycocotools" 2>/dev/null; then
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
@@ -50,6 +51,6 @@ workers=0 features.batch_size=128 train.batch_size=64 train.workers=8 crf.predic
 for n in $sizes; do
     # shellcheck disable=SC2086
     $py -m benchmarks.bench --sections stages --stage-sizes "$n" --train-epochs 1 --stage-eval-share 0.05 \
-        --stage-set $sets --out "$out/dag_$n.json" || echo "DAG at $n images stopped"
+        --stage-set $sets --out "$out/dag_$n.json" || { echo "DAG at $n images stopped: the larger sizes skipped"; break; }
 done
 $py -m benchmarks.bench --sections pretrain --out "$out/pretrain.json" 2>&1 | tail -20 || echo "no pretrain section"
