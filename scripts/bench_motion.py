@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 from pipeline import io
-from pipeline.config import load_params
+from pipeline.config import apply_sets, load_params
 from pipeline.evaluate import metrics
 
 
@@ -50,14 +50,7 @@ def set_params(path: Path, original: str, sources: list[str], overrides: list[st
     raw = yaml.safe_load(original)
     raw["data"]["name"] = "synthetic_video"
     raw["proposals"]["sources"] = sources
-    for o in overrides:
-        key, value = o.split("=", 1)
-        *sections, last = key.split(".")
-        node = raw
-        for s in sections:
-            node = node[s]
-        node[last] = yaml.safe_load(value)
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    path.write_text(yaml.safe_dump(apply_sets(raw, overrides), sort_keys=False))
 
 
 def report(tag: str, root: Path, seconds: float | None) -> dict:
