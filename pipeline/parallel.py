@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections import deque
 from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -46,9 +47,25 @@ def resolve_workers(workers: int) -> int:
     return workers or cores()
 
 
+# Imported once by the fork server, so the workers it forks start with them loaded. Without this every worker
+# imports them again: it re-runs the stage script, whose imports (torch, and the pipeline modules with scipy and
+# matplotlib) took about 2.5 s per worker on busy cores here, which on a small stage is most of its time. Python's
+# own "__main__" preload does not work on 3.11 (forkserver looks for a 'main_path' key the preparation data lacks),
+# hence the modules by name: these, and every pipeline / stages module the calling process has imported when the
+# server starts (its first pool). The server only imports: it runs no OpenMP code a fork could inherit.
+PRELOAD = ("numpy", "torch", "cv2", "threadpoolctl")
+
+
+def _preload() -> list[str]:
+    return [*PRELOAD, *sorted(m for m in list(sys.modules) if m.split(".")[0] in ("pipeline", "stages"))]
+
+
 def _context() -> multiprocessing.context.BaseContext:
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_preload())  # takes effect when the server starts (a missing module is skipped)
+    return ctx
 
 
 def _install(fn: Callable[[Any], Any]) -> None:

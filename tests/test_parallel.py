@@ -46,7 +46,9 @@ def test_map_images_yields_in_input_order_from_other_processes(workers, chunk):
     got = list(parallel.map_images(square_after_wait, range(23), workers, chunk))
     assert [r for r, _ in got] == [x * x for x in range(23)]
     pids = {pid for _, pid in got}
-    assert os.getpid() not in pids and len(pids) == workers  # really a pool of `workers` processes
+    # other processes, several of them (not always every worker: with the fork server's preloaded imports a worker
+    # starts in milliseconds, and on busy cores the first ones may take every chunk before the last has started)
+    assert os.getpid() not in pids and 2 <= len(pids) <= workers
 
 
 def test_one_worker_runs_in_this_process_and_zero_means_every_core():
