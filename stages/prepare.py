@@ -5,11 +5,12 @@ kept, sides multiples of the backbone's patch size), ground truth apart in gt/ a
 Files left out (bad images under data.on_bad_image: skip, non-image files) and labels left out of evaluation (the
 image is still used) are listed in skipped.csv."""
 import sys
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline import io
+from pipeline import io, parallel
 from pipeline.config import backbone_patch_size, check_backbone_name, load_params
 from pipeline.data import datasets, video
 
@@ -30,17 +31,22 @@ def main() -> None:
     names: dict[str, list[str]] = {"train": [], "eval": []}
     part_of: dict[str, str] = {}
     sizes, labelled = {}, []
+
+    def checked(part: str, samples):  # (name, image, label, size) in the main process: names unique across splits
+        for name, image, label, size in samples:
+            if name in part_of:
+                raise io.InputError(f"prepare: two images map to the name {name!r}" if part_of[name] == part else
+                                    f"prepare: {name!r} is in both the training and the evaluation split; "
+                                    "the evaluation split must be held out (names are unique across splits)")
+            part_of[name] = part
+            yield name, image, label, size
+
     try:
-        for part, samples in parts.items():
-            for name, image, label, size in tqdm(samples, desc=f"prepare {part}", unit="img"):
-                if name in part_of:
-                    raise io.InputError(f"prepare: two images map to the name {name!r}" if part_of[name] == part else
-                                        f"prepare: {name!r} is in both the training and the evaluation split; "
-                                        "the evaluation split must be held out (names are unique across splits)")
-                part_of[name] = part
-                io.write_image(out / "images" / f"{name}.png", image)
-                if label is not None:
-                    io.write_label(out / "gt" / f"{name}.png", label)
+        for part, samples in parts.items():  # read / generated here in order; the PNGs encoded over `workers`
+            for name, size, has_label in tqdm(parallel.map_images(partial(write_sample, out=out),
+                                                                  checked(part, samples), p.workers),
+                                              desc=f"prepare {part}", unit="img"):
+                if has_label:
                     labelled.append(name)
                 names[part].append(name)
                 sizes[name] = [int(size[0]), int(size[1])]
@@ -65,6 +71,16 @@ def main() -> None:
         print(f"prepare: left out {len(skipped)} files or labels, listed with the reason in {out / 'skipped.csv'}; "
               "e.g.\n  " + "\n  ".join(f"{f}: {r}" for f, r in skipped[:3]), file=sys.stderr)
     print(f"prepare: {len(names['train'])} training + {len(names['eval'])} evaluation images -> {out}")
+
+
+def write_sample(sample: tuple, out: Path) -> tuple[str, tuple[int, int], bool]:
+    """One prepared sample (name, image (H, W, 3) uint8, label (H0, W0) uint8 or None, original size) -> its PNGs
+    under `out` (images/, gt/) -> (name, original size, whether it has a label). Runs in a worker process."""
+    name, image, label, size = sample
+    io.write_image(out / "images" / f"{name}.png", image)
+    if label is not None:
+        io.write_label(out / "gt" / f"{name}.png", label)
+    return name, size, label is not None
 
 
 if __name__ == "__main__":

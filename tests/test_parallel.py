@@ -1,6 +1,7 @@
 """Every core (pipeline/parallel.py): map_images gives fn's results in input order for any worker count, raises a
 worker's error in the caller and draws items lazily; each per-image stage function it runs (proposals, the label maps
 of pseudolabels / filter / merge, evaluate's scoring) writes or returns the same bytes with 1 and 2 workers."""
+import json
 import os
 from functools import partial
 from pathlib import Path
@@ -127,6 +128,33 @@ def colour_features(image: np.ndarray, patch: int = 8) -> np.ndarray:
     x = image.astype(np.float32).reshape(h, patch, w, patch, 3).transpose(0, 2, 1, 3, 4).reshape(h, w, -1, 3)
     f = np.concatenate([x.mean(2), x.std(2)], -1)
     return (f - f.reshape(-1, 6).mean(0)).astype(np.float16)
+
+
+def test_the_prepare_stage_writes_the_same_bytes_with_one_and_two_workers(tmp_path, monkeypatch):
+    root = tmp_path / "photos"  # a folder dataset: labelled, unlabelled and a non-image file
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(7):
+        cv2.imwrite(str(root / "images" / f"im{i}.png"), rng.integers(0, 255, (40 + i, 56, 3), dtype=np.uint8))
+        if i % 3:
+            cv2.imwrite(str(root / "labels" / f"im{i}.png"), (rng.random((40 + i, 56)) > 0.5).astype(np.uint8))
+    (root / "images" / "notes.txt").write_text("not an image")
+    out = {}
+    for workers in (1, 2):
+        work = tmp_path / f"w{workers}"
+        write_params(work, data={"name": "folder", "root": str(root), "image_size": 32, "eval_fraction": 0.3})
+        params = {**yaml.safe_load((work / "params.yaml").read_text()), "workers": workers}
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        monkeypatch.chdir(work)
+        from stages import prepare
+
+        prepare.main()
+        out[workers] = files(work / "data/01_prepare")
+    manifest = json.loads(out[1]["manifest.json"])
+    assert len(manifest["names"]) + len(manifest["eval_names"]) == 7 and len(manifest["labelled"]) == 4
+    assert sum(k.startswith("images/") for k in out[1]) == 7 and sum(k.startswith("gt/") for k in out[1]) == 4
+    assert out[1] == out[2]
 
 
 def test_the_proposals_stage_writes_the_same_bytes_with_one_and_two_workers(tmp_path, monkeypatch):

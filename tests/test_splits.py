@@ -194,7 +194,7 @@ def test_the_scored_split_must_be_held_out_from_the_fitted_one():
 
 def test_dvc_prepare_stage_depends_on_evaluate_split():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert stages["prepare"]["params"] == ["seed", "data", "video", "evaluate.split"]
+    assert stages["prepare"]["params"] == ["seed", "data", "video", "evaluate.split", "workers"]
 
 
 # ---------------------------------------------------------------- video
