@@ -114,3 +114,25 @@ def test_link_checker_sees_a_broken_link(tmp_path):
                    "![img](y.png) [web](https://example.org)\n```\n[fenced](ignored.md)\n```\n")
     assert links(doc.read_text()) == ["x.md#a-title", "missing.md", "x.md#nope", "y.png", "https://example.org"]
     assert "a-title" in anchors(doc.read_text())
+
+
+def test_documented_presets_are_valid_params():
+    """Every `dvc exp run -S ...` command in docs/training.md, applied to params.yaml, validates (a renamed key or a
+    bad value in a documented preset fails here, not on the user's GPU machine)."""
+    import shlex
+
+    import yaml
+
+    from pipeline.config import apply_sets, parse_params
+
+    text = (ROOT / "docs" / "training.md").read_text()
+    commands = [c for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M)
+                for c in block.replace("\\\n", " ").splitlines() if c.startswith("dvc exp run")]
+    assert len(commands) >= 2
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for command in commands:
+        words = shlex.split(command)
+        sets = [words[i + 1] for i, w in enumerate(words) if w == "-S"]
+        assert len(sets) >= 10
+        p = parse_params(apply_sets(raw, sets))
+        assert p.data.name == "voc2012" and p.cluster.k == 20 and p.backbone.overrides == {}
