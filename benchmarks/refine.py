@@ -41,12 +41,18 @@ def feature_ms(p, project: Path, images: list[np.ndarray], batch: int) -> float:
     return (time.perf_counter() - t0) / len(x) * 1000
 
 
+def guided_setting(spec: str) -> dict:
+    """'16:1e-3' -> radius 16, eps 1e-3, subsample 1; '16:1e-3:4' -> subsample 4."""
+    radius, eps, *sub = spec.split(":")
+    return {"refine_radius": int(radius), "refine_eps": float(eps), "refine_subsample": int(sub[0]) if sub else 1}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--project", type=Path, required=True)
     ap.add_argument("--images", type=int, default=100, help="first N training images")
     ap.add_argument("--guided", nargs="+", default=["4:1e-3", "8:1e-3", "16:1e-3", "16:1e-4", "24:1e-3"],
-                    help="guided settings RADIUS:EPS")
+                    help="guided settings RADIUS:EPS[:SUBSAMPLE] (subsample 1 when left out)")
     args = ap.parse_args()
     project = args.project
     p = parse_params(yaml.safe_load((project / "params.yaml").read_text()))
@@ -60,8 +66,7 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
     print("| refine | settings | foreground IoU | ms per image |")
     print("|---|---|---|---|")
-    settings = [("grabcut", {})] + [("guided", {"refine_radius": int(g.split(":")[0]), "refine_eps": float(g.split(":")[1])})
-                                    for g in args.guided] + [("none", {})]
+    settings = [("grabcut", {})] + [("guided", guided_setting(g)) for g in args.guided] + [("none", {})]
     for refine, extra in settings:
         cfg = p.proposals.model_copy(update={"refine": refine, **extra})
         inter = union = 0

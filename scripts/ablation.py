@@ -78,6 +78,15 @@ ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
         "comus core first, 2 rounds": ({"train": {"rounds": 2, "self_training": "comus", "round_epochs": 12,
                                                   "first_round": "core"}}, ["train"], "network"),
     },
+    # The per-image refinement no slower than the features, and the features in bf16 where the CPU has its
+    # instructions: both change the masks every later stage sees, so they become defaults only if the network
+    # does not lose. "today" is issue18's (the same code path: refine grabcut, features fp32).
+    "issue19": {
+        "today": ({}, ["features", "proposals"], "network"),
+        "guided": ({"proposals": {"refine": "guided"}}, ["features", "proposals"], "network"),
+        "guided + bf16 features": ({"proposals": {"refine": "guided"}, "features": {"precision": "bf16"}},
+                                   ["features", "proposals"], "network"),
+    },
 }
 SHOW_K = {"issue18"}  # ablations whose table also gives the k the run used (cluster.k auto: the one it chose)
 

@@ -93,12 +93,41 @@ def test_guided_refine_snaps_a_coarse_patch_mask_to_the_object_edge():
     truth = np.zeros((64, 64), bool); truth[20:44, 20:44] = True
     patches = np.zeros((8, 8), bool); patches[2:6, 2:6] = True  # pixels 16..48: too large by 4 px each side
     coarse = proposals.upsample(patches, 64)
-    refined = proposals.guided_refine(image, patches, radius=8, eps=1e-3)
+    refined = proposals.guided_refine(proposals.GuidedFilter(image, radius=8, eps=1e-3), patches)
     iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
     assert iou(refined, truth) > 0.95 > iou(coarse, truth)
     cfg = section("proposals", refine="guided", refine_radius=8, refine_eps=1e-3, min_patches=1)
     m, kept = proposals.pixel_masks(image, [proposals.Proposal(patches, 0.9, 1)], 8, cfg)
     assert len(kept) == 1 and np.array_equal(m == 1, refined)
+
+
+def test_one_guided_filter_serves_every_source_of_its_image_as_separate_filters_do():
+    """The image-only half is computed once per image: filtering two sources through one GuidedFilter gives what two
+    fresh filters give, and pixel_masks with two proposals keeps both at the edges a fresh filter finds."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (40, 48, 3), np.uint8)
+    srcs = [rng.random((40, 48)).astype(np.float32) for _ in range(2)]
+    shared = proposals.GuidedFilter(image, 4, 1e-2)
+    for src in srcs:
+        np.testing.assert_array_equal(shared.filter(src), proposals.guided_filter(image, src, 4, 1e-2))
+
+
+def test_the_fast_guided_filter_keeps_edges_at_full_resolution():
+    """subsample 4 on a 96 px image (boxes at 24 px): a smooth source inside one region stays close to the exact
+    filter, and the refined mask of a square still follows its edges to the pixel, though the boxes are 4x coarser."""
+    image = np.full((96, 96, 3), 40, np.uint8)
+    image[30:66, 26:70] = (200, 80, 60)
+    truth = np.zeros((96, 96), bool); truth[30:66, 26:70] = True
+    patches = np.zeros((12, 12), bool); patches[3:9, 3:9] = True  # pixels 24..72: off by up to 6 px
+    exact = proposals.guided_refine(proposals.GuidedFilter(image, 16, 1e-3), patches)
+    fast = proposals.guided_refine(proposals.GuidedFilter(image, 16, 1e-3, subsample=4), patches)
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
+    assert iou(exact, truth) > 0.97 and iou(fast, truth) > 0.97
+    assert iou(proposals.upsample(patches, 96), truth) < 0.9
+    ramp = np.tile(np.linspace(0, 1, 96, dtype=np.float32), (96, 1))
+    flat = np.full((96, 96, 3), 90, np.uint8)
+    np.testing.assert_allclose(proposals.guided_filter(flat, ramp, 8, 1e-3, subsample=4)[16:-16, 16:-16],
+                               proposals.guided_filter(flat, ramp, 8, 1e-3)[16:-16, 16:-16], atol=0.01)
 
 
 def test_patch_fractions_are_area_shares():
