@@ -80,9 +80,10 @@ ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
     },
     # The per-image refinement no slower than the features, and the features in bf16 where the CPU has its
     # instructions: both change the masks every later stage sees, so they become defaults only if the network
-    # does not lose. "today" is issue18's (the same code path: refine grabcut, features fp32).
+    # does not lose. "today" is issue18's row and records (round 1 of a 3-round run, the same code path: refine
+    # grabcut, features fp32), copied into results/ablations/issue19/<set>/today/.
     "issue19": {
-        "today": ({}, ["features", "proposals"], "network"),
+        "today": ({"train": {"rounds": 3}}, ["features", "proposals"], "network round 1"),
         "guided": ({"proposals": {"refine": "guided"}}, ["features", "proposals"], "network"),
         "guided + bf16 features": ({"proposals": {"refine": "guided"}, "features": {"precision": "bf16"}},
                                    ["features", "proposals"], "network"),
