@@ -96,7 +96,7 @@ def test_guided_refine_snaps_a_coarse_patch_mask_to_the_object_edge():
     refined = proposals.guided_refine(proposals.GuidedFilter(image, radius=8, eps=1e-3), patches)
     iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
     assert iou(refined, truth) > 0.95 > iou(coarse, truth)
-    cfg = section("proposals", refine="guided", refine_radius=8, refine_eps=1e-3, min_patches=1)
+    cfg = section("proposals", refine="guided", refine_radius=8, refine_eps=1e-3, refine_subsample=1, min_patches=1)
     m, kept = proposals.pixel_masks(image, [proposals.Proposal(patches, 0.9, 1)], 8, cfg)
     assert len(kept) == 1 and np.array_equal(m == 1, refined)
 
