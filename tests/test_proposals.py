@@ -110,6 +110,13 @@ def test_one_guided_filter_serves_every_source_of_its_image_as_separate_filters_
     shared = proposals.GuidedFilter(image, 4, 1e-2)
     for src in srcs:
         np.testing.assert_array_equal(shared.filter(src), proposals.guided_filter(image, src, 4, 1e-2))
+    left = np.zeros((5, 6), bool); left[1:4, 0:2] = True
+    right = np.zeros((5, 6), bool); right[1:4, 4:6] = True
+    cfg = section("proposals", refine="guided", refine_radius=4, refine_eps=1e-2, refine_subsample=1, min_patches=1)
+    m, kept = proposals.pixel_masks(image, [proposals.Proposal(left, 0.9, 1), proposals.Proposal(right, 0.8, 1)], 8,
+                                    cfg)
+    fresh = [proposals.guided_refine(proposals.GuidedFilter(image, 4, 1e-2), p) for p in (left, right)]
+    assert len(kept) == 2 and np.array_equal(m == 1, fresh[0]) and np.array_equal(m == 2, fresh[1] & ~fresh[0])
 
 
 def test_the_fast_guided_filter_keeps_edges_at_full_resolution():
