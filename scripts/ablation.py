@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from scripts import results_table
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "ablations"
 SHARED = ROOT.parent / "shared" / "data"
@@ -87,6 +89,12 @@ ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
         "guided": ({"proposals": {"refine": "guided"}}, ["features", "proposals"], "network"),
         "guided + bf16 features": ({"proposals": {"refine": "guided"}, "features": {"precision": "bf16"}},
                                    ["features", "proposals"], "network"),
+        # The same question after merge.method became leopart (b3c5a73), the refinement alone. Both rows name their
+        # refinement and merge, so they keep their meaning whatever the defaults become. The grabcut row is issue18's
+        # "merge leopart (Infomap)" row and records (the same overrides and code path), copied.
+        "grabcut, leopart": ({"merge": {"method": "leopart"}}, ["proposals"], "network"),
+        "guided, leopart": ({"merge": {"method": "leopart"}, "proposals": {"refine": "guided"}}, ["proposals"],
+                            "network"),
     },
 }
 SHOW_K = {"issue18"}  # ablations whose table also gives the k the run used (cluster.k auto: the one it chose)
@@ -137,13 +145,25 @@ def clone(workdir: Path, name: str) -> Path:
     return project
 
 
+def set_overrides(set_name: str, project: Path) -> dict:
+    """The set's overrides with its data.root relative to `project` (a clone beside ../shared gets the README's
+    `../shared/data/<set>`, so its params and results read like a run in the project itself)."""
+    over = copy.deepcopy(SETS[set_name])
+    if "root" in over.get("data", {}):
+        over["data"]["root"] = os.path.relpath(over["data"]["root"], project)
+    return over
+
+
 def run(ablation: str, set_name: str, seeds: list[int], workdir: Path, rows: list[str] | None,
-        threads: int = 0) -> None:
+        threads: int = 0, record_results: bool = False) -> None:
     """threads > 0: every stage runs with OMP_NUM_THREADS (torch's and BLAS's threads) set to it, so that two runs
-    can share the cores side by side (stage times then mean that setting, not an idle machine)."""
+    can share the cores side by side (stage times then mean that setting, not an idle machine).
+    record_results: each run is also recorded as the README's results do (`results_table.record`, into this
+    checkout's results/<set>/), for a row that is about to become the default: one run serves both tables."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else None
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     project = clone(workdir, set_name)
+    set_over = set_overrides(set_name, project)
     table = ABLATIONS[ablation]
     for seed in seeds:
         done: dict[str, dict] = {}  # overrides -> this seed's record (rows with equal overrides share one run)
@@ -152,15 +172,19 @@ def run(ablation: str, set_name: str, seeds: list[int], workdir: Path, rows: lis
                 continue
             key = json.dumps(over, sort_keys=True)
             if key not in done:
-                params = merge(merge(base, SETS[set_name]), over)
+                params = merge(merge(base, set_over), over)
                 params["seed"] = seed
                 (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
                 t0 = time.perf_counter()
                 times = repro_timed(project, env)
                 done[key] = {"stage_seconds": times, "total_seconds": round(time.perf_counter() - t0, 1),
                              "metrics": json.loads((project / "data" / "11_evaluate" / "metrics.json").read_text())}
+                if record_results:
+                    print("recorded", results_table.record(set_name, project / "dvc.lock",
+                                                           project / "data" / "11_evaluate" / "metrics.json",
+                                                           ROOT / "results"), flush=True)
             rec = {"ablation": ablation, "set": set_name, "row": row, "seed": seed, "overrides": over,
-                   "set_overrides": SETS[set_name], **done[key]}
+                   "set_overrides": set_over, **done[key]}
             dest = OUT / ablation / set_name / slug(row) / f"seed_{seed}.json"
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(json.dumps(rec, indent=1) + "\n")
@@ -223,11 +247,13 @@ def main() -> None:
     r.add_argument("--rows", nargs="*", help="only these rows (names as in ABLATIONS)")
     r.add_argument("--workdir", type=Path, required=True, help="scratch folder for the clones (kept between runs)")
     r.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of every stage (0 = unset: every core)")
+    r.add_argument("--record-results", action="store_true",
+                   help="also record each run into results/<set>/ as `results_table.py --record` does")
     t = sub.add_parser("table", help="print the ablation table from results/ablations/<ablation>/")
     t.add_argument("--ablation", default="issue17", choices=list(ABLATIONS))
     args = ap.parse_args()
     if args.cmd == "run":
-        run(args.ablation, args.set, args.seeds, args.workdir, args.rows, args.threads)
+        run(args.ablation, args.set, args.seeds, args.workdir, args.rows, args.threads, args.record_results)
     else:
         print(table(args.ablation), end="")
 

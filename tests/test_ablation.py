@@ -24,6 +24,17 @@ def test_slug_names_row_folders():
     assert len({ablation.slug(r) for r in ablation.ABLATIONS["issue17"]}) == len(ablation.ABLATIONS["issue17"])
 
 
+def test_set_overrides_give_the_shared_root_relative_to_the_clone(tmp_path, monkeypatch):
+    shared = tmp_path / "shared" / "data" / "weizmann_horse"
+    monkeypatch.setitem(ablation.SETS, "weizmann_horse", {"data": {"root": str(shared), "num_classes": 2}})
+    over = ablation.set_overrides("weizmann_horse", tmp_path / "weizmann_horse")
+    assert over == {"data": {"root": "../shared/data/weizmann_horse", "num_classes": 2}}
+    assert ablation.SETS["weizmann_horse"]["data"]["root"] == str(shared)  # the table itself is untouched
+    assert ablation.set_overrides("weizmann_horse", tmp_path / "abl" / "x")["data"]["root"] == \
+        "../../shared/data/weizmann_horse"
+    assert ablation.set_overrides("default", tmp_path) == {}
+
+
 @pytest.mark.skipif(DVC is None, reason="dvc not installed")
 def test_repro_timed_times_only_the_stages_that_ran(tmp_path):
     (tmp_path / "params.yaml").write_text("a: 1\nb: 1\n")
