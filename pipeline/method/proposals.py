@@ -19,12 +19,15 @@ fg_rule border and components seed, the seed is the foreground side's patch of l
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 from scipy.linalg import eigh
 from scipy.sparse.linalg import eigsh
+from threadpoolctl import ThreadpoolController
 
 from pipeline.config import ProposalsConfig
 
@@ -125,6 +128,19 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
+@functools.cache
+def _blas_pools() -> ThreadpoolController:
+    return ThreadpoolController()  # inspects the loaded BLAS libraries once (numpy's and scipy's are loaded by now)
+
+
+def one_blas_thread() -> Any:
+    """Context: BLAS on one thread. The normalized cut's products (a few hundred to a few thousand patches) run
+    faster on one thread than on several (ARPACK's many small matrix-vector products: 900 patches, 9 ms on one
+    thread against 27 on two here), and the result is then the same bytes in the stage's process and in its pool
+    workers (which run one thread each, `pipeline.parallel`)."""
+    return _blas_pools().limit(limits=1, user_api="blas")
+
+
 def patch_proposals(feats: np.ndarray, cfg: ProposalsConfig) -> list[Proposal]:
     """Patch features (h, w, D) -> up to cfg.max_per_image proposals, best score first.
 
@@ -132,8 +148,9 @@ def patch_proposals(feats: np.ndarray, cfg: ProposalsConfig) -> list[Proposal]:
     object (near-uniform features, where the cut is arbitrary) gets no proposal and stays background.
     """
     h, w = feats.shape[:2]
-    sim = affinity(feats)
-    vecs = ncut_vectors(sim, cfg.tau, cfg.eps, cfg.num_eigs)
+    with one_blas_thread():
+        sim = affinity(feats)
+        vecs = ncut_vectors(sim, cfg.tau, cfg.eps, cfg.num_eigs)
     cands = []
     for e in range(vecs.shape[1]):
         vec = vecs[:, e]
@@ -202,7 +219,8 @@ class GuidedFilter:
     full-resolution guide, so edges stay at full resolution while the boxes cost s^2 less. s = 1 is the exact filter."""
 
     def __init__(self, guide: np.ndarray, radius: int, eps: float, subsample: int = 1):
-        self.full = guide.astype(np.float32) / 255.0
+        self.full = np.divide(guide, np.float32(255), dtype=np.float32)  # one pass (astype, then / 255: ~15x slower)
+        self.planes = [np.ascontiguousarray(self.full[..., c]) for c in range(3)]  # for the full-resolution apply
         self.shape = guide.shape[:2]
         self.subsample = subsample
         height, width = self.shape
@@ -234,12 +252,14 @@ class GuidedFilter:
         cov = self.box(self.img * p[..., None]) - self.mean_i * mean_p[..., None]  # (h, w, 3): cov(I_c, p)
         a = np.stack([sum(row[c] * cov[..., c] for c in range(3)) for row in self.inv], -1)
         b = mean_p - (a * self.mean_i).sum(-1)
-        mean_a, mean_b = self.box(a), self.box(b)
+        mean_a, mean_b = cv2.split(self.box(a)), self.box(b)
         if self.subsample > 1:
             size = self.shape[::-1]
-            mean_a = cv2.resize(mean_a, size, interpolation=cv2.INTER_LINEAR)
+            mean_a = [cv2.resize(m, size, interpolation=cv2.INTER_LINEAR) for m in mean_a]
             mean_b = cv2.resize(mean_b, size, interpolation=cv2.INTER_LINEAR)
-        return (mean_a * self.full).sum(-1) + mean_b
+        # mean_a . I + mean_b, channel by channel on contiguous planes: the same float32 sums in the same order as
+        # (mean_a * I).sum(-1) + mean_b, ~20x faster than numpy's reduction over a length-3 axis
+        return mean_a[0] * self.planes[0] + mean_a[1] * self.planes[1] + mean_a[2] * self.planes[2] + mean_b
 
 
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, subsample: int = 1) -> np.ndarray:
