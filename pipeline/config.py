@@ -246,6 +246,7 @@ class TrainConfig(_Section):
     warmup_epochs: NonNeg  # linear lr warm-up before the cosine decay
     crop_scale_min: Scale
     crop_scale_max: Annotated[float, Field(gt=0, le=4)]  # > 1: crops larger than the image (zoom out)
+    color_jitter: Annotated[float, Field(ge=0, le=1)]  # brightness/contrast/saturation share, hue half of it
     device: Device; threads: NonNeg
     model: Literal["stage", "timm", "deeplabv3"]; model_name: str; pretrained: bool  # model_name: see below
     rounds: Pos; round_epochs: Pos; relabel_threshold: Scale  # self-training

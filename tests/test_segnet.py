@@ -223,6 +223,25 @@ def test_zooming_out_pads_with_the_mean_image_and_ignored_labels():
     assert isinstance(segnet.augment(32, 0.5, 1.5).transforms[0], segnet.ZoomCrop)
 
 
+def test_color_jitter_changes_the_image_colours_and_leaves_the_crop_and_labels_alone():
+    """The same seed with and without jitter draws the same crop and flip (the jitter comes after them): the labels
+    are identical, the images differ (a hue shift moves the coloured half), and jitter 0 adds no step at all."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (1, 32, 32, 3)).astype(np.uint8)
+    img[0, :, :16] = (200, 40, 40)
+    lab = np.zeros((1, 32, 32), np.uint8)
+    lab[0, :, :16] = 1
+    out = {}
+    for jitter in (0.0, 0.4):
+        torch.manual_seed(5)
+        out[jitter] = segnet.make_batch(img, lab, segnet.augment(32, 0.5, 1.0, jitter))
+    assert torch.equal(out[0.0][1], out[0.4][1])
+    assert (out[0.0][0] - out[0.4][0]).abs().mean() > 0.05
+    assert len(segnet.augment(32, 0.5).transforms) == 2
+    jit = segnet.augment(32, 0.5, 1.0, 0.4).transforms[-1]
+    assert isinstance(jit, torchvision.transforms.v2.ColorJitter) and jit.hue == (-0.2, 0.2)
+
+
 def test_batches_of_two_processes_together_are_the_single_process_batch():
     one, steps = segnet.batch_plan(10, 4, 2, seed=5, rank=0, world_size=1)
     halves = [segnet.batch_plan(10, 4, 2, seed=5, rank=r, world_size=2)[0] for r in (0, 1)]

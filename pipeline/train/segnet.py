@@ -214,12 +214,17 @@ class ZoomCrop(v2.RandomResizedCrop):
                                           interpolation=self.interpolation, antialias=self.antialias)
 
 
-def augment(size: int, scale_min: float, scale_max: float = 1.0) -> v2.Compose:
+def augment(size: int, scale_min: float, scale_max: float = 1.0, jitter: float = 0.0) -> v2.Compose:
     """Joint image/label augmentation: a random resized crop of area share (scale_min, scale_max) back to `size`
     (labels nearest) and a horizontal flip. scale_max <= 1: torchvision's RandomResizedCrop (zooms in); > 1:
-    `ZoomCrop` (zooms out too; outside the image the label is 255)."""
+    `ZoomCrop` (zooms out too; outside the image the label is 255). jitter > 0: then torchvision's ColorJitter on
+    the image alone (brightness, contrast, saturation by factors in [1 - jitter, 1 + jitter], hue by up to jitter / 2;
+    v2 leaves masks untouched), so that the network cannot lean on colours the labels do not follow."""
     crop = v2.RandomResizedCrop if scale_max <= 1 else ZoomCrop
-    return v2.Compose([crop(size, scale=(scale_min, scale_max), antialias=True), v2.RandomHorizontalFlip()])
+    steps = [crop(size, scale=(scale_min, scale_max), antialias=True), v2.RandomHorizontalFlip()]
+    if jitter > 0:
+        steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=min(0.5, jitter / 2)))
+    return v2.Compose(steps)
 
 
 def shapes_of(images: Sequence[np.ndarray]) -> list[tuple[int, ...]]:
@@ -271,9 +276,9 @@ class PairDataset(Dataset):
     reads one image and its label, in the worker that draws it."""
 
     def __init__(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray], scale_min: float, seed: int,
-                 size: int, scale_max: float = 1.0) -> None:
+                 size: int, scale_max: float = 1.0, jitter: float = 0.0) -> None:
         self.images, self.labels, self.seed = images, labels, seed
-        self.aug = augment(size, scale_min, scale_max)
+        self.aug = augment(size, scale_min, scale_max, jitter)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -408,7 +413,8 @@ def fit(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndar
                 "scaler": scaler.state_dict(), "history": list(history)}
 
     size = crop_size or default_crop(images)
-    loader = DataLoader(PairDataset(images, labels, cfg.crop_scale_min, seed, size, cfg.crop_scale_max),
+    loader = DataLoader(PairDataset(images, labels, cfg.crop_scale_min, seed, size, cfg.crop_scale_max,
+                                    cfg.color_jitter),
                         batch_sampler=plan[step:],
                         num_workers=cfg.workers, pin_memory=device.type == "cuda",
                         persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
