@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import sys
+import traceback
 from collections import deque
 from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -77,8 +79,24 @@ def _install(fn: Callable[[Any], Any]) -> None:
     _LIMITS = threadpool_limits(1)
 
 
+class WorkerError(RuntimeError):
+    """A worker's exception that could not travel back to the caller as itself (see `_run_chunk`)."""
+
+
 def _run_chunk(chunk: list) -> list:
-    return [_FN(item) for item in chunk]  # type: ignore[misc]
+    """fn over one chunk, in a worker. An exception must come back through a pickle: one whose class cannot be
+    rebuilt from its args (scipy's ArpackNoConvergence needs three; unpickling it raised TypeError in the pool's
+    result thread, which died, and the stage waited forever for its result) is raised as a WorkerError naming
+    its type, message and traceback instead."""
+    try:
+        return [_FN(item) for item in chunk]  # type: ignore[misc]
+    except Exception as e:
+        try:
+            pickle.loads(pickle.dumps(e))
+        except Exception:
+            raise WorkerError(f"{type(e).__module__}.{type(e).__name__} in a worker: {e}\n"
+                              + "".join(traceback.format_exception(e))) from None
+        raise
 
 
 def map_images(fn: Callable[[T], R], items: Iterable[T], workers: int, chunk: int = 4) -> Iterator[R]:

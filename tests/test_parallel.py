@@ -64,6 +64,39 @@ def test_a_workers_error_is_raised_in_the_caller():
         list(parallel.map_images(fail_on_seven, range(12), 2, 2))
 
 
+class NeedsThreeArgs(Exception):
+    """Like scipy's ArpackNoConvergence: pickles, but cannot be rebuilt from its args."""
+
+    def __init__(self, msg: str, values: list, vectors: list) -> None:
+        super().__init__(msg)
+        self.values, self.vectors = values, vectors
+
+
+def fail_unpicklably_on_five(x: int) -> int:
+    if x == 5:
+        raise NeedsThreeArgs(f"item {x} did not converge", [], [])
+    return x
+
+
+def test_a_worker_error_that_does_not_unpickle_comes_back_as_one_that_does(monkeypatch):
+    """Such an exception used to kill the pool's result thread when it arrived: the caller waited forever (checked:
+    map_images over 2 workers hung). A worker's chunk now raises a WorkerError naming the original's type and
+    message, which survives the trip (tested on `_run_chunk` itself, so a regression fails here instead of hanging);
+    a plain exception still goes as itself, and in the caller's process nothing is pickled."""
+    import pickle
+
+    monkeypatch.setattr(parallel, "_FN", fail_unpicklably_on_five)
+    assert parallel._run_chunk([1, 2]) == [1, 2]
+    with pytest.raises(parallel.WorkerError, match=r"NeedsThreeArgs in a worker: item 5 did not converge") as err:
+        parallel._run_chunk([4, 5])
+    assert str(pickle.loads(pickle.dumps(err.value))) == str(err.value)
+    monkeypatch.setattr(parallel, "_FN", fail_on_seven)
+    with pytest.raises(ValueError, match="item 7 is bad"):
+        parallel._run_chunk([7])
+    with pytest.raises(NeedsThreeArgs):
+        list(parallel.map_images(fail_unpicklably_on_five, range(12), 1))
+
+
 def test_items_are_drawn_as_the_pool_needs_them():
     drawn = []
 

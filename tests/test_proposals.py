@@ -43,6 +43,23 @@ def test_the_normalized_cut_runs_blas_on_one_thread_and_gives_it_back(monkeypatc
     assert after == {2}
 
 
+def test_ncut_falls_back_to_the_dense_solver_when_lanczos_does_not_converge(monkeypatch):
+    """The dense fallback gives Lanczos's eigenvector (up to sign) on a graph where both work."""
+    from scipy.sparse.linalg import ArpackNoConvergence
+
+    f = two_region_features(10, 10, [(slice(3, 7), slice(2, 6))])
+    sim = proposals.affinity(f)
+    lanczos = proposals.ncut_vectors(sim, 0.2, 1e-5, 1)[:, 0]
+
+    def no_convergence(*args, **kwargs):
+        raise ArpackNoConvergence("ARPACK error -1: No convergence", np.zeros(0), np.zeros((0, 0)))
+
+    monkeypatch.setattr(proposals, "eigsh", no_convergence)
+    dense = proposals.ncut_vectors(sim, 0.2, 1e-5, 1)[:, 0]
+    np.testing.assert_allclose(np.abs(dense), np.abs(lanczos), atol=1e-8)
+    assert len(proposals.patch_proposals(f, section("proposals", refine="none", num_eigs=1))) == 1
+
+
 def test_two_objects_become_two_proposals_best_first():
     f = two_region_features(12, 12, [(slice(1, 5), slice(1, 5)), (slice(7, 11), slice(6, 11))])
     props = proposals.patch_proposals(f, section("proposals", refine="none", num_eigs=1))

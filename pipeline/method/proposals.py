@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 from scipy.linalg import eigh
-from scipy.sparse.linalg import eigsh
+from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from threadpoolctl import ThreadpoolController
 
 from pipeline.config import ProposalsConfig
@@ -54,17 +54,23 @@ def ncut_vectors(sim: np.ndarray, tau: float, eps: float, num_eigs: int) -> np.n
     W = 1 where sim > tau else eps (TokenCut). Eigenvector 0 is constant and skipped. Solved as the
     largest eigenvectors u of the normalised affinity D^-1/2 W D^-1/2 (v = D^-1/2 u, so v'Dv = 1, as
     the generalized solver normalises): Lanczos (ARPACK) needs only products with W and is 10-100x
-    faster than the dense generalized eigensolver at 196-784 patches; tiny graphs use the dense solver.
+    faster than the dense generalized eigensolver at 196-784 patches; tiny graphs use the dense solver, and so
+    does a graph where Lanczos does not converge (nearly equal top eigenvalues: features with no structure,
+    such as the oracle diagnostic's noise).
     """
     w = np.where(sim > tau, 1.0, eps)
     n = sim.shape[0]
     k = min(num_eigs, n - 1)
     s = 1.0 / np.sqrt(w.sum(1))
     a = s[:, None] * w * s[None, :]
+    vals = None
     if k + 2 < n:
         v0 = np.linspace(1.0, 2.0, n)  # fixed start vector: the same input gives the same output
-        vals, u = eigsh(a, k=k + 1, which="LA", v0=v0)
-    else:
+        try:
+            vals, u = eigsh(a, k=k + 1, which="LA", v0=v0)
+        except ArpackNoConvergence:  # nearly equal top eigenvalues (features with no structure): solve densely
+            pass
+    if vals is None:
         vals, u = eigh(a)
     order = np.argsort(-vals)[1:k + 1]
     return s[:, None] * u[:, order]
