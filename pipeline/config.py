@@ -243,6 +243,7 @@ class TrainConfig(_Section):
     epochs: Pos; batch_size: Pos; lr: PosF; backbone_lr: NonNegF; weight_decay: NonNegF
     decoder_dim: Pos
     decoder: Literal["simple", "fused"]; stem_dim: Pos  # fused: a pixel stem at 1/4 fused with the tokens
+    stem_stride: Literal[2, 4]  # fused: the stem's (and the logits') resolution, 1/2 or 1/4
     warmup_epochs: NonNeg  # linear lr warm-up before the cosine decay
     crop_scale_min: Scale
     crop_scale_max: Annotated[float, Field(gt=0, le=4)]  # > 1: crops larger than the image (zoom out)

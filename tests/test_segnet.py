@@ -70,11 +70,11 @@ def test_one_training_step_lowers_the_loss_on_a_tiny_batch():
 
 # ---------------------------------------------------------------- the fused decoder (train.decoder fused)
 
-def fused_net(classes: int = 3, stem_dim: int = 8) -> segnet.SegNet:
+def fused_net(classes: int = 3, stem_dim: int = 8, stem_stride: int = 4) -> segnet.SegNet:
     torch.manual_seed(0)
     cfg = section("backbone", name="vit_tiny_patch16_224", source="random",
                   overrides={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2})
-    return segnet.SegNet(create_backbone(cfg, 32), classes, 16, "fused", stem_dim)
+    return segnet.SegNet(create_backbone(cfg, 32), classes, 16, "fused", stem_dim, stem_stride)
 
 
 @pytest.mark.parametrize("size", [(32, 32), (32, 48), (48, 32), (64, 40), (24, 56)])
@@ -89,6 +89,21 @@ def test_the_fused_decoder_gives_logits_at_the_input_size_from_a_quarter_resolut
         assert net(torch.randn(2, 3, *size)).shape == (2, 3) + size
     h, w = size
     assert seen == {"stem": (2, 8, h // 4, w // 4), "project": (2, 16, h // 8, w // 8), "fuse": (2, 16, h // 4, w // 4)}
+
+
+@pytest.mark.parametrize("size", [(32, 32), (24, 56)])
+def test_a_stem_of_stride_2_puts_the_stem_and_the_fuse_at_half_resolution(size):
+    """train.stem_stride 2: the second stem conv keeps its input's size, so the stem and the fuse conv run at
+    (H/2, W/2), twice as fine as the default; logits still come back at (H, W)."""
+    net = fused_net(stem_stride=2).eval()
+    seen = {}
+    for name in ("stem", "fuse"):
+        getattr(net.head, name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.shape))
+    with torch.no_grad():
+        assert net(torch.randn(2, 3, *size)).shape == (2, 3) + size
+    h, w = size
+    assert seen == {"stem": (2, 8, h // 2, w // 2), "fuse": (2, 16, h // 2, w // 2)}
+    assert [c.stride for c in net.head.stem.modules() if isinstance(c, torch.nn.Conv2d)] == [(2, 2), (1, 1)]
 
 
 def test_the_fused_decoder_has_a_pixel_stem_trained_with_the_decoder():

@@ -48,7 +48,8 @@ class FusedHead(nn.Module):
     """A decoder that sees finer detail than the encoder's map: a shallow pixel stem at 1/4 fused with the
     upsampled encoder map (DeepLabv3+'s decoder, Chen et al. 2018).
 
-    stem: normalised images (B, 3, H, W) -> two 3x3 stride-2 conv+BN+ReLU -> (B, stem_dim, H/4, W/4);
+    stem: normalised images (B, 3, H, W) -> two 3x3 stride-2 conv+BN+ReLU -> (B, stem_dim, H/4, W/4) (stem_stride
+    2: the second conv has stride 1, and everything below is at H/2 x W/2);
     project: encoder map (B, D, h, w) -> 3x3 conv+BN+ReLU -> (B, decoder_dim, h, w), upsampled bilinearly to
     (H/4, W/4); fuse: their concatenation (B, decoder_dim + stem_dim, H/4, W/4) -> 3x3 conv+BN+ReLU -> 1x1 conv
     -> logits (B, num_classes, H/4, W/4) (ceil(H/4) for sides not a multiple of 4).
@@ -57,9 +58,9 @@ class FusedHead(nn.Module):
     the pixels; one fuse conv of decoder_dim channels instead of two of 256, for the CPU budget.
     """
 
-    def __init__(self, in_dim: int, num_classes: int, decoder_dim: int, stem_dim: int) -> None:
+    def __init__(self, in_dim: int, num_classes: int, decoder_dim: int, stem_dim: int, stem_stride: int = 4) -> None:
         super().__init__()
-        self.stem = nn.Sequential(conv_bn_relu(3, stem_dim, 2), conv_bn_relu(stem_dim, stem_dim, 2))
+        self.stem = nn.Sequential(conv_bn_relu(3, stem_dim, 2), conv_bn_relu(stem_dim, stem_dim, stem_stride // 2))
         self.project = conv_bn_relu(in_dim, decoder_dim)
         self.fuse = conv_bn_relu(decoder_dim + stem_dim, decoder_dim)
         self.classify = nn.Conv2d(decoder_dim, num_classes, 1)
@@ -79,11 +80,11 @@ class SegNet(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, decoder_dim: int, decoder: str = "simple",
-                 stem_dim: int = 32) -> None:
+                 stem_dim: int = 32, stem_stride: int = 4) -> None:
         super().__init__()
         self.backbone = backbone
         if decoder == "fused":
-            self.head: nn.Module = FusedHead(bb.dense_dim(backbone), num_classes, decoder_dim, stem_dim)
+            self.head: nn.Module = FusedHead(bb.dense_dim(backbone), num_classes, decoder_dim, stem_dim, stem_stride)
         else:
             self.head = nn.Sequential(
                 nn.Conv2d(bb.dense_dim(backbone), decoder_dim, 3, padding=1, bias=False), nn.BatchNorm2d(decoder_dim),
@@ -117,7 +118,7 @@ def build_model(cfg: TrainConfig, num_classes: int, img_size: int, stage_backbon
     if cfg.model == "deeplabv3":
         return TorchvisionSeg(cfg.model_name, num_classes, cfg.pretrained)
     enc = stage_backbone() if cfg.model == "stage" else bb.create_dense(cfg.model_name, img_size, cfg.pretrained)
-    return SegNet(enc, num_classes, cfg.decoder_dim, cfg.decoder, cfg.stem_dim)
+    return SegNet(enc, num_classes, cfg.decoder_dim, cfg.decoder, cfg.stem_dim, cfg.stem_stride)
 
 
 # ---------------------------------------------------------------- distributed helpers
