@@ -89,9 +89,9 @@ ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
         "guided": ({"proposals": {"refine": "guided"}}, ["features", "proposals"], "network"),
         "guided + bf16 features": ({"proposals": {"refine": "guided"}, "features": {"precision": "bf16"}},
                                    ["features", "proposals"], "network"),
-        # The same question after merge.method became leopart (b3c5a73), the refinement alone. Both rows name their
-        # refinement and merge, so they keep their meaning whatever the defaults become. The grabcut row is issue18's
-        # "merge leopart (Infomap)" row and records (the same overrides and code path), copied.
+        # The same question after merge.method became leopart (b3c5a73), the refinement alone. Both rows name the
+        # merge, the guided row its refinement too. The grabcut row is issue18's "merge leopart (Infomap)" row and
+        # records (the same overrides and code path, refine grabcut by default), copied.
         "grabcut, leopart": ({"merge": {"method": "leopart"}}, ["proposals"], "network"),
         "guided, leopart": ({"merge": {"method": "leopart"}, "proposals": {"refine": "guided"}}, ["proposals"],
                             "network"),
