@@ -26,6 +26,7 @@ LOCK = ROOT / "dvc.lock"
 RESULTS = ROOT / "results"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+NOT_SETS = ("ablations", "diagnostics")  # results/ folders that hold other records than a set's seeds
 
 
 def run_record(lock: dict, metrics_path: Path) -> dict:
@@ -95,8 +96,9 @@ def set_table(folder: Path) -> str:
 
 
 def results_table(results: Path = RESULTS) -> str:
-    """Every results/<set>/ folder's table (not results/ablations/, scripts/ablation.py's), the default first."""
-    folders = sorted((f for f in results.iterdir() if f.is_dir() and f.name != "ablations"),  # scripts/ablation.py's
+    """Every results/<set>/ folder's table, the default first; not results/ablations/ (scripts/ablation.py's) nor
+    results/diagnostics/ (the ceiling and oracle records: scripts/ceiling_grid.py, scripts/diagnose_table.py)."""
+    folders = sorted((f for f in results.iterdir() if f.is_dir() and f.name not in NOT_SETS),
                      key=lambda f: (f.name != "default", f.name))
     return "\n\n".join(set_table(f) for f in folders)
 
