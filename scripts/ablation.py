@@ -11,7 +11,10 @@ reproduces the DAG stage by stage (`dvc repro --single-item STAGE`, in dvc.yaml'
 really ran (a stage DVC skips or restores from its run cache gets no time). Seeds are the outer loop, so the rows
 of one seed share the stages their params do not change (prepare .. proposals run once per seed). Each run's
 data/11_evaluate/metrics.json, the stage times and the overrides are written to
-results/ablations/<ablation>/<set>/<row>/seed_<s>.json in THIS checkout.
+results/ablations/<ablation>/<set>/<row>/seed_<s>.json in THIS checkout. With --record-results each run is also
+recorded for the README (results/<set>/seed_<s>.json, as `scripts/results_table.py --record`): for a row that is
+about to become the default, so that one run serves both tables (run with --workdir beside ../shared, e.g. /work, so
+the set's data.root reads `../shared/data/<set>` as in the README's records).
 
 `table` prints, per set, one line per row: the held-out network mIoU (for the row "+ CRF on predictions": the
 "network + CRF" label map of the plain run), the training split's pseudolabels mIoU, the foreground IoU and mask
