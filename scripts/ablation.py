@@ -32,10 +32,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from scripts import results_table
+from scripts.results_table import mean_std
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "ablations"
@@ -195,14 +195,6 @@ def run(ablation: str, set_name: str, seeds: list[int], workdir: Path, rows: lis
             print(f"{set_name} seed {seed} {row}: eval network {net} ({rec['total_seconds']} s) -> {dest}", flush=True)
 
 
-def _fmt(values: list[float], digits: int = 3) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    std = f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else ""
-    return f"{np.mean(values):.{digits}f}{std}"
-
-
 def row_values(rec: dict, net_row: str, cost: list[str]) -> dict:
     """One record -> the table's numbers for it (None where the run has no such number)."""
     m = rec["metrics"]
@@ -232,8 +224,8 @@ def table(ablation: str) -> str:
                 continue
             vals = [row_values(r, net_row, cost) for r in recs]
             col = {k: [v[k] for v in vals] for k in vals[0]}
-            lines.append(f"| {row} | {_fmt(col['net'])} | {_fmt(col['pseudo'])} | {_fmt(col['fg'])} | "
-                         f"{_fmt(col['ap'])} | {_fmt(col['secs'], 0)} ({', '.join(cost)}) | "
+            lines.append(f"| {row} | {mean_std(col['net'])} | {mean_std(col['pseudo'])} | {mean_std(col['fg'])} | "
+                         f"{mean_std(col['ap'])} | {mean_std(col['secs'], 0)} ({', '.join(cost)}) | "
                          + (f"{', '.join('–' if k is None else str(k) for k in col['k'])} | " if ablation in SHOW_K
                             else "") + f"{', '.join(str(r['seed']) for r in recs)} |")
         lines.append("")

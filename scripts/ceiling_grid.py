@@ -20,6 +20,7 @@ import yaml
 
 from pipeline.config import apply_sets, parse_params
 from pipeline.evaluate import diagnose
+from scripts.results_table import mean_std
 
 
 def parse_recipe(spec: str) -> tuple[str, list[str]]:
@@ -36,10 +37,8 @@ def table(records: list[dict]) -> str:
         by.setdefault(r["recipe"], []).append(r)
     lines = ["| recipe | changes | held-out mIoU | seeds | final loss |", "|---|---|---|---|---|"]
     for name, rs in by.items():
-        v = np.array([r["miou"] for r in rs])
-        miou = f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
         changes = ", ".join(c for c in rs[0]["changes"] if not c.startswith("train.threads")) or "(params.yaml)"
-        lines.append(f"| {name} | {changes} | {miou} | {', '.join(str(r['seed']) for r in rs)} | "
+        lines.append(f"| {name} | {changes} | {mean_std([r['miou'] for r in rs])} | {', '.join(str(r['seed']) for r in rs)} | "
                      f"{np.mean([r['final_loss'] for r in rs]):.3f} |")
     return "\n".join(lines)
 

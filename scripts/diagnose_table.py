@@ -10,9 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.evaluate.diagnose import ROWS
+from scripts.results_table import mean_std
 
 
 def table(records: list[dict]) -> str:
@@ -24,8 +23,7 @@ def table(records: list[dict]) -> str:
         for split, row in ROWS:
             v = [r[key][split][row]["miou"] for r in records if (r.get(key) or {}).get(split, {}).get(row)]
             if len(v) == len(records):
-                cell = f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
-                lines.append(f"| {what} | {split} | {row} | {cell} | {len(v)} |")
+                lines.append(f"| {what} | {split} | {row} | {mean_std(v)} | {len(v)} |")
     return "\n".join(lines)
 
 

@@ -29,6 +29,16 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 NOT_SETS = ("ablations", "diagnostics")  # results/ folders that hold other records than a set's seeds
 
 
+def mean_std(values: list[float | None], digits: int = 3) -> str:
+    """Values over seeds -> 'mean ± sample std' (ddof=1), the value alone for one, '–' for none (None is skipped).
+    Every table of seeds in scripts/ formats through this."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    std = f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else ""
+    return f"{np.mean(values):.{digits}f}{std}"
+
+
 def run_record(lock: dict, metrics_path: Path) -> dict:
     """This run's metrics with what they were measured on, from dvc.lock (which must record this very
     metrics.json as the evaluate stage's output, else the description could be another run's)."""
@@ -90,8 +100,7 @@ def set_table(folder: Path) -> str:
     lines = [f"**{folder.name}**: {caption(recs[0], [r['seed'] for r in recs])}.", "",
              "| split | label map | mIoU | seeds |", "|---|---|---|---|"]
     for (split, row), values in rows.items():
-        std = f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
-        lines.append(f"| {split} | {row} | {np.mean(values):.3f}{std} | {len(values)} |")
+        lines.append(f"| {split} | {row} | {mean_std(values)} | {len(values)} |")
     return "\n".join(lines)
 
 
