@@ -43,3 +43,22 @@ def test_table_lists_the_three_runs():
                         "| oracle features (noise 0.5) | train | merge | 0.400 |",
                         "| oracle features (noise 0.5) | eval | network | 0.450 |",
                         "| real features | eval | network | 0.300 |"]
+
+
+def test_oracle_features_at_zero_noise_group_the_patches_exactly_as_the_ground_truth():
+    """Every patch of one class gets its class's unit direction, exactly: grouping the features (here by
+    equality) reproduces the ground-truth grouping of the pure patches, and their cosines are the directions'."""
+    rng = np.random.default_rng(3)
+    patch_classes = rng.integers(0, 4, (6, 5))
+    gt = np.kron(patch_classes, np.ones((8, 8), np.int64)).astype(np.uint8)  # 6x5 patches of 8x8 pixels
+    mix = diagnose.class_mixture(gt, (6, 5), 4)
+    directions = diagnose.class_directions(4, 32, seed=0)
+    feats = diagnose.oracle_features(mix, directions, 0.0, np.random.default_rng(0)).reshape(30, 32)
+    _, groups = np.unique(feats, axis=0, return_inverse=True)
+    _, truth = np.unique(patch_classes.reshape(30), return_inverse=True)
+    contingency = np.zeros((groups.max() + 1, truth.max() + 1), int)
+    np.add.at(contingency, (groups.reshape(-1), truth), 1)
+    assert (np.count_nonzero(contingency, axis=0) == 1).all() and (np.count_nonzero(contingency, axis=1) == 1).all()
+    gram = feats.astype(np.float32) @ feats.astype(np.float32).T
+    cls = patch_classes.reshape(30)
+    np.testing.assert_allclose(gram, (directions @ directions.T)[cls][:, cls], atol=2e-3)  # float16 storage
