@@ -88,6 +88,8 @@ def ceiling(p: Params, device: str = "auto") -> dict:
     images = io.read_image_list(prep, names)
     gts = [prepared_gt(prep, n, im.shape[:2]) for n, im in zip(names, images)]
     n_gt = manifest["num_classes"]
+    if p.train.threads:  # as the train stage
+        torch.set_num_threads(p.train.threads)
     torch.manual_seed(p.seed)
     model = segnet.build_model(p.train, n_gt, manifest["image_size"],
                                lambda: bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth",
