@@ -333,10 +333,15 @@ def optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = [{"params": model.head.parameters(), "lr": cfg.lr}]
     if cfg.backbone_lr > 0:
         groups.append({"params": model.backbone.parameters(), "lr": cfg.backbone_lr})
-    else:
+    freeze_backbone(model, cfg)
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def freeze_backbone(model: nn.Module, cfg: TrainConfig) -> None:
+    """backbone_lr 0: the backbone's params stop requiring grad (no gradient, no optimiser state)."""
+    if cfg.backbone_lr <= 0:
         for p in model.backbone.parameters():
             p.requires_grad_(False)
-    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -395,9 +400,10 @@ def fit(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[np.ndar
         model.load_state_dict(start["model"])
     net = model
     if world_size > 1:
+        freeze_backbone(model, cfg)  # DDP reduces the gradients of the params that require grad when it wraps
         sync_batchnorm(model, device)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = optimizer(model, cfg)
+    opt = optimizer(model, cfg)  # after sync_batchnorm, which replaces the BatchNorm modules and their params
     plan, steps_per_epoch = batch_plan(len(images), cfg.batch_size, epochs, seed, rank, world_size)
     sched = lr_schedule(opt, len(plan), cfg.warmup_epochs * steps_per_epoch)
     dtype = amp_dtype(device, cfg.amp)
