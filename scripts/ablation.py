@@ -100,7 +100,7 @@ ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
                             "network"),
     },
     # A recipe that reaches the ceiling (issue 20): the fused decoder on a frozen backbone for 60 epochs, zoom-out
-    # crops (ceiling 0.853 at seed 0, against 0.610 for today's). "today" is issue19's "grabcut, leopart" row and
+    # crops (ceiling 0.856 ± 0.012 over 3 seeds, against 0.610 for today's). "today" is issue19's "grabcut, leopart" row and
     # records (today's defaults), copied. The CRF row reads the same run's "network + CRF" label map.
     "issue20": {
         "today": ({"merge": {"method": "leopart"}}, ["train"], "network"),

@@ -153,7 +153,6 @@ def test_the_fused_decoder_fits_detail_finer_than_a_patch_where_the_simple_head_
     assert iou["fused"] > 0.5 and iou["fused"] > 2 * iou["simple"], iou
 
 
-
 def test_the_ceiling_recipe_fits_a_known_label_map_better_than_the_default():
     """Fixed seeds, 16 noise images of 32 px, each with a red disc (class 1, radius 5-8) and a blue 3-pixel band
     (class 2): the ceiling recipe of docs/training.md (the fused decoder on a frozen encoder, 60 epochs, zoom-out
@@ -175,15 +174,14 @@ def test_the_ceiling_recipe_fits_a_known_label_map_better_than_the_default():
     miou = {}
     for name, cfg in recipes.items():
         cfg = replace(cfg, workers=0, batch_size=8)
-        torch.manual_seed(0)
-        enc = create_backbone(section("backbone", name="vit_tiny_patch16_224", source="random",
-                                      overrides={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}), 32)
+        enc = tiny_net(3).backbone  # the same encoder init (seed 0) for both
         net = segnet.SegNet(enc, 3, cfg.decoder_dim, cfg.decoder, cfg.stem_dim, cfg.stem_stride)
         segnet.fit(net, images, labels, cfg, 0, CPU, cfg.epochs)
         conf = metrics.Confusion(3, 3)
         conf.add(np.stack(segnet.predict(net, images, 8, CPU)), labels)
         miou[name] = conf.result("iou")["miou"]
     assert miou["new"] > 0.7 and miou["new"] > miou["old"] + 0.2, miou
+
 
 # ---------------------------------------------------------------- the schedule (train.warmup_epochs)
 
