@@ -38,8 +38,8 @@ def table(records: list[dict]) -> str:
     lines = ["| recipe | changes | held-out mIoU | seeds | final loss |", "|---|---|---|---|---|"]
     for name, rs in by.items():
         changes = ", ".join(c for c in rs[0]["changes"] if not c.startswith("train.threads")) or "(params.yaml)"
-        lines.append(f"| {name} | {changes} | {mean_std([r['miou'] for r in rs])} | {', '.join(str(r['seed']) for r in rs)} | "
-                     f"{np.mean([r['final_loss'] for r in rs]):.3f} |")
+        lines.append(f"| {name} | {changes} | {mean_std([r['miou'] for r in rs])} | "
+                     f"{', '.join(str(r['seed']) for r in rs)} | {np.mean([r['final_loss'] for r in rs]):.3f} |")
     return "\n".join(lines)
 
 
