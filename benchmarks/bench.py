@@ -274,6 +274,31 @@ def stages(sizes: list[int], train_epochs: int, keep: bool, sets: list[str] | No
     return rows
 
 
+def per_image(rows: list[dict]) -> list[dict]:
+    """Stage rows of several sizes (a size run more than once: its runs averaged) -> one row per stage and a
+    "whole DAG" row: milliseconds per training image at each size, and the largest size's over the smallest's."""
+    sizes = sorted({r["images"] for r in rows})
+    stages_seen = list(dict.fromkeys(r["stage"] for r in rows))
+
+    def ms(stage: str, n: int) -> float:  # mean over the runs of this stage at this size
+        walls = [r["wall s"] for r in rows if r["images"] == n and r["stage"] == stage]
+        return sum(walls) / len(walls) / n * 1e3 if walls else float("nan")
+
+    out = []
+    for stage in stages_seen + [None]:
+        row = {"stage": stage or "whole DAG"}
+        row.update({f"ms/img at {n}": ms(stage, n) if stage else sum(ms(st, n) for st in stages_seen)
+                    for n in sizes})
+        row[f"{sizes[-1]} / {sizes[0]}"] = row[f"ms/img at {sizes[-1]}"] / row[f"ms/img at {sizes[0]}"]
+        out.append(row)
+    return out
+
+
+def print_per_image(rows: list[dict]) -> None:
+    table_rows = per_image(rows)
+    print(table(table_rows, list(table_rows[0])), flush=True)
+
+
 # ---------------------------------------------------------------- cluster / filter / merge scaling
 def scaling_child(n: int, seed: int = 0) -> dict:
     """Cluster, filter and merge library calls on generated data for n images (16 x 16 patches, 192-d tokens,
@@ -450,7 +475,12 @@ def main() -> None:
     ap.add_argument("--stage-eval-share", type=float, help="stages: data.synth_eval_images = this share of N")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     ap.add_argument("--scaling-child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--per-image", metavar="JSON", help="print the stages section's time per image at each size "
+                    "from a results file written by --sections stages, and stop")
     args = ap.parse_args()
+    if args.per_image:
+        print_per_image(json.loads(Path(args.per_image).read_text())["stages"])
+        return
     if args.scaling_child:
         print(json.dumps(scaling_child(args.scaling_child)))
         return
@@ -480,6 +510,8 @@ def main() -> None:
                                    args.stage_eval_share, save)
         print(table(results["stages"], ["images", "eval images", "stage", "wall s", "img/s", "peak RSS MB",
                                         "written MB"]), flush=True)
+        if len({r["images"] for r in results["stages"]}) > 1:
+            print_per_image(results["stages"])
     if "scaling" in args.sections:
         results["scaling"] = scaling(args.scaling_sizes)
         print(table(results["scaling"], ["images", "masks", "fg patches", "cluster s", "filter s", "merge s", "peak RSS MB"]), flush=True)

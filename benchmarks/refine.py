@@ -4,9 +4,11 @@ the features' own time per image (the issue's bound: refinement no slower than t
     python benchmarks/refine.py --project /path/to/a/run          # a project whose prepare and features stages ran
 
 For the training split's images of that run (its params.yaml: the proposals section, the backbone), with the
-patch proposals of its features: pixel masks by each setting (grabcut; guided at a few radii / eps; none), timed
-per image (one process, torch / OpenCV threads as given), pooled foreground IoU of each image's masks together
-against ground truth > 0 at the original size (as evaluate's proposals_fg_iou). Features: the backbone's forward
+patch proposals of its features: pixel masks by each setting (grabcut as params.yaml; grabcut at each
+--grabcut-max-side; guided at a few radii / eps; none), timed per image (one process, torch / OpenCV threads as
+given), pooled foreground IoU of each image's masks together against ground truth > 0 at the original size (as
+evaluate's proposals_fg_iou), and the IoU of each setting's masks (their union per image, pooled) with the first
+row's (how far a cheaper setting moves the masks, ground truth or not). Features: the backbone's forward
 pass on the same prepared images, batch 1 and batch 32, ms per image. Prints a markdown table. Reads ground truth:
 a benchmark, never part of the DAG.
 """
@@ -53,6 +55,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=100, help="first N training images")
     ap.add_argument("--guided", nargs="+", default=["4:1e-3", "8:1e-3", "16:1e-3", "16:1e-4", "24:1e-3"],
                     help="guided settings RADIUS:EPS[:SUBSAMPLE] (subsample 1 when left out)")
+    ap.add_argument("--grabcut-max-side", type=int, nargs="*", default=[],
+                    help="grabcut rows with proposals.refine_max_side = each of these (besides params.yaml's)")
     args = ap.parse_args()
     project = args.project
     p = parse_params(yaml.safe_load((project / "params.yaml").read_text()))
@@ -64,9 +68,11 @@ def main() -> None:
     cands = [proposals.patch_proposals(g.astype(np.float32), p.proposals) for g in grids]
     print(f"{project}: {len(names)} images of {images[0].shape[:2]} px, patch grid {grids[0].shape[:2]}; "
           f"torch threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
-    print("| refine | settings | foreground IoU | ms per image |")
-    print("|---|---|---|---|")
-    settings = [("grabcut", {})] + [("guided", guided_setting(g)) for g in args.guided] + [("none", {})]
+    print("| refine | settings | foreground IoU | IoU with the first row's masks | ms per image |")
+    print("|---|---|---|---|---|")
+    settings = [("grabcut", {})] + [("grabcut", {"refine_max_side": s}) for s in args.grabcut_max_side] \
+        + [("guided", guided_setting(g)) for g in args.guided] + [("none", {})]
+    first: list[np.ndarray] = []
     for refine, extra in settings:
         cfg = p.proposals.model_copy(update={"refine": refine, **extra})
         inter = union = 0
@@ -79,7 +85,10 @@ def main() -> None:
             if gt is not None:
                 i, u = metrics.foreground_counts(metrics.to_size(m, gt.shape) > 0, gt)
                 inter, union = inter + i, union + u
-        print(f"| {refine} | {extra or ''} | {inter / max(union, 1):.3f} | {ms:.1f} |", flush=True)
+        first = first or [m > 0 for m in maps]
+        agree = sum((a & (m > 0)).sum() for a, m in zip(first, maps)) / max(1, sum((a | (m > 0)).sum()
+                                                                               for a, m in zip(first, maps)))
+        print(f"| {refine} | {extra or ''} | {inter / max(union, 1):.3f} | {agree:.3f} | {ms:.1f} |", flush=True)
     for batch in (1, 32):
         print(f"features (forward pass), batch {batch}: {feature_ms(p, project, images, batch):.1f} ms per image")
 

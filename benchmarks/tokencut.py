@@ -16,7 +16,8 @@ the output (no bilateral-solver refinement, as in its default).
 
 Ours: the features stage's own code (`pipeline.backbone.features.extract`, batch --batch, float32 and bfloat16
 autocast) and the proposals stage's per-image work (`proposals.patch_proposals` on the keys with the params.yaml
-proposals section, then `proposals.pixel_masks` with each refinement: grabcut, guided, none).
+proposals section, then `proposals.pixel_masks` with each refinement: grabcut as params.yaml
+(`proposals.refine_max_side`) and at full resolution, guided, none).
 """
 from __future__ import annotations
 
@@ -81,6 +82,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--size", type=int, default=480, help="side of the square images, a multiple of 16")
     ap.add_argument("--batch", type=int, default=8, help="our features' batch size (TokenCut: 1)")
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
+                    help="our features' precisions (bf16 only pays on a CPU with bf16 instructions)")
     args = ap.parse_args()
     files = sorted(args.folder.glob("*.jpg"))[:args.images]
     images = [cv2.resize(cv2.imread(str(f))[:, :, ::-1], (args.size, args.size), interpolation=cv2.INTER_AREA)
@@ -102,13 +105,17 @@ def main() -> None:
     tokencut_ms = (time.perf_counter() - t0) / n * 1000
 
     rows = [("TokenCut (batch 1, fp32, dense eigh, seed component)", tokencut_ms, None)]
-    for precision in ("fp32", "bf16"):
+    refinements = [("grabcut", {}), ("grabcut", {"refine_max_side": 0}), ("guided", {}), ("none", {})]
+    for precision in args.precisions:
         features.per_image(model, images[:args.batch], args.batch, cpu, precision)  # warm-up
         t0 = time.perf_counter()
         feats = features.per_image(model, images, args.batch, cpu, precision)
         feat_ms = (time.perf_counter() - t0) / n * 1000
-        for refine in ("grabcut", "guided", "none"):
-            cfg = p.proposals.model_copy(update={"refine": refine})
+        for refine, extra in refinements:
+            cfg = p.proposals.model_copy(update={"refine": refine, **extra})
+            if refine == "grabcut":
+                side = cfg.refine_max_side
+                refine += f" (max side {side})" if side else " (full resolution)"
             t0 = time.perf_counter()
             for im, f in zip(images, feats):
                 proposals.pixel_masks(im, proposals.patch_proposals(f["keys"].astype(np.float32), cfg), 16, cfg)

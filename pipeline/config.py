@@ -178,6 +178,7 @@ class ProposalsConfig(_Section):
     num_eigs: Pos; fg_rule: Literal["border", "seed"]; components: Literal["all", "seed"]
     min_patches: Pos; max_per_image: Pos; nms_iou: Scale
     min_score: float = Field(ge=0, lt=2); refine: Literal["grabcut", "guided", "none"]; refine_iters: Pos
+    refine_max_side: NonNeg  # grabcut only
     refine_radius: Pos; refine_eps: PosF; refine_subsample: Pos  # guided only
     sources: list[Literal["saliency", "motion"]]  # each once
 

@@ -106,6 +106,26 @@ def test_grabcut_snaps_a_coarse_mask_to_the_object_edge():
     assert iou(refined, truth) > 0.95 > iou(coarse, truth)
 
 
+def test_grabcut_at_a_bounded_side_refines_a_large_image_at_its_size_and_leaves_small_ones_alone(monkeypatch):
+    """refine_max_side: an image whose longer side is above it is refined shrunk to that side (GrabCut sees the
+    smaller image, band shrunk with it) and its mask comes back at the image's size on the object's edge (the guided
+    upsampling: bilinear alone gives 0.944 here); an image at or below it gives exactly the full-resolution result."""
+    image = np.full((256, 192, 3), 40, np.uint8)
+    cv2.circle(image, (96, 128), 60, (220, 60, 60), -1)
+    truth = image[..., 0] > 100
+    coarse = cv2.dilate(truth.astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool)  # too large by 8 px
+    seen = []
+    real = proposals._grabcut
+    monkeypatch.setattr(proposals, "_grabcut", lambda im, m, band, iters: seen.append((im.shape, band)) or
+                        real(im, m, band, iters))
+    iou = lambda a, b: (a & b).sum() / (a | b).sum()  # noqa: E731
+    full = proposals.grabcut_refine(image, coarse, band=8, iters=3)
+    small = proposals.grabcut_refine(image, coarse, band=8, iters=3, max_side=64)
+    assert seen == [((256, 192, 3), 8), ((64, 48, 3), 2)]
+    assert small.shape == (256, 192)
+    assert iou(full, truth) > 0.99 and iou(small, truth) > 0.99 > 0.8 > iou(coarse, truth)
+    assert np.array_equal(proposals.grabcut_refine(image, coarse, 8, 3, max_side=256), full)
+
 def test_guided_filter_with_a_flat_guide_is_the_box_mean_and_keeps_constants():
     """A flat guide has no variance, so a = cov / (0 + eps) = 0 and q = box(box(p)): the box mean of the box mean
     (reflected borders), checked against cv2.boxFilter written out; a constant source stays that constant."""

