@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -240,6 +241,13 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
+def train_timing(log: str) -> dict[str, float]:
+    """The train stage's last 'train: timing: fit F s, predictions P s' line in a log -> {'fit s': F,
+    'predict s': P} ({} when there is none): what of its wall time grows with epochs and what with images."""
+    found = re.findall(r"train: timing: fit ([\d.]+) s, predictions ([\d.]+) s", log)
+    return {"fit s": float(found[-1][0]), "predict s": float(found[-1][1])} if found else {}
+
+
 def stages(sizes: list[int], train_epochs: int, keep: bool, sets: list[str] | None = None,
            eval_share: float | None = None, save=None) -> list[dict]:
     """Every stage script on the default params with data.synth_images = N (and `sets`, dotted key=value changes;
@@ -265,7 +273,8 @@ def stages(sizes: list[int], train_epochs: int, keep: bool, sets: list[str] | No
             out = work / "data" / next(p.name for p in (work / "data").iterdir() if p.name.endswith(stage))
             rows.append({"images": n, "eval images": params["data"]["synth_eval_images"], "stage": stage,
                          "wall s": wall, "img/s": n / wall,
-                         "peak RSS MB": rss / 2 ** 20, "written MB": dir_bytes(out) / 2 ** 20})
+                         "peak RSS MB": rss / 2 ** 20, "written MB": dir_bytes(out) / 2 ** 20,
+                         **(train_timing((work / "log.txt").read_text()) if stage == "train" else {})})
             print(f"  N={n} {stage}: {wall:.1f} s, {rss / 2 ** 20:.0f} MB", flush=True)
             if save:
                 save(rows)

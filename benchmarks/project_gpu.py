@@ -7,7 +7,9 @@
 Each stage's measured seconds per image (its wall time over the run's training images; evaluate, which scores both
 splits, over training + evaluation images) times the dataset's images; pretrain is a fixed cost (the run loads
 random weights, no training), the train stage times `--epochs` over the run's epochs (an upper bound: the
-measured time also holds the process start and predicting both splits, which do not grow with epochs). Linear in
+measured time also holds the process start and predicting both splits, which do not grow with epochs; a run whose
+train row has the stage's own timing, fit and predictions, as bench.py records them now, is projected in those
+parts instead: fixed start, fitting x images x epochs, predicting x images of both splits). Linear in
 the number of images is what the streaming stages are built for; the 1,000-image run is the only size measured on
 the GPU so far, so the projection assumes it.
 """
@@ -22,11 +24,20 @@ DATASETS = {"VOC train_aug": (10_582, 1_449), "COCO train2017": (118_287, 5_000)
 
 
 def project(stages: list[dict], train_images: int, eval_images: int, epochs: int, run_epochs: int) -> dict[str, float]:
-    """Measured stage rows ({'stage', 'wall s', 'images', 'eval images'}) -> {stage: projected seconds}."""
+    """Measured stage rows ({'stage', 'wall s', 'images', 'eval images'}) -> {stage: projected seconds}.
+
+    A train row with the stage's own timing ('fit s', 'predict s': `bench.train_timing`) is projected in parts:
+    the rest of its wall time (process start, model, writing) fixed, fitting times images and epochs, predicting
+    times the images of both splits. Without them the whole train time is scaled with images and epochs (an upper
+    bound)."""
     out = {}
     for r in stages:
-        scale = ((train_images + eval_images) / (r["images"] + r["eval images"]) if r["stage"] == "evaluate" else
-                 1.0 if r["stage"] == "pretrain" else train_images / r["images"])
+        both = (train_images + eval_images) / (r["images"] + r["eval images"])
+        if r["stage"] == "train" and "fit s" in r:
+            fixed = r["wall s"] - r["fit s"] - r["predict s"]
+            out["train"] = fixed + r["fit s"] * train_images / r["images"] * epochs / run_epochs + r["predict s"] * both
+            continue
+        scale = both if r["stage"] == "evaluate" else 1.0 if r["stage"] == "pretrain" else train_images / r["images"]
         out[r["stage"]] = r["wall s"] * scale * (epochs / run_epochs if r["stage"] == "train" else 1)
     return out
 

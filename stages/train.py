@@ -109,8 +109,10 @@ def main() -> None:
         if main_rank:
             checkpoint.save(ckpt, state, key)
 
+    tick = time.perf_counter()
     rounds = segnet.self_train(model, images, labels, p.train, p.seed, device, resume=resume, on_step=log, save=save,
                                crop_size=manifest["image_size"], refine=refiner(p), maps_dir=maps_dir)
+    fit_s = time.perf_counter() - tick
     if main_rank:
         for rd in rounds:
             live.log_metric(f"round_{rd['round']}/relabel_kept", rd["kept"], plot=False)
@@ -121,7 +123,9 @@ def main() -> None:
             torch.save({"state_dict": model.state_dict(), "num_classes": classes}, f)
         io.write_json(out / "history.json", [{**e, "round": rd["round"]} for rd in rounds
                                              for e in segnet.epoch_summary(rd["history"])])
+    tick = time.perf_counter()
     n_written = write_predictions(p, manifest, model, rounds, images, device, out / "predictions")
+    predict_s = time.perf_counter() - tick
     if world_size > 1:
         dist.barrier()  # every process has written its share of the predictions
     if main_rank:
@@ -130,6 +134,8 @@ def main() -> None:
         final = rounds[-1]["history"][-1]["loss"] if rounds[-1]["history"] else float("nan")
         print(f"train: {len(rounds)} round(s) on {device} x{world_size}, final loss {final:.4f}, "
               f"{n_written} predictions (both splits, original size) per round -> {out}")
+        # read by benchmarks/bench.py: the projections scale fitting with epochs and images, predicting with images
+        print(f"train: timing: fit {fit_s:.1f} s, predictions {predict_s:.1f} s", flush=True)
     if world_size > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -93,6 +93,9 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     for stage in ("prepare", "pretrain", "features", "proposals", "distill", "cluster", "pseudolabels", "filter",
                   "merge", "train", "evaluate", "report"):
         assert f"Running stage '{stage}'" in log
+    from benchmarks import bench
+    timing = bench.train_timing(log)  # the train stage says how long fitting and predicting took (the projections')
+    assert set(timing) == {"fit s", "predict s"} and all(v > 0 for v in timing.values())
     name = "synth_00000.png"
     for folder in ("data/04_proposals/masks", "data/07_pseudolabels/labels", "data/08_filter/labels",
                    "data/09_merge/labels", "data/10_train/predictions/labels"):
