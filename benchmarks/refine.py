@@ -85,9 +85,9 @@ def main() -> None:
             if gt is not None:
                 i, u = metrics.foreground_counts(metrics.to_size(m, gt.shape) > 0, gt)
                 inter, union = inter + i, union + u
-        first = first or [m > 0 for m in maps]
-        agree = sum((a & (m > 0)).sum() for a, m in zip(first, maps)) / max(1, sum((a | (m > 0)).sum()
-                                                                               for a, m in zip(first, maps)))
+        first = first or maps  # the first row's mask maps stand in for ground truth: > 0 is foreground
+        counts = [metrics.foreground_counts(m > 0, f) for m, f in zip(maps, first)]
+        agree = sum(i for i, _ in counts) / max(1, sum(u for _, u in counts))
         print(f"| {refine} | {extra or ''} | {inter / max(union, 1):.3f} | {agree:.3f} | {ms:.1f} |", flush=True)
     for batch in (1, 32):
         print(f"features (forward pass), batch {batch}: {feature_ms(p, project, images, batch):.1f} ms per image")
