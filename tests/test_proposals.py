@@ -126,6 +126,28 @@ def test_grabcut_at_a_bounded_side_refines_a_large_image_at_its_size_and_leaves_
     assert iou(full, truth) > 0.99 and iou(small, truth) > 0.99 > 0.8 > iou(coarse, truth)
     assert np.array_equal(proposals.grabcut_refine(image, coarse, 8, 3, max_side=256), full)
 
+def test_bounded_grabcut_shrinks_an_image_once_for_all_its_proposals_with_the_same_masks(monkeypatch):
+    """pixel_masks builds the shrunk image and its guided filter (`Shrunk`) once per image, not once per proposal,
+    and each mask is what grabcut_refine gives that proposal alone."""
+    image = np.full((192, 256, 3), 40, np.uint8)
+    cv2.circle(image, (64, 96), 40, (220, 60, 60), -1)
+    cv2.rectangle(image, (160, 60), (230, 140), (60, 200, 60), -1)
+    left = np.zeros((12, 16), bool); left[3:9, 1:7] = True
+    right = np.zeros((12, 16), bool); right[3:10, 9:15] = True
+    cfg = section("proposals", refine="grabcut", refine_max_side=64, refine_iters=3, min_patches=1)
+    built = []
+    real = proposals.Shrunk.__init__
+    monkeypatch.setattr(proposals.Shrunk, "__init__", lambda self, *a: built.append(a[1:]) or real(self, *a))
+    m, kept = proposals.pixel_masks(image, [proposals.Proposal(left, 0.9, 1), proposals.Proposal(right, 0.8, 1)], 16,
+                                    cfg)
+    assert built == [(64, cfg.refine_eps)]
+    alone = [proposals.grabcut_refine(image, proposals.upsample(p, (192, 256)), 8, 3, max_side=64,
+                                      eps=cfg.refine_eps) for p in (left, right)]
+    assert len(built) == 3  # one per call without a shared one
+    assert len(kept) == 2 and np.array_equal(m == 1, alone[0]) and np.array_equal(m == 2, alone[1] & ~alone[0])
+    assert (m == 1)[96, 64] and (m == 2)[100, 195] and not m[5, 5]
+
+
 def test_guided_filter_with_a_flat_guide_is_the_box_mean_and_keeps_constants():
     """A flat guide has no variance, so a = cov / (0 + eps) = 0 and q = box(box(p)): the box mean of the box mean
     (reflected borders), checked against cv2.boxFilter written out; a constant source stays that constant."""
