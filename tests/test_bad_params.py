@@ -28,7 +28,7 @@ from pipeline.method import cluster
     ("train", "threads", -2, r"'train\.threads' is -2; must be >= 0"),
     ("train", "decoder_dim", 0, r"'train\.decoder_dim' is 0; must be >= 1"),
     ("train", "decoder", "unet", r"'train\.decoder' is 'unet'; allowed values: simple, fused"),
-    ("train", "warmup_epochs", 12, r"'train\.warmup_epochs' is 12; must be < train\.epochs = 12"),
+    ("train", "warmup_epochs", 45, r"'train\.warmup_epochs' is 45; must be < train\.epochs = 45"),
     ("data", "on_bad_image", "ignore", r"'data\.on_bad_image' is 'ignore'; allowed values: skip, error"),
     ("data", "min_image_side", 0, r"'data\.min_image_side' is 0; must be >= 1"),
     ("cluster", "method", "dbscan", r"'cluster\.method' is 'dbscan'; allowed values: kmeans, spectral"),
