@@ -37,7 +37,8 @@ def find_dvc() -> str | None:
 
 
 # Measured on this configuration (seed 0, CPU), on the 16 held-out images: network 0.289, k-means on pixel colours
-# 0.224 (features 0.223), a margin of 0.065; asserted with half of it to spare.
+# 0.224 (features 0.223), a margin of 0.065; asserted with half of it to spare. With issue 20's default recipe (the
+# fused decoder on a frozen backbone, crops to 1.5) the network is 0.339: the margin grew.
 MARGIN = 0.032
 TINY_CLASSES = 5  # params.yaml's data.num_classes (synthetic)
 DVC = find_dvc()
@@ -189,6 +190,7 @@ def test_diagnostics_ceiling_and_oracle_features_beat_the_real_run(repo, tmp_pat
     res = json.loads(out.read_text())
     real, oracle = res["real"], res["oracle"]
     # measured here (seed 0): ceiling 0.373 (loss 0.29) against 0.333 from pseudo-labels; asserted with half the margin
+    # (issue 20's default recipe: 0.411 against 0.339)
     assert res["ceiling"]["eval"]["network"]["miou"] > real["eval"]["network"]["miou"] + 0.02, res
     assert oracle["train"]["pseudolabels"]["miou"] > real["train"]["pseudolabels"]["miou"] + 0.1, res
     names, feats = io.read_shards(tmp_path / "oracle/data/03_features", "keys")
