@@ -148,6 +148,16 @@ def test_bounded_grabcut_shrinks_an_image_once_for_all_its_proposals_with_the_sa
     assert (m == 1)[96, 64] and (m == 2)[100, 195] and not m[5, 5]
 
 
+def test_shrunk_for_shrinks_only_an_image_whose_longer_side_is_above_a_positive_bound():
+    """One place decides the bounded path: None (full resolution) at max_side 0 and at a longer side equal to the
+    bound; above it, the scale bound / longer side and the shrunk size rounded from it."""
+    image = np.zeros((100, 200, 3), np.uint8)
+    assert proposals.shrunk_for(image, 0, 1e-3) is None
+    assert proposals.shrunk_for(image, 200, 1e-3) is None
+    small = proposals.shrunk_for(image, 50, 1e-3)
+    assert small.scale == 0.25 and small.size == (50, 25) and small.image.shape == (25, 50, 3)
+
+
 def test_guided_filter_with_a_flat_guide_is_the_box_mean_and_keeps_constants():
     """A flat guide has no variance, so a = cov / (0 + eps) = 0 and q = box(box(p)): the box mean of the box mean
     (reflected borders), checked against cv2.boxFilter written out; a constant source stays that constant."""

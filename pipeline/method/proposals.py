@@ -195,14 +195,14 @@ def grabcut_refine(image: np.ndarray, mask: np.ndarray, band: int, iters: int, m
     its border follows the image's edges again (a disc refined at a quarter of its size: IoU 0.944 with the truth
     upsampled bilinearly, 1.000 guided). GrabCut's cost grows with the pixels, so this is about 1 / s^2 cheaper; an
     image whose longer side is at most `max_side` is refined exactly as with 0 (full resolution).
-    shrunk: `Shrunk(image, max_side, eps)` built once for the image and shared by its masks (the same result; built
-    here when None).
+    shrunk: `shrunk_for(image, max_side, eps)` built once for the image and shared by its masks (the same result;
+    built here when None).
     """
     height, width = mask.shape
-    if max_side <= 0 or max(height, width) <= max_side:
-        return _grabcut(image, mask, band, iters)
     if shrunk is None:
-        shrunk = Shrunk(image, max_side, eps)
+        shrunk = shrunk_for(image, max_side, eps)
+    if shrunk is None:
+        return _grabcut(image, mask, band, iters)
     small_mask = cv2.resize(mask.astype(np.float32), shrunk.size, interpolation=cv2.INTER_AREA) > 0.5
     out = _grabcut(shrunk.image, small_mask, max(1, round(band * shrunk.scale)), iters)
     soft = cv2.resize(out.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
@@ -221,6 +221,12 @@ class Shrunk:
         self.image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         sub = max(1, round(1 / self.scale))  # the fast guided filter's boxes at about GrabCut's resolution
         self.guide = GuidedFilter(image, 2 * sub, eps, subsample=sub)
+
+
+def shrunk_for(image: np.ndarray, max_side: int, eps: float) -> Shrunk | None:
+    """`Shrunk(image, max_side, eps)` when `max_side` > 0 and the (H, W, 3) image's longer side is above it; None
+    when GrabCut runs at full resolution (the one place that decides it)."""
+    return Shrunk(image, max_side, eps) if 0 < max_side < max(image.shape[:2]) else None
 
 
 def _grabcut(image: np.ndarray, mask: np.ndarray, band: int, iters: int) -> np.ndarray:
@@ -330,8 +336,8 @@ def pixel_masks(image: np.ndarray, props: list[Proposal], patch: int, cfg: Propo
     min_pixels = cfg.min_patches * patch * patch // 2
     guide = GuidedFilter(image, cfg.refine_radius, cfg.refine_eps, cfg.refine_subsample) \
         if cfg.refine == "guided" and props else None  # the image's half, shared by its proposals
-    bounded = cfg.refine == "grabcut" and props and 0 < cfg.refine_max_side < max(image.shape[:2])
-    shrunk = Shrunk(image, cfg.refine_max_side, cfg.refine_eps) if bounded else None  # likewise
+    shrunk = shrunk_for(image, cfg.refine_max_side, cfg.refine_eps) \
+        if cfg.refine == "grabcut" and props else None  # likewise
     for prop in props:
         if guide is not None:
             m = guided_refine(guide, prop.patches)
