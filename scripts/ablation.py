@@ -56,8 +56,8 @@ OLD_TRAIN = {"train": {"decoder": "simple", "decoder_dim": 128, "epochs": 12, "b
 # issue20's recipe: the fused decoder on a frozen backbone, 60 epochs, zoom-out crops (two rows read its runs)
 FROZEN60 = {"train": {"decoder": "fused", "decoder_dim": 128, "epochs": 60, "batch_size": 16, "crop_scale_max": 1.5,
                       "backbone_lr": 0}}
-# the default since issue 20 (the former one: the rows "old default: ..."): a 64-channel fused decoder on a frozen backbone,
-# batch 8, 45 epochs (ceiling 0.864 / 0.851 on seeds 0 / 1 where batch 16 with 60 epochs gave 0.854 / 0.835)
+# the default since issue 20 (the former one: the rows "old default: ..."): a 64-channel fused decoder on a frozen
+# backbone, batch 8, 45 epochs (ceiling 0.864 / 0.851 on seeds 0 / 1 where batch 16 with 60 epochs gave 0.854 / 0.835)
 DEFAULT20 = {"train": {"decoder": "fused", "decoder_dim": 64, "epochs": 45, "batch_size": 8, "crop_scale_max": 1.5,
                        "backbone_lr": 0}}
 
@@ -111,7 +111,7 @@ ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
                             "network"),
     },
     # A recipe that reaches the ceiling (issue 20): the fused decoder on a frozen backbone for 60 epochs, zoom-out
-    # crops (ceiling 0.856 ± 0.012 over 3 seeds, against 0.610 for the former default's). The "old default" rows
+    # crops (ceiling 0.856 ± 0.012 over 3 seeds, against 0.601 ± 0.011 for the former default's). The "old default" rows
     # are issue19's "grabcut, leopart" row and records (the defaults of that time), copied. The CRF rows read the
     # same runs' "network + CRF".
     "issue20": {
