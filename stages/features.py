@@ -10,8 +10,6 @@ from pipeline.backbone import factory as bb
 from pipeline.backbone import features
 from pipeline.config import load_params
 
-WINDOW = 4  # images are read and batched by size this many batches at a time (memory stays bounded)
-
 
 def main() -> None:
     p = load_params()
@@ -21,18 +19,8 @@ def main() -> None:
     model = bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth", manifest["image_size"])
     device = bb.pick_device(p.features.device)
     bar = tqdm(total=sum(len(n) for n, _ in splits.values()), desc="features", unit="img")
-    # Images are read a window at a time and batched by size inside it; shards keep the manifest's order.
-    chunk = max(p.features.batch_size, 1) * WINDOW
-    for names, folder in splits.values():
-        writer = io.ShardWriter(folder, p.features.shard_size)
-        for start in range(0, len(names), chunk):
-            batch_names = names[start:start + chunk]
-            images = io.read_image_list(p.paths.prepare, batch_names)
-            grids = features.per_image(model, images, p.features.batch_size, device, p.features.precision)
-            for name, arrays in zip(batch_names, grids):
-                writer.add(name, arrays)
-            bar.update(len(batch_names))
-        writer.close()
+    for names, folder in splits.values():  # shards keep the manifest's order
+        features.write_split(model, p.paths.prepare, names, folder, p.features, device, bar)
     bar.close()
     dtype = features.autocast_dtype(p.features.precision, device)
     print(f"features: {len(splits['train'][0])} training + {len(splits['eval'][0])} evaluation images on {device} "

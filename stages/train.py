@@ -31,7 +31,6 @@ import torch.distributed as dist
 from pipeline import io
 from pipeline.backbone import factory as bb
 from pipeline.config import load_params
-from pipeline.report import viz
 from pipeline.train import checkpoint, crf, segnet
 
 
@@ -186,7 +185,7 @@ def write_predictions(p, manifest: dict, model: torch.nn.Module, rounds: list[di
                     pass
                 continue
             for i, q in refine(items):
-                viz.write_maps(folder / "crf", [mine[i]], [crf.argmax_at(q, sizes[mine[i]])], [imgs[i]])
+                io.write_maps(folder / "crf", [mine[i]], [crf.argmax_at(q, sizes[mine[i]])], [imgs[i]])
         if with_crf:
             print(f"train: network + dense CRF on {sum(len(m) for m, _ in todo)} images in {time.time() - tick:.1f} s",
                   flush=True)
@@ -200,7 +199,7 @@ def write_network_maps(out, mine: list[str], imgs: list, folders: list[Path]):
     for i, pred, _, *probs in out:
         image = imgs[i]  # read once (imgs may read it from disk)
         for f in folders:
-            viz.write_maps(f, [mine[i]], [pred.cpu().numpy()], [image])
+            io.write_maps(f, [mine[i]], [pred.cpu().numpy()], [image])
         if probs:
             yield i, image, probs[0].cpu().numpy()
 

@@ -78,7 +78,7 @@ def test_patch_size_override_must_be_an_integer():
 
 
 @pytest.mark.parametrize("name,pattern", [
-    ("vit_tiny_patch16_2244", r"'backbone\.name' is 'vit_tiny_patch16_2244', not a timm model; did you mean vit_tiny_patch16_224"),
+    ("vit_tiny_patch16_2244", r"'backbone\.name' is 'vit_tiny_patch16_2244', not a timm model \(did you mean vit_tiny_patch16_224"),
     ("resnet50", r"'backbone\.name' is 'resnet50', not a timm ViT; allowed values: the ViTs of timm"),
 ])
 def test_unknown_backbone_name_is_a_config_error_with_suggestions(name, pattern):

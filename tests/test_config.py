@@ -1,9 +1,14 @@
+import dataclasses
+import os
+import typing
+
 import pytest
+import yaml
 from pydantic import BaseModel, ValidationError
 
 from conftest import ROOT, raw_params, section
 from pipeline import config
-from pipeline.config import ConfigError, load_params, parse_params, replace
+from pipeline.config import ConfigError, Paths, load_params, parse_params, replace
 
 
 def test_project_params_load_into_typed_sections():
@@ -227,3 +232,25 @@ def test_apply_sets_changes_dotted_keys_with_yaml_values_and_leaves_the_input_al
                          ("train.epochs", r"no assignment; write section\.key=value")):
         with pytest.raises(ConfigError, match=pattern):
             config.apply_sets(raw, [bad])
+
+
+def test_paths_are_the_folders_of_the_stages_outs_in_dvc_yaml():
+    """Each Paths field is its stage's folder: every out, metric and plot dvc.yaml gives the stage lies in it."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    outs = {name: [o if isinstance(o, str) else next(iter(o)) for k in ("outs", "metrics", "plots")
+                   for o in st.get(k, [])] for name, st in stages.items()}
+    assert {name: os.path.commonpath(o) for name, o in outs.items()} == dataclasses.asdict(Paths())
+    assert load_params(ROOT / "params.yaml").paths == Paths()
+
+
+def test_the_pretrain_methods_are_listed_once():
+    """pretrain.method's choices are the one list: the multitask weights take the pretext tasks among them, and
+    pretext.METHODS is all but DINO, in the same order."""
+    from pipeline.backbone import pretext
+
+    methods = typing.get_args(config.PretrainMethod)
+    assert methods == ("dino", "deepcluster", "context", "jigsaw", "colorization", "inpainting", "multitask",
+                       "temporal_order", "tracking")
+    assert pretext.METHODS == methods[1:]
+    tasks = typing.get_args(config.MultitaskConfig.model_fields["tasks"].annotation)[0]
+    assert typing.get_args(tasks) == tuple(m for m in methods if m not in ("dino", "multitask"))

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from pipeline import io
+from pipeline.io import shards
 
 
 def test_label_png_is_indexed_with_the_project_palette_and_round_trips(tmp_path):
@@ -89,7 +90,7 @@ def test_shard_arrays_read_the_named_images_a_shard_at_a_time(tmp_path, monkeypa
     w.close()
     loads = []
     real_load = np.load
-    monkeypatch.setattr(io.np, "load",
+    monkeypatch.setattr(shards.np, "load",
                         lambda path, *a, **k: loads.append(os.path.basename(path)) or real_load(path, *a, **k))
     lazy = io.ShardArrays(tmp_path, "tokens", ["img0", "img1", "img3", "img4"])
     assert len(lazy) == 4 and not loads  # nothing read yet
@@ -104,19 +105,13 @@ def test_shard_arrays_read_the_named_images_a_shard_at_a_time(tmp_path, monkeypa
         io.ShardArrays(tmp_path, "tokens", ["img0", "nope"])
 
 
-def test_a_shard_of_the_older_stacked_layout_still_reads(tmp_path):
-    stacked = np.arange(24, dtype=np.float16).reshape(2, 2, 2, 3)
-    io.write_npz(tmp_path / "shard_000.npz", tokens=stacked)
-    io.write_json(tmp_path / "index.json", {"keys": ["tokens"], "shards": [{"file": "shard_000.npz", "names": ["a", "b"]}]})
-    names, got = io.read_shards(tmp_path, "tokens")
-    assert names == ["a", "b"] and np.array_equal(np.stack(got), stacked)
-
-
-def test_original_sizes_fall_back_to_the_prepared_image_and_eval_names_to_none(tmp_path):
+def test_original_sizes_and_eval_names_read_the_manifest(tmp_path):
     io.write_image(tmp_path / "images" / "a.png", np.zeros((16, 24, 3), np.uint8))
     io.write_image(tmp_path / "images" / "b.png", np.zeros((8, 8, 3), np.uint8))
-    manifest = {"names": ["a", "b"], "sizes": {"a": [33, 50]}}
-    assert io.original_sizes(tmp_path, manifest, ["a", "b"]) == {"a": (33, 50), "b": (8, 8)}
+    manifest = {"names": ["a", "b"], "eval_names": [], "sizes": {"a": [33, 50], "b": [8, 9]}}
+    assert io.original_sizes(tmp_path, manifest, ["b", "a"]) == {"b": (8, 9), "a": (33, 50)}
+    with pytest.raises(io.InputError, match=r"manifest\.json: no size for 1 images, e\.g\. \['c'\]"):
+        io.original_sizes(tmp_path, manifest, ["a", "c"])
     assert io.eval_names(manifest) == [] and io.eval_names({"eval_names": ["c"]}) == ["c"]
     got = io.read_image_list(tmp_path, ["a", "b"])
     assert [g.shape for g in got] == [(16, 24, 3), (8, 8, 3)]
@@ -152,3 +147,20 @@ def test_write_mask_labels_gives_each_mask_its_class_and_writes_an_overlay(tmp_p
     np.testing.assert_array_equal(io.read_label(tmp_path / "out/labels/a.png"), want)
     np.testing.assert_array_equal(io.read_label(tmp_path / "out/labels/b.png"), np.zeros((6, 8), np.uint8))
     assert io.read_image(tmp_path / "out/overlays/a.jpg").shape == (6, 8, 3)
+
+
+def test_write_maps_writes_each_label_map_and_its_overlay_at_the_map_size(tmp_path):
+    """io.write_maps: labels/<name>.png holds the map exactly; overlays/<name>.jpg is io.overlay of the image
+    (resized to the map when their sizes differ): half the class colour inside, full colour on the border, the
+    border ring outside drawn in the background's colour (black), the image elsewhere."""
+    lab = np.zeros((8, 10), np.uint8)
+    lab[2:6, 2:8] = 1
+    image = np.full((4, 5, 3), 100, np.uint8)  # half the map's size: resized to 8 x 10 first
+    io.write_maps(tmp_path / "out", ["a"], [lab], [image])
+    np.testing.assert_array_equal(io.read_label(tmp_path / "out/labels/a.png"), lab)
+    want = io.overlay(np.full((8, 10, 3), 100, np.uint8), lab)
+    assert [want[3, 4].tolist(), want[2, 2].tolist(), want[1, 1].tolist(), want[0, 0].tolist()] == \
+        [[114, 50, 50], [128, 0, 0], [0, 0, 0], [100, 100, 100]]
+    io.write_image(tmp_path / "want.jpg", want)
+    assert (tmp_path / "out/overlays/a.jpg").read_bytes() == (tmp_path / "want.jpg").read_bytes()
+    assert io.colorize(lab)[2, 2].tolist() == [128, 0, 0] and io.colorize(lab)[0, 0].tolist() == [0, 0, 0]

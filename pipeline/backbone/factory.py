@@ -13,6 +13,7 @@ import timm
 import torch
 from torch import nn
 
+from pipeline.backbone import vit_name
 from pipeline.config import BackboneConfig, replace
 
 # Normalisation applied to images in [0, 1] before the backbone (ImageNet statistics, as timm's ViTs).
@@ -34,10 +35,10 @@ def create_backbone(cfg: BackboneConfig, img_size: int, source: str | None = Non
     source = source or cfg.source
     kwargs = dict(cfg.overrides)
     kwargs.update(num_classes=0, dynamic_img_size=True, img_size=img_size)
-    if "vit" not in cfg.name:
-        raise BackboneError(f"backbone.name {cfg.name!r}: only timm ViTs give the patch tokens and keys the pipeline uses")
-    if cfg.name.split(".")[0] not in timm.list_models():
-        raise BackboneError(f"backbone.name {cfg.name!r} is not a timm model; e.g. vit_tiny_patch16_224, vit_small_patch16_224.dino")
+    problem = vit_name.problem(cfg.name)
+    if problem:
+        raise BackboneError(f"backbone.name {cfg.name!r} is {problem}; e.g. vit_tiny_patch16_224, "
+                            "vit_small_patch16_224.dino (only timm ViTs give the patch tokens and keys the pipeline uses)")
     if source == "hub":
         try:
             return timm.create_model(cfg.name, pretrained=True, cache_dir=hub_cache_dir(cfg.hf_cache), **kwargs)

@@ -1,5 +1,5 @@
 """Dense patch features for a stream of images, batched, on the GPU when present, in float32 or under bfloat16
-autocast (`features.precision`: `autocast_dtype`)."""
+autocast (`features.precision`: `autocast_dtype`), and written as a split's feature shards (`write_split`)."""
 from __future__ import annotations
 
 import copy
@@ -7,13 +7,18 @@ import re
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
+from tqdm import tqdm
+
 import numpy as np
 import torch
 from torch import nn
 
+from pipeline import io
 from pipeline.backbone import factory as bb
+from pipeline.config import FeaturesConfig
 
 Precision = Literal["auto", "fp32", "bf16"]
+WINDOW = 4  # images are read and batched by size this many batches at a time (memory stays bounded)
 
 
 def cpu_has_bf16() -> bool:
@@ -88,3 +93,19 @@ def per_image(model: nn.Module, images: Sequence[np.ndarray], batch_size: int, d
         for j, i in enumerate(idx):
             out[i] = {k: v[j] for k, v in arrays.items()}
     return out  # type: ignore[return-value]
+
+
+def write_split(model: nn.Module, prepare_dir: str | Path, names: list[str], folder: str | Path, cfg: FeaturesConfig,
+                device: torch.device, bar: tqdm) -> None:
+    """The features of the prepared images `names` -> ragged shards in `folder` (io.ShardWriter, cfg.shard_size
+    images a shard), in the names' order. The images are read WINDOW batches at a time and batched by size inside
+    that window (`per_image`), so memory stays bounded; `bar` advances by the images of each window."""
+    writer = io.ShardWriter(folder, cfg.shard_size)
+    chunk = max(cfg.batch_size, 1) * WINDOW
+    for start in range(0, len(names), chunk):
+        window = names[start:start + chunk]
+        grids = per_image(model, io.read_image_list(prepare_dir, window), cfg.batch_size, device, cfg.precision)
+        for name, arrays in zip(window, grids):
+            writer.add(name, arrays)
+        bar.update(len(window))
+    writer.close()

@@ -13,7 +13,6 @@ from tqdm import tqdm
 
 from pipeline import io, parallel
 from pipeline.method.cluster import render_labels
-from pipeline.report import viz
 
 
 def write_mask_labels(prepare_dir: str | Path, masks_dir: str | Path, out: str | Path, names: list[str],
@@ -47,5 +46,5 @@ def _write_one(prepare_dir: Path, masks_dir: Path, out: Path, render: Callable[.
     name, args = item
     lab = render(io.read_label(masks_dir / "masks" / f"{name}.png"), *args)
     image = io.read_image(prepare_dir / "images" / f"{name}.png")
-    viz.write_maps(out, [name], lab[None], image[None])
+    io.write_maps(out, [name], lab[None], image[None])
     return name

@@ -7,6 +7,7 @@ indices in time order (`pipeline.data.video.frame_indices`), and the `motion` co
 """
 from __future__ import annotations
 
+import typing
 from typing import Callable
 
 import numpy as np
@@ -22,9 +23,9 @@ from pipeline.backbone.pretext.jigsaw import JigsawNet
 from pipeline.backbone.pretext.multitask import MultiTask
 from pipeline.backbone.pretext.temporal_order import TemporalOrderNet
 from pipeline.backbone.pretext.tracking import TrackingNet
-from pipeline.config import MotionConfig, PretrainConfig
+from pipeline.config import MotionConfig, PretrainConfig, PretrainMethod
 
-METHODS = ("deepcluster", "context", "jigsaw", "colorization", "inpainting", "multitask", "temporal_order", "tracking")
+METHODS = tuple(m for m in typing.get_args(PretrainMethod) if m != "dino")  # DINO: its own loop (dino.py)
 VIDEO_METHODS = ("temporal_order", "tracking")
 
 
