@@ -184,6 +184,9 @@ class DistillConfig(_Section):
 class ClusterConfig(_Section):
     k: Pos | Literal["auto"]; method: Literal["kmeans", "spectral"]; n_init: Pos; gallery_per_cluster: Pos
     k_rule: Literal["davies_bouldin", "silhouette", "eigengap"]; k_min: Pos; k_max: Pos  # k auto only
+    embedding: Literal["tokens", "crop_cls"]  # crop_cls: the keys below; crop_size is checked against the patch in Params
+    crop_size: Crop; crop_margin: float = Field(ge=0, le=1); crop_background: Literal["keep", "grey"]
+    crop_token: Literal["cls", "mean"]; crop_batch_size: Pos; whiten_dim: NonNeg; device: Device
 
     @model_validator(mode="after")
     def _k_range(self):
@@ -195,9 +198,6 @@ class ClusterConfig(_Section):
     def k_bound(self) -> int:
         """The most classes the cluster stage can make: k, or k_max when k is auto."""
         return self.k_max if self.k == "auto" else self.k
-    embedding: Literal["tokens", "crop_cls"]  # crop_cls: the keys below; crop_size is checked against the patch in Params
-    crop_size: Crop; crop_margin: float = Field(ge=0, le=1); crop_background: Literal["keep", "grey"]
-    crop_token: Literal["cls", "mean"]; crop_batch_size: Pos; whiten_dim: NonNeg; device: Device
 
 class FilterConfig(_Section):
     keep: Scale; folds: int = Field(ge=2); weight_distance: Unit
