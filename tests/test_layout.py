@@ -121,6 +121,14 @@ def test_every_library_module_sits_in_a_part():
         assert ast.get_docstring(ast.parse(init.read_text())), f"{rel(init)} needs a docstring saying what it holds"
 
 
+def test_project_imports_are_absolute():
+    """The import graph above reads absolute imports only: a relative one (`from .files import x`) would hide an
+    edge from the layering and the dvc.yaml deps checks."""
+    files = [f for d in ("pipeline", "stages") for f in (ROOT / d).rglob("*.py")]
+    assert not [rel(f) for f in files if any(isinstance(n, ast.ImportFrom) and n.level
+                                             for n in ast.walk(ast.parse(f.read_text())))]
+
+
 def test_no_code_edits_sys_path():
     files = [f for d in ("pipeline", "stages", "scripts", "benchmarks", "tests") for f in (ROOT / d).rglob("*.py")]
     edits = ("sys.path." + "insert", "sys.path." + "append")  # split so this file does not match itself
