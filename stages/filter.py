@@ -6,8 +6,7 @@ import numpy as np
 
 from pipeline import io
 from pipeline.config import load_params
-from pipeline.method import filtering
-from pipeline.report import labelmaps
+from pipeline.method import filtering, labelmaps
 
 
 def main() -> None:
@@ -20,10 +19,10 @@ def main() -> None:
     detector = np.array([r.get("detector_score", np.nan) for r in records], np.float64)
     score = filtering.combined_score(rel["score"], detector, arrays["labels"], p.filter.score)
     keep = filtering.keep_mask(score, arrays["labels"], p.filter.keep)
-    classes: dict[str, dict[int, int]] = {}
     for r, k, s, c in zip(records, keep, score, rel["confidence"]):
         r.update(kept=bool(k), reliability=round(float(s), 4), confidence=None if np.isnan(c) else round(float(c), 4))
-        classes.setdefault(r["image"], {})[r["mask"]] = r["cluster"] + 1 if k else io.IGNORE
+    classes = labelmaps.classes_by_image(records, [r["cluster"] + 1 if r["kept"] else io.IGNORE
+                                                   for r in records])
     labelmaps.write_mask_labels(p.paths.prepare, p.paths.distill, out, names, classes, "filter", p.workers)
     per_class = {str(c + 1): {"masks": int((arrays["labels"] == c).sum()), "kept": int(keep[arrays["labels"] == c].sum())}
                  for c in range(io.cluster_k(p.paths.cluster))}

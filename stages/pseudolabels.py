@@ -3,16 +3,14 @@ from pathlib import Path
 
 from pipeline import io
 from pipeline.config import load_params
-from pipeline.report import labelmaps
+from pipeline.method import labelmaps
 
 
 def main() -> None:
     p = load_params()
     names = io.read_manifest(p.paths.prepare)["names"]
     masks = io.read_json(Path(p.paths.cluster) / "clusters.json")["masks"]
-    classes: dict[str, dict[int, int]] = {}
-    for r in masks:
-        classes.setdefault(r["image"], {})[r["mask"]] = r["cluster"] + 1
+    classes = labelmaps.classes_by_image(masks, [r["cluster"] + 1 for r in masks])
     labelmaps.write_mask_labels(p.paths.prepare, p.paths.distill, p.paths.pseudolabels, names, classes, "pseudolabels",
                                 p.workers)
     print(f"pseudolabels: {len(names)} label maps -> {p.paths.pseudolabels}")

@@ -130,7 +130,7 @@ def test_a_failed_atomic_write_leaves_neither_the_file_nor_a_temporary(tmp_path)
 
 
 def test_write_mask_labels_gives_each_mask_its_class_and_writes_an_overlay(tmp_path):
-    from pipeline.report import labelmaps
+    from pipeline.method import labelmaps
 
     mask_map = np.zeros((6, 8), np.uint8)
     mask_map[1:3, 1:4] = 1

@@ -34,24 +34,30 @@ def test_community_class_is_the_majority_and_masks_relabel_on_agreement():
     assert new.tolist() == [3, 2, 1]
 
 
-def test_overcluster_gives_part_ids_in_range():
+def overcluster(x: np.ndarray, parts: int) -> np.ndarray:
+    """Parts fitted on every row of x (seed 0), then every row assigned to its nearest part."""
+    return merge.predict_parts(merge.fit_parts(x, parts, seed=0), x)
+
+
+def test_parts_fitted_on_the_rows_give_part_ids_in_range():
     x = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
-    parts = merge.overcluster(x, 7, seed=0)
+    parts = overcluster(x, 7)
     assert parts.shape == (200,) and parts.min() == 0 and parts.max() == 6
+    assert merge.predict_parts(merge.fit_parts(x, 7, seed=0), x[:0]).tolist() == []  # an image without foreground
 
 
 def three_blobs() -> tuple[np.ndarray, np.ndarray]:
     """150 features (D = 8) in three tight blobs around orthogonal directions, in random order, each point at its
-    own length (overcluster compares directions) -> (features, blob of each point)."""
+    own length (the parts compare directions) -> (features, blob of each point)."""
     rng = np.random.default_rng(0)
     blob = rng.permutation(np.arange(150) % 3)
     x = np.eye(8)[blob] + rng.normal(0, 0.02, (150, 8))
     return (x * rng.uniform(0.5, 5.0, (150, 1))).astype(np.float32), blob
 
 
-def test_overcluster_puts_each_tight_blob_in_one_part_and_blobs_in_different_parts():
+def test_parts_put_each_tight_blob_in_one_part_and_blobs_in_different_parts():
     x, blob = three_blobs()
-    parts = merge.overcluster(x, 3, seed=0)
+    parts = overcluster(x, 3)
     ids = [set(parts[blob == b].tolist()) for b in range(3)]
     assert all(len(i) == 1 for i in ids), ids  # every blob's points share one part id
     assert len(set.union(*ids)) == 3  # and the three blobs get three different ids
@@ -59,7 +65,7 @@ def test_overcluster_puts_each_tight_blob_in_one_part_and_blobs_in_different_par
 
 def test_overclustering_splits_blobs_but_never_mixes_two_in_one_part():
     x, blob = three_blobs()
-    parts = merge.overcluster(x, 6, seed=0)
+    parts = overcluster(x, 6)
     assert len(set(parts.tolist())) == 6
     for part in set(parts.tolist()):
         assert len(set(blob[parts == part].tolist())) == 1, part  # each part inside one blob
@@ -92,7 +98,7 @@ def test_refine_moves_a_mask_to_the_class_of_the_masks_whose_parts_it_shares():
     feats = feats + rng.normal(0, 0.1, feats.shape)
     mask_of_patch = np.concatenate([g0.ravel(), g1.ravel()]) - 1
     cfg = section("merge", parts=2, resolution=1.0, min_agreement=0.5, weight_cooccur=1.0, weight_adjacent=0.0)
-    res = merge.refine(feats, [g0, g1], mask_of_patch, np.array([1, 2, 1, 2]), cfg, seed=0)
+    res = merge.refine(feats, [feats[:8], feats[8:]], [g0, g1], mask_of_patch, np.array([1, 2, 1, 2]), cfg, seed=0)
     assert res.n_parts == 2 and res.part_community[0] != res.part_community[1]  # A parts and B parts apart
     assert res.new_class.tolist() == [1, 2, 1, 1]
     assert res.mask_community_share.tolist() == [1.0, 1.0, 1.0, 1.0]
@@ -197,12 +203,17 @@ def toy_looks(seed: int = 0):
     return np.concatenate(feats).astype(np.float32), grids, np.array(mask_of_patch)
 
 
+def images_of(feats: np.ndarray) -> list[np.ndarray]:
+    """toy_looks' foreground features (8 per image), image by image."""
+    return [feats[8 * i:8 * (i + 1)] for i in range(len(feats) // 8)]
+
+
 def test_leopart_splits_a_kmeans_class_that_holds_two_kinds():
     feats, grids, mask_of_patch = toy_looks()
     mask_cluster = np.array([0, 0, 0, 0, 1, 1])  # k-means put kinds A and B together in class 0, C in class 1
     for algorithm in ("infomap", "louvain"):
         cfg = section("merge", method="leopart", parts=6, pca_dim=8, edge_threshold=0.02, algorithm=algorithm)
-        res = leopart.communities_as_classes(feats, grids, cfg, k=3, seed=0)
+        res, _ = leopart.communities_as_classes(feats, images_of(feats), grids, cfg, k=3, seed=0)
         assert res.n_parts == 6 and res.communities_found == 3 and res.communities_kept == 3, algorithm
         cls, share, split, by_cluster = leopart.mask_classes(res.class_of_patch, mask_of_patch, mask_cluster, 3)
         assert cls[0] == cls[1] != cls[2] == cls[3] != cls[4] == cls[5] != cls[0], (algorithm, cls)
@@ -216,7 +227,7 @@ def test_leopart_folds_communities_beyond_k_and_keeps_the_largest():
     grids = grids + [np.where(g > 0, g + 6, 0) for g in grids[:2]]
     # Louvain: Infomap is told cluster.k as its preferred number of modules (as Leopart) and then joins two kinds
     cfg = section("merge", method="leopart", parts=6, pca_dim=8, edge_threshold=0.02, algorithm="louvain")
-    res = leopart.communities_as_classes(feats, grids, cfg, k=2, seed=0)
+    res, _ = leopart.communities_as_classes(feats, images_of(feats), grids, cfg, k=2, seed=0)
     assert res.communities_found == 3 and res.communities_kept == 2
     assert res.community_patches.tolist() == [32, 16, 16] and res.community_kept[:2].tolist() == [0, 1]
     cls = res.class_of_patch
@@ -224,9 +235,11 @@ def test_leopart_folds_communities_beyond_k_and_keeps_the_largest():
 
 
 def test_leopart_with_no_foreground_patch_finds_nothing():
-    res = leopart.communities_as_classes(np.zeros((0, 8), np.float32), [np.zeros((2, 2), np.int64)],
-                                         section("merge", method="leopart"), k=2, seed=0)
-    assert res.n_parts == 0 and res.communities_found == 0 and res.class_of_patch.tolist() == []
+    res, model = leopart.communities_as_classes(np.zeros((0, 8), np.float32), [np.zeros((0, 8), np.float32)],
+                                                [np.zeros((2, 2), np.int64)], section("merge", method="leopart"), k=2,
+                                                seed=0)
+    assert res.n_parts == 0 and res.communities_found == 0 and res.class_of_patch.tolist() == [] and model is None
+    assert res.class_means().shape[0] == 0
 
 
 @pytest.mark.parametrize("key,value,pattern", [
@@ -282,7 +295,7 @@ def toy_stage_inputs(work, method: str) -> list[str]:
     return names
 
 
-def test_merge_stage_majority_writes_one_class_per_mask_as_before(tmp_path, monkeypatch):
+def test_merge_stage_majority_writes_one_class_per_mask(tmp_path, monkeypatch):
     from pipeline import io
     from pipeline.method.cluster import render_labels
     from stages import merge as stage
@@ -291,7 +304,7 @@ def test_merge_stage_majority_writes_one_class_per_mask_as_before(tmp_path, monk
     stage.main()
     info = io.read_json(tmp_path / "data/09_merge/merge.json")
     assert "method" not in info and set(info) == {"parts", "communities", "community_class", "masks_relabelled",
-                                                  "part_community", "masks"}  # merge.json as before leopart came
+                                                  "part_community", "masks"}  # merge.json without leopart's keys
     assert (tmp_path / "data/09_merge/graph.png").exists()
     for name in names:
         recs = [r for r in info["masks"] if r["image"] == name]
@@ -343,61 +356,86 @@ def test_token_sample_is_the_whole_stream_when_it_fits_and_else_a_seeded_uniform
     assert max(held) <= 2 * 10 + 30  # pruned to 10 whenever more than 20 are held (plus the image being added)
 
 
-def test_streamed_refine_on_the_whole_sample_equals_refine_and_a_small_sample_keeps_the_blobs_apart():
-    """refine_streamed: parts fitted on a sample, tokens assigned image by image. With every token as the sample it
-    is refine's result exactly; with a 30-token sample of the 150 the three blobs still get parts of their own."""
+def test_refine_on_the_whole_sample_assigns_image_by_image_and_a_small_sample_keeps_the_blobs_apart():
+    """refine: parts fitted on a sample, tokens assigned image by image. With every token as the sample, each blob
+    splits into two parts of its own; one mask per patch joins all parts in one community; with a 30-token sample
+    of the 150 the three blobs still get parts of their own."""
     x, blob = three_blobs()
     grids = [np.arange(1, 51).reshape(5, 10) + 50 * i for i in range(3)]  # 3 images, 50 patches, one mask per patch
     mask_of_patch = np.arange(150)
     cls = blob + 1
     cfg = section("merge", parts=6, min_agreement=0.5)
-    want = merge.refine(x, grids, mask_of_patch, cls, cfg, 0)
-    got = merge.refine_streamed(x, (x[50 * i:50 * (i + 1)] for i in range(3)), grids, mask_of_patch, cls, cfg, 0)
-    for a, b in zip(got.part_grids, want.part_grids):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(got.part_community, want.part_community)
-    np.testing.assert_array_equal(got.new_class, want.new_class)
+    got = merge.refine(x, (x[50 * i:50 * (i + 1)] for i in range(3)), grids, mask_of_patch, cls, cfg, 0)
+    parts = np.concatenate([g.ravel() for g in got.part_grids])
+    assert parts[:12].tolist() == [0, 1, 4, 2, 3, 3, 2, 0, 0, 4, 4, 1] and got.n_parts == 6
+    assert {b: sorted(set(parts[blob == b].tolist())) for b in range(3)} == {0: [1, 4], 1: [2, 3], 2: [0, 5]}
+    assert got.part_community.tolist() == [0] * 6 and got.community_class.tolist() == [1]
+    assert got.new_class.tolist() == [1] * 150 and got.mask_community_share.tolist() == [1.0] * 150
     sample = merge.TokenSample(30, 0)
     for i in range(3):
         sample.add(x[50 * i:50 * (i + 1)])
-    small = merge.refine_streamed(sample.rows(), (x[50 * i:50 * (i + 1)] for i in range(3)), grids, mask_of_patch,
-                                  cls, cfg, 0)
+    small = merge.refine(sample.rows(), (x[50 * i:50 * (i + 1)] for i in range(3)), grids, mask_of_patch, cls, cfg, 0)
     parts = np.concatenate([g[g >= 0] for g in small.part_grids])
     assert all(len(set(blob[parts == q].tolist())) == 1 for q in set(parts.tolist()))  # no part mixes two blobs
     with pytest.raises(ValueError, match="149 foreground features for 150 patches"):
-        merge.refine_streamed(x, [x[:149]], grids, mask_of_patch, cls, cfg, 0)
+        merge.refine(x, [x[:149]], grids, mask_of_patch, cls, cfg, 0)
 
 
-def test_streamed_leopart_on_the_whole_sample_finds_the_same_classes_and_a_small_sample_still_splits_the_kinds():
+def test_leopart_on_the_whole_sample_assigns_image_by_image_and_a_small_sample_still_splits_the_kinds():
     feats, grids, mask_of_patch = toy_looks()
     cfg = section("merge", method="leopart", parts=6, pca_dim=8, edge_threshold=0.02, algorithm="louvain")
-    images = [feats[8 * i:8 * (i + 1)] for i in range(6)]
-    want = leopart.communities_as_classes(feats, grids, cfg, k=3, seed=0)
-    got, model = leopart.communities_as_classes_streamed(feats, images, grids, cfg, k=3, seed=0)
-    assert got.vectors is None and model.n_parts == 6
-    np.testing.assert_array_equal(got.part_of_patch, want.part_of_patch)
-    np.testing.assert_array_equal(got.class_of_patch, want.class_of_patch)
-    np.testing.assert_array_equal(got.community_kept, want.community_kept)
-    np.testing.assert_allclose(got.part_sum, want.part_sum, atol=1e-5)
+    images = images_of(feats)
+    got, model = leopart.communities_as_classes(feats, images, grids, cfg, k=3, seed=0)
+    assert model.n_parts == 6 and model.dim == 8
+    assert got.part_of_patch.tolist() == [2, 5] * 8 + [0, 3] * 8 + [1, 4] * 8  # each column's look: a part
+    assert got.class_of_patch.tolist() == [3] * 16 + [1] * 16 + [2] * 16
+    assert got.community_kept.tolist() == [0, 1, 2] and got.part_community.tolist() == [0, 1, 2, 0, 1, 2]
+    vectors = np.concatenate([model(f)[1] for f in images])
+    want = np.zeros((6, 8))
+    np.add.at(want, got.part_of_patch, vectors)
+    np.testing.assert_array_equal(got.part_sum, want)  # each part's sum of its patches' unit vectors
+    np.testing.assert_allclose(np.linalg.norm(got.part_sum, axis=1),
+                               [7.36981, 7.32363, 7.43753, 6.96595, 6.76052, 7.08653], atol=1e-5)
     sample = merge.TokenSample(20, 0)
     for f in images:
         sample.add(f)
-    small, _ = leopart.communities_as_classes_streamed(sample.rows(), images, grids, cfg, k=3, seed=0)
+    small, _ = leopart.communities_as_classes(sample.rows(), images, grids, cfg, k=3, seed=0)
     cls, _, _, _ = leopart.mask_classes(small.class_of_patch, mask_of_patch, np.array([0, 0, 0, 0, 1, 1]), 3)
     assert cls[0] == cls[1] != cls[2] == cls[3] != cls[4] == cls[5] != cls[0], cls
+    with pytest.raises(ValueError, match="40 foreground features for the 48 foreground cells"):
+        leopart.communities_as_classes(feats, images[:5], grids, cfg, k=3, seed=0)
 
 
-def test_typical_patches_image_by_image_are_typical_patches_of_the_whole():
+def test_projection_is_standardised_pca_to_unit_length():
+    """fit_projection: StandardScaler, PCA (exact), Normalizer: the vectors are the standardised features' top
+    principal components (up to the sign of each axis), each row scaled to unit length."""
+    x = (np.random.default_rng(0).normal(size=(50, 6)) * [1, 2, 3, 4, 5, 0]).astype(np.float32)  # one constant column
+    proj = leopart.fit_projection(x, 3)
+    x64 = x.astype(np.float64)
+    z = (x64 - x64.mean(0)) / np.where(x64.std(0) > 0, x64.std(0), 1)
+    vals, vecs = np.linalg.eigh(z.T @ z / len(z))
+    top = z @ vecs[:, ::-1][:, :3]
+    want = top / np.linalg.norm(top, axis=1, keepdims=True)
+    got = proj.transform(x64)
+    np.testing.assert_allclose(np.abs(got), np.abs(want), atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-12)
+
+
+def test_typical_patches_are_the_most_like_their_class_mean_one_per_image():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 5)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     cls = rng.integers(1, 4, 40)
-    image = np.repeat(np.arange(8), 5)
-    x[7] = x[6]  # a tie inside an image: the first index wins in both
-    want = leopart.typical_patches(x, cls, image, 3, 3)
+    x[7] = x[6]  # a tie inside an image: the first index wins
     means = np.stack([x[cls == c].mean(0) for c in (1, 2, 3)])
-    got = leopart.typical_patches_streamed(((x[5 * i:5 * (i + 1)], cls[5 * i:5 * (i + 1)]) for i in range(8)), means, 3)
-    assert [g.tolist() for g in got] == [w.tolist() for w in want]
+    got = leopart.typical_patches(((x[5 * i:5 * (i + 1)], cls[5 * i:5 * (i + 1)]) for i in range(8)), means, 3)
+    assert [g.tolist() for g in got] == [[14, 9, 28], [25, 38, 12], [18, 21, 4]]
+    for c, idx in enumerate(got, start=1):  # the formula: per image its best, then the best images
+        score = x @ means[c - 1]
+        best = [max(np.flatnonzero(cls[5 * i:5 * (i + 1)] == c) + 5 * i, key=lambda j: (score[j], -j), default=None)
+                for i in range(8)]
+        order = sorted((j for j in best if j is not None), key=lambda j: (-score[j], j))
+        assert idx.tolist() == order[:3], c
 
 
 def test_max_tokens_in_memory_must_hold_the_parts():

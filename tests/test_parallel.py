@@ -230,7 +230,7 @@ def labelled_masks(folder: Path, count: int) -> dict[str, np.ndarray]:
 
 def test_the_label_maps_of_pseudolabels_filter_and_merge_are_the_same_bytes_with_one_and_two_workers(tmp_path):
     from pipeline.method import leopart
-    from pipeline.report import labelmaps
+    from pipeline.method import labelmaps
 
     maps = labelled_masks(tmp_path, 11)
     classes = {n: {k: (k + i) % 5 if k != 2 else io.IGNORE for k in range(1, int(m.max()) + 1)}

@@ -304,7 +304,7 @@ def test_the_per_image_method_runs_on_a_non_square_grid():
     tall_f = two_region_features(10, 6, [(slice(5, 9), slice(1, 5))])
     tall = np.zeros((10, 6), np.int64)
     tall[5:9, 1:5] = 2
-    res = merge.refine(np.concatenate([f[grid > 0], tall_f[tall > 0]]), [grid, tall],
+    res = merge.refine(np.concatenate([f[grid > 0], tall_f[tall > 0]]), [f[grid > 0], tall_f[tall > 0]], [grid, tall],
                        np.concatenate([grid[grid > 0], tall[tall > 0]]) - 1, np.array([1, 1]),
                        section("merge", parts=2), 0)
     assert [g.shape for g in res.part_grids] == [(6, 10), (10, 6)]

@@ -1,54 +1,12 @@
 """`merge.method: leopart`: Leopart's community detection, where the communities of parts are the classes.
 
-Foreground patch features are over-clustered into parts; a part graph is built from how often parts lie next to each
-other in an image; Infomap (or Louvain) finds communities of parts; each foreground patch takes its part's community
-as its class, so a k-means class can be split and two can be joined, unlike `merge.method: majority`.
-
-Read from MkuuWaUjinga/leopart: experiments/fully_unsup_seg/fully_unsup_seg.py (`start_unsup_seg`, `create_matrix`)
-and experiments/utils.py (`normalize_and_transform`, `cluster`). What Leopart does, step by step, and where we depart:
-
-1. Features: StandardScaler, then PCA (faiss PCAMatrix) to `pca_dim` = 50, fitted on every patch (foreground and
-   background) of VOC train + val. Here: the same two steps, fitted on the foreground patches of the training split
-   only (the only patches clustered; nothing is fitted on the evaluation split).
-2. Parts: faiss k-means (100 iterations, 5 restarts) of the foreground patches into `k_community` parts (tuned in
-   99-249 with Optuna against ground truth), with `spherical=False` in this step (only Leopart's foreground-extraction
-   clustering is spherical). Here: spherical k-means as issue 18 asks, i.e. k-means (sklearn, 100 iterations, 5
-   restarts, seeded) on the L2-normalised PCA vectors, into `merge.parts` parts.
-   Leopart clusters the embeddings upsampled (nearest) to 100x100 and counts co-occurrence on those 100x100 maps;
-   here the part map is the patch grid itself (h, w), so distances 1 and 2 are one and two patches: at Leopart's
-   448 px / patch 16 -> 28 patches -> 100 px, distance 2 stays inside the neighbouring patch, here it reaches one
-   patch further.
-3. Co-occurrence (`create_matrix`): skimage `greycomatrix(distances=[1, 2], 8 angles)` per image, summed over
-   distances and angles; the diagonal (a part next to itself) zeroed; each row divided by its sum; the per-image
-   matrices summed over images; each row divided by the number of images in which that part had a non-zero row.
-   The same here, in that order (`cooccurrence`). Departures: (a) the offsets are exactly d * (dy, dx) for the
-   8 king's moves; greycomatrix rounds d * (sin, cos), so Leopart's distance-2 diagonals land on (1, 1) (the
-   distance-1 diagonal counted twice), and its angle list has 4 pi / 3 where 5 pi / 4 is meant ((-1, -1) at d = 1,
-   (-2, -1) at d = 2). (b) Background: Leopart's background pixels are one more cluster id (`k_community`), a node
-   of the matrix and of the graph like any part, so parts can join the background's community and become background.
-   Here foreground and background are the kept masks' (filter stage): pairs with a background or ignored patch are
-   not counted, background stays label 0 and ignored stays 255.
-4. Graph: undirected, edge (i, j) kept where a_ij >= threshold and a_ji >= threshold, weight min(a_ij, a_ji). Same.
-5. Infomap(directed=False, two_level=True, seed=i, markov_time, preferred_number_of_modules=20, the number of VOC
-   object classes), run for 10 seeds, each run scored against ground truth (their mean reported). Here one Infomap
-   with `num_trials = merge.trials` (Infomap keeps the trial of the shortest code length), `seed`, and
-   preferred_number_of_modules = cluster.k (the number of classes, given by the user as Leopart's 20). Louvain
-   (networkx, `merge.resolution`) is the alternative: `merge.trials` seeded runs, the highest modularity kept.
-   Parts without an edge: Leopart leaves them out of Infomap, so they all share label 0; here each is a community
-   of its own (then folded, step 6).
-6. Communities -> classes: Leopart's label map is the Infomap module id of each pixel's part, scored by Hungarian
-   matching against the 21 classes, the modules left unmatched counting as background. Without ground truth we keep
-   the DAG's number of classes fixed instead (`fold`): communities ordered by foreground patches, largest first;
-   the cluster.k largest become classes 1..k; every further community joins the kept community whose mean unit
-   feature is most similar (cosine). Train and evaluate keep reading cluster.k + 1 classes.
-Leopart tunes the edge threshold (0.01-0.1), the Markov time (0.1-2) and the number of parts against train ground
-truth; here the defaults come from reasoning and label-free statistics of development data (docs/stages.md).
-
-Bounded memory (merge.max_tokens_in_memory; Leopart holds every patch in memory, as faiss needs): with more foreground
-patches than that, the projection and the parts are fitted on a seeded sample of them (`fit_part_model`) and every
-image's patches are then projected and assigned one image at a time (`communities_as_classes_streamed`); the
-gallery's typical patches too (`typical_patches_streamed`). With fewer, everything runs on all of them as before.
-"""
+Foreground patch features are standardised, PCA-reduced and scaled to unit length; spherical k-means cuts them into
+parts; a part graph counts how often parts lie within 1-2 patches of each other in 8 directions; Infomap (or Louvain)
+finds communities of parts, folded to cluster.k classes; each foreground patch takes its part's community's class.
+Where we depart from Leopart (MkuuWaUjinga/leopart): fitted on the training split's foreground only, counted on the
+patch grid with exact offsets, background no node, one Infomap with merge.trials trials, isolated parts communities of
+their own, communities beyond cluster.k folded by similarity; parts fitted on a bounded sample (merge.TokenSample)
+and every image's patches assigned one image at a time. Step by step, with reasons: docs/leopart.md."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,48 +15,28 @@ from typing import Iterable
 import networkx as nx
 import numpy as np
 from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import Normalizer, StandardScaler
 
 from pipeline.config import MergeConfig
 from pipeline.method import merge
+from pipeline.method.vectors import unit_rows
 
 DIRECTIONS = ((0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1))  # (dy, dx): the 8 king's moves
 DISTANCES = (1, 2)  # Leopart's create_matrix(clusters, num_clusters, [1, 2])
 
 
-@dataclass(frozen=True)
-class Projection:
-    """Standardise, PCA, L2-normalise (Leopart's normalize_and_transform, then unit length for spherical k-means)."""
-
-    mean: np.ndarray  # (D,)
-    scale: np.ndarray  # (D,) standard deviation, 1 where it is 0 (as sklearn's StandardScaler)
-    components: np.ndarray  # (D, d) the top-d principal axes
-
-    def __call__(self, feats: np.ndarray) -> np.ndarray:
-        """(N, D) features -> (N, d) float32 unit vectors."""
-        z = ((feats.astype(np.float64) - self.mean) / self.scale) @ self.components
-        return (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
-def fit_projection(feats: np.ndarray, dim: int) -> Projection:
-    """(P, D) features -> the Projection to min(dim, D) dimensions fitted on them (exact: eigenvectors of the
-    covariance of the standardised features, largest first)."""
-    x = feats.astype(np.float64)
-    mean, std = x.mean(0), x.std(0)
-    scale = np.where(std > 0, std, 1.0)
-    z = (x - mean) / scale
-    _, vecs = np.linalg.eigh(z.T @ z / max(len(z), 1))
-    return Projection(mean, scale, vecs[:, ::-1][:, :min(dim, x.shape[1])])
-
-
-def spherical_kmeans(x: np.ndarray, parts: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(P, d) unit vectors -> (P,) int64 part ids in 0..min(parts, P)-1 and (n_parts, d) centres (k-means on the
-    unit vectors: 100 iterations, 5 seeded restarts, as Leopart's faiss call)."""
-    km = fit_spherical_kmeans(x, parts, seed)
-    return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32)
+def fit_projection(feats: np.ndarray, dim: int) -> Pipeline:
+    """(P, D) features -> StandardScaler, PCA to min(dim, D) dimensions and unit length (Normalizer), fitted on
+    them (Leopart's normalize_and_transform, then unit vectors for spherical k-means)."""
+    pca = PCA(min(dim, feats.shape[1]), svd_solver="covariance_eigh")  # exact: eigenvectors of the covariance
+    return make_pipeline(StandardScaler(), pca, Normalizer()).fit(feats.astype(np.float64))
 
 
 def fit_spherical_kmeans(x: np.ndarray, parts: int, seed: int) -> KMeans:
-    """(P, d) unit vectors -> the fitted k-means of `spherical_kmeans` (its `predict` assigns further vectors)."""
+    """(P, d) unit vectors -> k-means on them into min(parts, P) parts (100 iterations, 5 seeded restarts, as
+    Leopart's faiss call; its `predict` assigns further vectors)."""
     return KMeans(min(parts, len(x)), n_init=5, max_iter=100, random_state=seed).fit(x)
 
 
@@ -106,7 +44,7 @@ def fit_spherical_kmeans(x: np.ndarray, parts: int, seed: int) -> KMeans:
 class PartModel:
     """The projection and the spherical k-means parts fitted on a sample of foreground patches."""
 
-    projection: Projection
+    projection: Pipeline  # fit_projection's
     kmeans: KMeans
 
     @property
@@ -115,15 +53,23 @@ class PartModel:
 
     def __call__(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, D) features -> (n,) int64 nearest part and (n, d) float32 unit vectors."""
-        x = self.projection(feats)
-        return (self.kmeans.predict(x).astype(np.int64) if len(x) else np.zeros(0, np.int64)), x
+        if len(feats) == 0:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        x = self.projection.transform(feats.astype(np.float64)).astype(np.float32)
+        return self.kmeans.predict(x).astype(np.int64), x
+
+    @property
+    def dim(self) -> int:
+        """d, the projection's output dimensions."""
+        return int(self.projection[1].n_components_)
 
 
 def fit_part_model(sample: np.ndarray, cfg: MergeConfig, seed: int) -> PartModel:
     """(S, D) foreground patch features (a seeded sample) -> the projection (cfg.pca_dim) and cfg.parts spherical
-    k-means parts fitted on them, as `communities_as_classes` fits them on all patches."""
+    k-means parts fitted on them."""
     proj = fit_projection(sample, cfg.pca_dim)
-    return PartModel(proj, fit_spherical_kmeans(proj(sample), cfg.parts, seed))
+    return PartModel(proj, fit_spherical_kmeans(proj.transform(sample.astype(np.float64)).astype(np.float32),
+                                                cfg.parts, seed))
 
 
 def image_cooccurrence(part_map: np.ndarray, n_parts: int, distances: tuple[int, ...] = DISTANCES) -> np.ndarray:
@@ -237,7 +183,7 @@ def fold(community: np.ndarray, part_sum: np.ndarray, k: int) -> np.ndarray:
         return out
     mean = np.zeros((n_comm, part_sum.shape[1]))
     np.add.at(mean, community, part_sum)
-    mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    mean = unit_rows(mean)
     out[k:] = (mean[k:] @ mean[:k].T).argmax(1)
     return out
 
@@ -255,12 +201,11 @@ class Communities:
 
     n_parts: int
     part_of_patch: np.ndarray  # (P,) part id
-    vectors: np.ndarray | None  # (P, d) unit vectors the parts were clustered on (None: streamed, not held)
     graph: nx.Graph  # the part graph
     part_community: np.ndarray  # (n_parts,) community found, 0 = the most patches
     community_kept: np.ndarray  # (communities_found,) the kept community (= class - 1) each community became
     community_patches: np.ndarray  # (communities_found,) foreground patches of each community
-    part_sum: np.ndarray | None = None  # (n_parts, d) sum of each part's unit vectors
+    part_sum: np.ndarray  # (n_parts, d) sum of each part's unit vectors
 
     def class_means(self) -> np.ndarray:
         """(communities_kept, d) each class's mean unit vector, from the parts' sums (no patch needed)."""
@@ -286,48 +231,35 @@ class Communities:
         return int(self.community_kept.max()) + 1 if len(self.community_kept) else 0
 
 
-def communities_as_classes(feats: np.ndarray, part_maps_of: list[np.ndarray], cfg: MergeConfig, k: int,
-                           seed: int) -> Communities:
-    """Leopart end to end. feats (P, D): the foreground patch features in image then row-major order;
-    part_maps_of: per image an (h, w) int grid whose > 0 cells are those P patches (the merge stage's mask grids)
-    -> parts (cfg.parts, seeded), their co-occurrence graph (cfg.edge_threshold), communities (cfg.algorithm) folded
-    to at most k classes. No foreground patch gives no parts and no communities, not an error."""
-    if len(feats) == 0:
-        empty = np.zeros(0, np.int64)
-        return Communities(0, empty, np.zeros((0, 1), np.float32), nx.Graph(), empty, empty, empty)
-    x = fit_projection(feats, cfg.pca_dim)(feats)
-    part_of_patch, _ = spherical_kmeans(x, cfg.parts, seed)
-    n_parts = int(part_of_patch.max()) + 1
-    part_sum = np.zeros((n_parts, x.shape[1]))
-    np.add.at(part_sum, part_of_patch, x)
-    return _communities(part_of_patch, n_parts, part_sum, x, part_maps_of, cfg, k, seed)
-
-
-def communities_as_classes_streamed(sample: np.ndarray, feats_of_images: Iterable[np.ndarray],
-                                    part_maps_of: list[np.ndarray], cfg: MergeConfig, k: int,
-                                    seed: int) -> tuple[Communities, PartModel | None]:
-    """`communities_as_classes` with bounded memory: the projection and parts fitted on `sample` (S, D), a seeded
-    sample of the foreground patch features (merge.TokenSample); then each image's foreground features ((n_i, D),
-    in the order of part_maps_of, from an iterable that reads them image by image) projected and assigned to their
-    nearest part. -> the Communities (`vectors` None: never held) and the fitted PartModel (None: no patch)."""
+def communities_as_classes(sample: np.ndarray, feats_of_images: Iterable[np.ndarray], part_maps_of: list[np.ndarray],
+                           cfg: MergeConfig, k: int, seed: int) -> tuple[Communities, PartModel | None]:
+    """Leopart end to end, in bounded memory. sample (S, D): a seeded sample of the foreground patch features
+    (merge.TokenSample; all of them when they fit); feats_of_images: each image's foreground features (n_i, D), in
+    the order of part_maps_of, from an iterable that reads them image by image; part_maps_of: per image an (h, w)
+    int grid whose > 0 cells are those patches, in image then row-major order (the merge stage's mask grids)
+    -> the projection and parts (cfg.pca_dim, cfg.parts, seeded) fitted on the sample, every patch projected and
+    assigned to its nearest part, their co-occurrence graph (cfg.edge_threshold), communities (cfg.algorithm) folded
+    to at most k classes; and the fitted PartModel. No foreground patch gives no parts, no communities and no
+    model (None), not an error."""
     if len(sample) == 0:
-        return communities_as_classes(np.zeros((0, 1), np.float32), part_maps_of, cfg, k, seed), None
+        empty = np.zeros(0, np.int64)
+        return Communities(0, empty, nx.Graph(), empty, empty, empty, np.zeros((0, 1))), None
     model = fit_part_model(sample, cfg, seed)
-    part_sum = np.zeros((model.n_parts, model.projection.components.shape[1]))
-    chunks = []
+    part_sum = np.zeros((model.n_parts, model.dim))
+    chunks = [np.zeros(0, np.int64)]
     for feats in feats_of_images:
         parts, x = model(feats)
         np.add.at(part_sum, parts, x)
         chunks.append(parts)
-    part_of_patch = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
+    part_of_patch = np.concatenate(chunks)
     if len(part_of_patch) != sum(int((g > 0).sum()) for g in part_maps_of):
-        raise ValueError(f"communities_as_classes_streamed: {len(part_of_patch)} foreground features for the "
+        raise ValueError(f"communities_as_classes: {len(part_of_patch)} foreground features for the "
                          f"{sum(int((g > 0).sum()) for g in part_maps_of)} foreground cells of part_maps_of")
-    return _communities(part_of_patch, model.n_parts, part_sum, None, part_maps_of, cfg, k, seed), model
+    return _communities(part_of_patch, model.n_parts, part_sum, part_maps_of, cfg, k, seed), model
 
 
-def _communities(part_of_patch: np.ndarray, n_parts: int, part_sum: np.ndarray, x: np.ndarray | None,
-                 part_maps_of: list[np.ndarray], cfg: MergeConfig, k: int, seed: int) -> Communities:
+def _communities(part_of_patch: np.ndarray, n_parts: int, part_sum: np.ndarray, part_maps_of: list[np.ndarray],
+                 cfg: MergeConfig, k: int, seed: int) -> Communities:
     """From the part (P,) of every foreground patch and each part's sum of unit vectors (n_parts, d) on: the
     co-occurrence graph, its communities and their folding to k classes."""
     def maps():  # each image's (h, w) part map, one at a time
@@ -343,7 +275,7 @@ def _communities(part_of_patch: np.ndarray, n_parts: int, part_sum: np.ndarray, 
     part_size = np.bincount(part_of_patch, minlength=n_parts)
     community = order_communities(find_communities(g, cfg, k, seed), part_size)
     patches = np.bincount(community, weights=part_size).astype(np.int64)
-    return Communities(n_parts, part_of_patch, x, g, community, fold(community, part_sum, k), patches, part_sum)
+    return Communities(n_parts, part_of_patch, g, community, fold(community, part_sum, k), patches, part_sum)
 
 
 def pixel_labels(mask_map: np.ndarray, owner: np.ndarray, patch_class: np.ndarray,
@@ -364,28 +296,12 @@ def pixel_labels(mask_map: np.ndarray, owner: np.ndarray, patch_class: np.ndarra
     return lab
 
 
-def typical_patches(x: np.ndarray, cls: np.ndarray, image: np.ndarray, n_classes: int, n: int) -> list[np.ndarray]:
-    """(P, d) unit vectors, (P,) class 1..n_classes and (P,) image index of each patch -> per class, up to n patch
-    indices most similar (cosine) to the class's mean vector, at most one per image."""
-    out = []
-    for c in range(1, n_classes + 1):
-        idx = np.flatnonzero(cls == c)
-        if len(idx) == 0:
-            out.append(idx)
-            continue
-        mean = x[idx].mean(0)
-        idx = idx[np.argsort(-(x[idx] @ mean), kind="stable")]
-        _, first = np.unique(image[idx], return_index=True)
-        out.append(idx[np.sort(first)][:n])
-    return out
-
-
-def typical_patches_streamed(chunks: Iterable[tuple[np.ndarray, np.ndarray]], means: np.ndarray,
+def typical_patches(chunks: Iterable[tuple[np.ndarray, np.ndarray]], means: np.ndarray,
                              n: int) -> list[np.ndarray]:
-    """`typical_patches` image by image: chunks yields each image's (n_i, d) unit vectors and (n_i,) classes
-    1..n_classes (images in order; patch indices count on across them); means (n_classes, d): each class's mean
-    vector -> per class, up to n patch indices most similar to its mean, at most one per image. The same indices
-    as `typical_patches` when `means` are its class means."""
+    """Image by image: chunks yields each image's (n_i, d) unit vectors and (n_i,) classes 1..n_classes (images in
+    order; patch indices count on across them); means (n_classes, d): each class's mean vector -> per class, up to
+    n patch indices most similar (cosine) to its mean, at most one per image (its most similar; the first of equals),
+    the most similar first (equals: the smaller index first)."""
     best: list[list[tuple[float, int]]] = [[] for _ in range(len(means))]  # per class: (-score, index), one per image
     offset = 0
     for x, cls in chunks:
@@ -412,3 +328,26 @@ def mask_classes(patch_cls: np.ndarray, mask_of_patch: np.ndarray, mask_cluster:
     split = np.array([len(np.unique(v)) > 1 for v in groups], bool)
     cls = np.where(top > 0, top, by_cluster.argmax(1)[mask_cluster] + 1)
     return cls, share, split, by_cluster
+
+
+def label_records(records: list[dict], res: Communities, mask_of_patch: np.ndarray, cfg: MergeConfig,
+                  k: int) -> dict:
+    """The filter stage's mask records ({"cluster", "kept", ...}), updated in place: each gets its merged_class
+    (mask_classes), its community (class - 1) and the class's share of its foreground patches (None, None: no
+    foreground patch) -> merge.json's summary: the parts, the graph, the communities found and kept, how they fold,
+    the foreground patches per (k-means class, class) and the kept masks split."""
+    kept = np.array([r["kept"] for r in records], bool)
+    mask_cls, share, split, by_cluster = mask_classes(
+        res.class_of_patch, mask_of_patch, np.array([r["cluster"] for r in records], np.int64), k)
+    for r, c, s in zip(records, mask_cls, share):
+        r["merged_class"] = int(c)
+        r["community"], r["community_share"] = (int(c) - 1, round(float(s), 4)) if s > 0 else (None, None)
+    return {
+        "method": "leopart", "algorithm": cfg.algorithm, "parts": res.n_parts,
+        "edges": res.graph.number_of_edges(), "communities_found": res.communities_found,
+        "communities_kept": res.communities_kept,
+        "folding": f"communities beyond the cluster.k = {k} largest (by foreground patches) join the kept one of most "
+                   "similar mean feature: the classes stay cluster.k, + background",
+        "community_patches": res.community_patches.tolist(), "community_kept": res.community_kept.tolist(),
+        "community_class": list(range(1, res.communities_kept + 1)), "part_community": res.part_community.tolist(),
+        "patches_by_cluster_and_class": by_cluster.tolist(), "masks_split": int((split & kept).sum())}

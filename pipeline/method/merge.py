@@ -1,10 +1,8 @@
 """Leopart-style refinement: over-cluster foreground patches into parts, merge parts into communities
 on a part graph (co-occurrence in masks + spatial adjacency, Louvain in networkx), relabel masks.
 
-Bounded memory (merge.max_tokens_in_memory): the merge stage gathers the foreground tokens in a `TokenSample`; when
-they all fit, everything runs on all of them, in memory, as before; otherwise the parts are fitted on the seeded
-sample (`fit_parts`) and every image's tokens are assigned to them one image at a time (`predict_parts`), and
-`refine_parts` continues from the part ids alone."""
+Bounded memory (merge.max_tokens_in_memory): the parts are fitted on a `TokenSample` of the foreground tokens (all
+of them when they fit) and every image's tokens are then assigned to them one image at a time (`refine`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 
 from pipeline.config import MergeConfig
+from pipeline.method.vectors import unit_rows
 
 
 class TokenSample:
@@ -68,36 +67,18 @@ class TokenSample:
         return np.concatenate(self.positions) if self.positions else np.zeros(0, np.int64)
 
 
-def unit_rows(feats: np.ndarray) -> np.ndarray:
-    """(P, D) features -> (P, D) float32 rows scaled to unit length (what the parts are clustered on)."""
-    x = feats.astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-8
-    return x
-
-
 def fit_parts(sample: np.ndarray, parts: int, seed: int) -> MiniBatchKMeans:
-    """(S, D) foreground patch features (a sample of them) -> the mini-batch k-means of `overcluster` fitted on their
-    unit vectors (min(parts, S) parts), for `predict_parts`."""
-    return MiniBatchKMeans(min(parts, len(sample)), n_init=3, random_state=seed, batch_size=2048).fit(unit_rows(sample))
+    """(S, D) foreground patch features (a sample of them) -> mini-batch k-means (n_init 3, batch 2048, seeded)
+    fitted on their unit vectors, min(parts, S) parts, for `predict_parts`."""
+    return MiniBatchKMeans(min(parts, len(sample)), n_init=3, random_state=seed,
+                           batch_size=2048).fit(unit_rows(sample.astype(np.float32)))
 
 
 def predict_parts(model: MiniBatchKMeans, feats: np.ndarray) -> np.ndarray:
     """(n, D) foreground patch features (one image's) -> (n,) int64 id of each one's nearest part (unit vectors)."""
     if len(feats) == 0:
         return np.zeros(0, np.int64)
-    return model.predict(unit_rows(feats)).astype(np.int64)
-
-
-def overcluster(feats: np.ndarray, parts: int, seed: int) -> np.ndarray:
-    """Foreground patch features (P, D) -> (P,) part ids in 0..parts-1 (mini-batch k-means on unit vectors).
-
-    No foreground patch (P = 0: no kept mask covers half a patch) gives no part ids, not an error."""
-    if len(feats) == 0:
-        return np.zeros(0, np.int64)
-    x = feats.astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-8
-    k = min(parts, len(x))
-    return MiniBatchKMeans(k, n_init=3, random_state=seed, batch_size=2048).fit_predict(x).astype(np.int64)
+    return model.predict(unit_rows(feats.astype(np.float32))).astype(np.int64)
 
 
 def mask_grid(frac: np.ndarray, mask_index: np.ndarray, kept: np.ndarray) -> np.ndarray:
@@ -222,27 +203,24 @@ class Refined:
     mask_community_share: np.ndarray  # (M,) that community's share of the mask's patches
 
 
-def refine(feats: np.ndarray, mask_grids: list[np.ndarray], mask_of_patch: np.ndarray, mask_class: np.ndarray,
-           cfg: MergeConfig, seed: int) -> Refined:
-    """Leopart's refinement end to end.
+def refine(sample: np.ndarray, feats_of_images: Iterable[np.ndarray], mask_grids: list[np.ndarray],
+           mask_of_patch: np.ndarray, mask_class: np.ndarray, cfg: MergeConfig, seed: int) -> Refined:
+    """Leopart's refinement end to end, in bounded memory.
 
-    feats (P, D): foreground patch features in image then row-major order; mask_grids: per image (h, w) int
-    (mask index + 1, 0 = background) whose > 0 cells are those P patches; mask_of_patch (P,) mask index;
-    mask_class (M,) current class of each mask -> over-cluster into cfg.parts parts, graph, Louvain
-    communities, community classes by majority vote, masks relabelled where cfg.min_agreement holds.
-    """
-    return refine_parts(overcluster(feats, cfg.parts, seed), mask_grids, mask_of_patch, mask_class, cfg, seed)
-
-
-def refine_streamed(sample: np.ndarray, feats_of_images: Iterable[np.ndarray], mask_grids: list[np.ndarray],
-                    mask_of_patch: np.ndarray, mask_class: np.ndarray, cfg: MergeConfig, seed: int) -> Refined:
-    """`refine` with bounded memory: the parts fitted on `sample` (S, D) (a seeded sample of the foreground
-    patch features, `TokenSample`), then every image's foreground features ((n_i, D), image by image, in the
-    order of mask_grids, from an iterable that reads them) assigned to their nearest part; the rest as `refine`."""
-    model = fit_parts(sample, cfg.parts, seed)
-    parts = np.concatenate([predict_parts(model, f) for f in feats_of_images] or [np.zeros(0, np.int64)])
+    sample (S, D): a seeded sample of the foreground patch features (`TokenSample`; all of them when they fit);
+    feats_of_images: every image's foreground features (n_i, D), image by image in the order of mask_grids, from an
+    iterable that reads them; mask_grids: per image (h, w) int (mask index + 1, 0 = background) whose > 0 cells are
+    the P foreground patches, in image then row-major order; mask_of_patch (P,) mask index; mask_class (M,) current
+    class of each mask -> cfg.parts parts fitted on the sample, every patch assigned to its nearest part, the part
+    graph, Louvain communities, community classes by majority vote, masks relabelled where cfg.min_agreement holds.
+    No foreground patch (P = 0: no kept mask covers half a patch) gives one empty part and no relabelling."""
+    parts = [np.zeros(0, np.int64)]
+    if len(sample):
+        model = fit_parts(sample, cfg.parts, seed)
+        parts += [predict_parts(model, f) for f in feats_of_images]
+    parts = np.concatenate(parts)
     if len(parts) != len(mask_of_patch):
-        raise ValueError(f"refine_streamed: {len(parts)} foreground features for {len(mask_of_patch)} patches")
+        raise ValueError(f"refine: {len(parts)} foreground features for {len(mask_of_patch)} patches")
     return refine_parts(parts, mask_grids, mask_of_patch, mask_class, cfg, seed)
 
 
@@ -259,3 +237,18 @@ def refine_parts(parts: np.ndarray, mask_grids: list[np.ndarray], mask_of_patch:
     new_cls = relabel_masks(per_mask(comm_cls[comm_of_patch], mask_of_patch, n_masks), mask_class, cfg.min_agreement)
     mask_comm, share = majority_share(per_mask(comm_of_patch, mask_of_patch, n_masks))
     return Refined(n_parts, grids, g, comm, comm_cls, new_cls, mask_comm, share)
+
+
+def label_records(records: list[dict], res: Refined) -> dict:
+    """The filter stage's mask records ({"cluster", "kept", ...}, in `refine`'s mask order), updated in place: each
+    gets its merged_class, its patches' majority community and that community's share of them (None, None: no
+    foreground patch) -> merge.json's summary: parts, communities, each community's class, the kept masks whose
+    class changed and each part's community."""
+    changed = 0
+    for r, c, mc, ms in zip(records, res.new_class, res.mask_community, res.mask_community_share):
+        r["merged_class"] = int(c)
+        r["community"], r["community_share"] = (int(mc), round(float(ms), 4)) if mc >= 0 else (None, None)
+        changed += int(r["kept"] and c != r["cluster"] + 1)
+    return {"parts": res.n_parts, "communities": int(res.part_community.max()) + 1,
+            "community_class": res.community_class.tolist(), "masks_relabelled": changed,
+            "part_community": res.part_community.tolist()}

@@ -15,6 +15,15 @@ from pipeline import io, parallel
 from pipeline.method.cluster import render_labels
 
 
+def classes_by_image(records: list[dict], classes: Iterable[int]) -> dict[str, dict[int, int]]:
+    """Mask records ({"image", "mask", ...}) and a class for each (or 255 = ignore) -> {image: {mask id: class}},
+    what write_mask_labels reads."""
+    out: dict[str, dict[int, int]] = {}
+    for r, c in zip(records, classes):
+        out.setdefault(r["image"], {})[r["mask"]] = c
+    return out
+
+
 def write_mask_labels(prepare_dir: str | Path, masks_dir: str | Path, out: str | Path, names: list[str],
                       mask_classes: dict[str, dict[int, int]], desc: str, workers: int) -> None:
     """The per-image loop of the pseudolabels, filter and merge stages: for each image, its mask map
