@@ -7,6 +7,7 @@ from pipeline import io
 from pipeline.backbone import factory as bb
 from pipeline.config import ConfigError, parse_params
 from pipeline.method import cluster, embed, proposals
+from pipeline.method.vectors import unit_rows
 
 
 def test_mask_embedding_is_the_coverage_weighted_mean_of_unit_features():
@@ -109,7 +110,7 @@ def test_whitened_embeddings_have_identity_covariance_then_unit_norm():
     assert w.shape == (50, 5)
     assert np.allclose(w.mean(0), 0, atol=1e-5)
     assert np.allclose(np.cov(w, rowvar=False), np.eye(5), atol=1e-4)
-    assert np.allclose(np.linalg.norm(embed.l2_normalize(w), axis=1), 1, atol=1e-6)
+    assert np.allclose(np.linalg.norm(unit_rows(w), axis=1), 1, atol=1e-6)
     assert embed.whiten(x[:4], 64, seed=0).shape == (4, 3)  # capped at masks - 1 (and at D)
     assert np.array_equal(embed.whiten(x, 0, seed=0), x.astype(np.float32))  # 0 = no whitening
 
@@ -159,7 +160,7 @@ def test_crop_cls_separates_two_obviously_different_mask_kinds(background):
     crops = (c for image, m in zip(images, maps) for c in embed.mask_crops(image, m, [1], 32, 0.1, background))
     # whitened to 2 dims: the kind and one more; with 4 of 24 masks' dims whitening lifts noise to the kind's
     # variance and k-means splits 22 of 24 right (measured), a reason to keep whiten_dim well below the mask count
-    emb = embed.l2_normalize(embed.whiten(embed.crop_features(model, crops, 8, torch.device("cpu"), "cls"), 2, 0))
+    emb = unit_rows(embed.whiten(embed.crop_features(model, crops, 8, torch.device("cpu"), "cls"), 2, 0))
     labels, _, _ = cluster.cluster_embeddings(emb, section("cluster", k=2), seed=0)
     assert len(set(labels[kinds == 0])) == 1 and len(set(labels[kinds == 1])) == 1 and labels[0] != labels[1]
 

@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
 from pipeline.evaluate.metrics import to_size
+from pipeline.method.vectors import unit_rows
 
 
 def _lab(image: np.ndarray) -> np.ndarray:
@@ -29,9 +30,7 @@ def _lab(image: np.ndarray) -> np.ndarray:
 
 def _unit_rows(grid: np.ndarray) -> np.ndarray:
     """(h, w, D) patch tokens -> (h * w, D) float32 rows scaled to unit L2 norm."""
-    x = np.asarray(grid).reshape(-1, grid.shape[-1]).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-8
-    return x
+    return unit_rows(np.asarray(grid).reshape(-1, grid.shape[-1]).astype(np.float32))
 
 
 def _sample_rows(arrays: Iterable[np.ndarray], idx: np.ndarray | None, rows: Callable[[np.ndarray], np.ndarray],

@@ -1,5 +1,8 @@
-"""Mask embeddings and their clustering into classes (DeepCluster / COMUS style), plus pseudo-label maps."""
+"""Mask embeddings and their clustering into classes (DeepCluster / COMUS style), the gallery of each class's
+typical masks, plus pseudo-label maps."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from scipy.sparse.csgraph import laplacian
@@ -7,7 +10,10 @@ from sklearn.cluster import KMeans, SpectralClustering
 from sklearn.metrics import davies_bouldin_score, silhouette_score
 from sklearn.neighbors import kneighbors_graph
 
+from pipeline import io
 from pipeline.config import ClusterConfig
+from pipeline.method.vectors import unit_rows
+from pipeline.report import viz
 
 
 class ClusterError(ValueError):
@@ -16,11 +22,10 @@ class ClusterError(ValueError):
 
 def mask_embeddings(tokens: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     """Patch features (h, w, D) and mask coverage (M, h, w) -> (M, D) float32 coverage-weighted means, L2-normalised."""
-    x = tokens.reshape(-1, tokens.shape[-1]).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-8
+    x = unit_rows(tokens.reshape(-1, tokens.shape[-1]).astype(np.float32))
     wts = fractions.reshape(len(fractions), -1).astype(np.float32)
     emb = wts @ x / np.maximum(wts.sum(1, keepdims=True), 1e-8)
-    return (emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-8)).astype(np.float32)
+    return unit_rows(emb).astype(np.float32)
 
 
 def check_enough_masks(n_masks: int, k: int) -> None:
@@ -87,10 +92,27 @@ def cluster_embeddings(emb: np.ndarray, cfg: ClusterConfig, seed: int) -> tuple[
     centres = np.zeros((cfg.k, emb.shape[1]), np.float32)
     for c in range(cfg.k):
         if (labels == c).any():  # an empty cluster keeps a zero centre and no members
-            m = emb[labels == c].mean(0)
-            centres[c] = m / (np.linalg.norm(m) + 1e-8)
+            centres[c] = emb[labels == c].mean(0)
+    centres = unit_rows(centres)
     dist = 1.0 - np.sum(emb * centres[labels], axis=1)
     return labels.astype(np.int64), centres, dist.astype(np.float32)
+
+
+def cluster_tiles(prepare: str | Path, distill: str | Path, records: list[dict], labels: np.ndarray,
+                  dist: np.ndarray, k: int, per_cluster: int) -> np.ndarray:
+    """Mask records ({"image", "mask"}), their cluster (M,) and distance to its centre (M,) -> the gallery picture
+    (viz.grid): one row per cluster, its per_cluster masks closest to the centre (64 px tiles, blank where fewer)."""
+    tiles = []
+    for c in range(k):
+        members = [i for i in np.argsort(dist) if labels[i] == c][:per_cluster]
+        row = []
+        for i in members:
+            r = records[i]
+            image = io.read_image(Path(prepare) / "images" / f"{r['image']}.png")
+            masks = io.read_label(Path(distill) / "masks" / f"{r['image']}.png")
+            row.append(viz.mask_tile(image, masks == r["mask"], io.palette()[c + 1], 64))
+        tiles += row + [np.full((64, 64, 3), 255, np.uint8)] * (per_cluster - len(row))
+    return viz.grid(tiles, per_cluster)
 
 
 def render_labels(mask_map: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Mask embeddings from crops (cluster.embedding crop_cls), as MaskDistill, COMUS and Deep Spectral Methods embed
+"""Mask embeddings: each mask's pooled patch tokens (cluster.embedding tokens, `token_embeddings`), or its crop
+through the backbone (crop_cls, `crop_embeddings`), as MaskDistill, COMUS and Deep Spectral Methods embed
 their masks: each mask's bounding box, grown by a margin, is cut from the prepared image, resized to a square of
 cluster.crop_size, its pixels outside the mask kept or greyed out, and run through the backbone; the crop's class
 token (or the mean of its patch tokens) is PCA-whitened and L2-normalised.
@@ -22,6 +23,7 @@ dimension, and DSM reduces without scaling.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -30,7 +32,11 @@ import torch.nn.functional as F
 from sklearn.decomposition import PCA
 from torch import nn
 
+from pipeline import io
 from pipeline.backbone import factory as bb
+from pipeline.config import BackboneConfig, ClusterConfig
+from pipeline.method import cluster, proposals
+from pipeline.method.vectors import unit_rows
 
 Box = tuple[int, int, int, int]  # (y0, x0, y1, x1), ends exclusive
 
@@ -117,6 +123,42 @@ def whiten(x: np.ndarray, dim: int, seed: int) -> np.ndarray:
     return PCA(d, whiten=True, random_state=seed).fit_transform(x.astype(np.float64)).astype(np.float32)
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """(M, d) -> (M, d) float32 rows of unit length (a zero row stays zero)."""
-    return (x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)).astype(np.float32)
+def token_embeddings(features: str | Path, distill: str | Path, table: dict[str, list[dict]],
+                     pooled: bool) -> tuple[list[dict], np.ndarray | None]:
+    """The distill stage's proposals.json table ({image: [{"id", "detector_score"?, ...}]}), read with the features
+    shard by shard -> one record per mask in shard order ({"image", "mask"}, with "detector_score" when the
+    distill stage gave one) and, when pooled, their (M, D) embeddings (cluster.mask_embeddings on the mask
+    maps' patch coverage), else None."""
+    records, embs = [], []
+    for names, tokens in io.iter_shards(features, "tokens"):
+        for name, tok in zip(names, tokens):
+            if not table[name]:
+                continue
+            if pooled:
+                mask_map = io.read_label(Path(distill) / "masks" / f"{name}.png")
+                embs.append(cluster.mask_embeddings(tok, proposals.patch_fractions(mask_map, len(table[name]),
+                                                                                   tok.shape[:2])))
+            for m in table[name]:
+                rec = {"image": name, "mask": m["id"]}
+                if m.get("detector_score") is not None:  # distill.method maskrcnn
+                    rec["detector_score"] = m["detector_score"]
+                records.append(rec)
+    return records, (np.concatenate(embs) if pooled else None)
+
+
+def crop_embeddings(prepare: str | Path, distill: str | Path, weights: str | Path, backbone: BackboneConfig,
+                    cfg: ClusterConfig, records: list[dict], seed: int) -> np.ndarray:
+    """cluster.embedding crop_cls: the pretrain stage's backbone (weights, as the features stage loads it) on every
+    record's mask crop, in record order -> (M, d) whitened, unit-norm float32 embeddings."""
+    size = io.read_manifest(prepare)["image_size"]
+    model = bb.from_stage(backbone, weights, size)
+    check_crop_size(model, cfg.crop_size)
+    by_image: dict[str, list[int]] = {}
+    for r in records:
+        by_image.setdefault(r["image"], []).append(r["mask"])
+    crops = (crop for name, ids in by_image.items()
+             for crop in mask_crops(io.read_image(Path(prepare) / "images" / f"{name}.png"),
+                                    io.read_label(Path(distill) / "masks" / f"{name}.png"),
+                                    ids, cfg.crop_size, cfg.crop_margin, cfg.crop_background))
+    feats = crop_features(model, crops, cfg.crop_batch_size, bb.pick_device(cfg.device), cfg.crop_token)
+    return unit_rows(whiten(feats, cfg.whiten_dim, seed))

@@ -1,4 +1,4 @@
-"""The pictures the cluster and merge stages draw of their classes: per class, the masks or patches most like it."""
+"""The merge stage's picture of its classes (merge.method leopart): per class, the foreground patches most like it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,23 +9,6 @@ from pipeline import io
 from pipeline.method import leopart
 from pipeline.method.foreground import Foreground
 from pipeline.report import viz
-
-
-def cluster_tiles(prepare: str | Path, distill: str | Path, records: list[dict], labels: np.ndarray,
-                  dist: np.ndarray, k: int, per_cluster: int) -> np.ndarray:
-    """Mask records ({"image", "mask"}), their cluster (M,) and distance to its centre (M,) -> the gallery picture
-    (viz.grid): one row per cluster, its per_cluster masks closest to the centre (64 px tiles, blank where fewer)."""
-    tiles = []
-    for c in range(k):
-        members = [i for i in np.argsort(dist) if labels[i] == c][:per_cluster]
-        row = []
-        for i in members:
-            r = records[i]
-            image = io.read_image(Path(prepare) / "images" / f"{r['image']}.png")
-            masks = io.read_label(Path(distill) / "masks" / f"{r['image']}.png")
-            row.append(viz.mask_tile(image, masks == r["mask"], io.palette()[c + 1], 64))
-        tiles += row + [np.full((64, 64, 3), 255, np.uint8)] * (per_cluster - len(row))
-    return viz.grid(tiles, per_cluster)
 
 
 def community_rows(prepare: str | Path, fg: Foreground, res: leopart.Communities, model: leopart.PartModel | None,

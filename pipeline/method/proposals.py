@@ -30,6 +30,7 @@ from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from threadpoolctl import ThreadpoolController
 
 from pipeline.config import ProposalsConfig
+from pipeline.method.vectors import unit_rows
 
 
 @dataclass
@@ -43,8 +44,7 @@ class Proposal:
 
 def affinity(feats: np.ndarray) -> np.ndarray:
     """Patch features (h, w, D) -> (h*w, h*w) cosine similarities in float64."""
-    x = feats.reshape(-1, feats.shape[-1]).astype(np.float64)
-    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-8
+    x = unit_rows(feats.reshape(-1, feats.shape[-1]).astype(np.float64))
     return x @ x.T
 
 
