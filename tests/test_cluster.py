@@ -204,3 +204,11 @@ def test_cluster_stage_tokens_are_the_pooled_tokens_and_crop_cls_feeds_the_filte
     assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
     filter.main()
     assert len(io.read_json(tmp_path / "data/08_filter/filter.json")["masks"]) == len(expected)
+
+
+def test_unit_rows_scale_each_row_to_length_one_and_keep_zero_rows_and_the_dtype():
+    x = np.array([[3, 4, 0], [0, 0, 0], [1e-3, 0, 0]], np.float32)
+    got = unit_rows(x)
+    assert got.dtype == np.float32 and got.tolist() == [[0.6000000238418579, 0.800000011920929, 0], [0, 0, 0], [1, 0, 0]]
+    rows = np.random.default_rng(0).normal(size=(50, 7))
+    np.testing.assert_array_equal(unit_rows(rows), rows / np.linalg.norm(rows, axis=1, keepdims=True))  # bit for bit

@@ -1,7 +1,7 @@
 import numpy as np
 
 from conftest import section
-from pipeline.method import filtering
+from pipeline.method import filtering, labelmaps
 
 
 def test_within_class_rank_is_zero_to_one_per_class():
@@ -31,3 +31,8 @@ def test_an_outlier_mask_is_the_least_reliable_of_its_cluster():
     rel = filtering.reliability(emb, labels, dist, section("filter", folds=3), seed=0)
     assert np.argmin(rel["score"][:16]) == 15
     assert rel["confidence"][15] < np.median(rel["confidence"][:15])
+
+
+def test_classes_by_image_gives_each_images_masks_their_class():
+    records = [{"image": "a", "mask": 2}, {"image": "b", "mask": 1}, {"image": "a", "mask": 1}]
+    assert labelmaps.classes_by_image(records, [3, 255, 1]) == {"a": {2: 3, 1: 1}, "b": {1: 255}}

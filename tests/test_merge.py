@@ -98,7 +98,8 @@ def test_refine_moves_a_mask_to_the_class_of_the_masks_whose_parts_it_shares():
     feats = feats + rng.normal(0, 0.1, feats.shape)
     mask_of_patch = np.concatenate([g0.ravel(), g1.ravel()]) - 1
     cfg = section("merge", parts=2, resolution=1.0, min_agreement=0.5, weight_cooccur=1.0, weight_adjacent=0.0)
-    res = merge.refine(feats, [feats[:8], feats[8:]], [g0, g1], mask_of_patch, np.array([1, 2, 1, 2]), cfg, seed=0)
+    res = merge.refine(feats, [feats[:8], feats[8:]], [g0, g1], mask_of_patch, np.array([1, 2, 1, 2]), cfg,
+                       seed=0)
     assert res.n_parts == 2 and res.part_community[0] != res.part_community[1]  # A parts and B parts apart
     assert res.new_class.tolist() == [1, 2, 1, 1]
     assert res.mask_community_share.tolist() == [1.0, 1.0, 1.0, 1.0]
@@ -329,6 +330,29 @@ def test_merge_stage_leopart_gives_the_two_kinds_of_one_kmeans_class_two_classes
     a, b, c = inside[0][0], inside[2][0], inside[4][0]
     assert inside[1][0] == a != b == inside[3][0] != c == inside[5][0] != a  # A and B (k-means class 0) split
     assert (labels[5][:8, :8] == 255).all() and (labels[0][:8] == 0).all()  # dropped mask ignored, background 0
+
+
+def test_foreground_holds_the_kept_masks_patches_and_finds_each_patchs_image_and_cell(tmp_path):
+    from pipeline import io
+    from pipeline.method import foreground
+    names = toy_stage_inputs(tmp_path, "leopart")
+    records = io.read_json(tmp_path / "data/08_filter/filter.json")["masks"]
+    fg = foreground.select(tmp_path / "data/03_features", tmp_path / "data/05_distill", records, 48, seed=0)
+    assert fg.names == names and [r["index"] for r in records] == list(range(7))
+    assert fg.mask_of_patch.tolist() == [i for i in range(6) for _ in range(8)]  # mask 2 of image 5 is dropped
+    assert fg.mask_grids[5][1:3, 1:5].tolist() == [[6] * 4] * 2 and fg.mask_grids[5].sum() == 48  # index 5 + 1
+    assert fg.sample.complete and fg.sample.total == 48 and fg.starts.tolist() == [0, 8, 16, 24, 32, 40, 48]
+    tokens = list(fg.tokens())
+    assert [t.shape for t in tokens] == [(8, 8)] * 6
+    np.testing.assert_array_equal(np.concatenate(tokens), fg.sample.rows())  # read again: the same tokens
+    assert fg.locate(np.array([0, 9, 47])) == [(0, (1, 1)), (1, (1, 2)), (5, (2, 4))]  # row-major within an image
+    assert [v.tolist() for v in fg.per_image(np.arange(48))][1] == list(range(8, 16))
+    patch_class = np.repeat([1, 1, 2, 2, 3, 3], 8)
+    items = list(fg.label_items(records, patch_class, np.array([1, 1, 2, 2, 3, 3, 255])))
+    name, (owner, cls, mask_cls) = items[5]
+    assert name == "toy_5" and owner[1:3, 1:5].tolist() == [[1] * 4] * 2 and owner.sum() == 8  # mask id 1 in toy_5
+    assert cls[1:3, 1:5].tolist() == [[3] * 4] * 2 and (cls[owner == 0] == -1).all()
+    assert mask_cls.tolist() == [3, 255] and mask_cls.dtype == np.uint8  # by mask id: 1, then the dropped 2
 
 
 # ---------------------------------------------------------------- bounded memory (merge.max_tokens_in_memory)

@@ -1,5 +1,6 @@
 import cv2
 import numpy as np
+import pytest
 
 from conftest import section
 from pipeline.method import proposals
@@ -351,3 +352,14 @@ def test_seed_component_is_the_component_of_the_largest_entry_on_the_foreground(
     assert proposals.seed_patch(vec, fg) == 14
     assert [c.tolist() for c in proposals.seed_component(fg, vec, 1)] == [(np.arange(16).reshape(4, 4) >= 13).tolist()]
     assert proposals.seed_component(fg, vec, 4) == []  # the seed's component is below min_size
+
+
+def test_proposal_summary_counts_by_source_and_motion_on_still_images_is_a_clear_error():
+    from pipeline.config import ConfigError
+    from pipeline.method import propose
+    table = {"a": [{"source": "saliency"}, {"source": "motion"}], "b": [], "c": [{"source": "saliency"}]}
+    assert propose.summary(table, ["saliency", "motion"]) == {
+        "images": 3, "proposals": 3, "images_without_proposal": 1, "by_source": {"saliency": 2, "motion": 1}}
+    assert propose.neighbours({"dataset": "shapes"}, ["saliency"]) == {}
+    with pytest.raises(ConfigError, match="'proposals.sources' includes motion but data.name is 'shapes'"):
+        propose.neighbours({"dataset": "shapes"}, ["saliency", "motion"])
