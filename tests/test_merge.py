@@ -34,14 +34,14 @@ def test_community_class_is_the_majority_and_masks_relabel_on_agreement():
     assert new.tolist() == [3, 2, 1]
 
 
-def overcluster(x: np.ndarray, parts: int) -> np.ndarray:
+def fit_and_assign(x: np.ndarray, parts: int) -> np.ndarray:
     """Parts fitted on every row of x (seed 0), then every row assigned to its nearest part."""
     return merge.predict_parts(merge.fit_parts(x, parts, seed=0), x)
 
 
 def test_parts_fitted_on_the_rows_give_part_ids_in_range():
     x = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
-    parts = overcluster(x, 7)
+    parts = fit_and_assign(x, 7)
     assert parts.shape == (200,) and parts.min() == 0 and parts.max() == 6
     assert merge.predict_parts(merge.fit_parts(x, 7, seed=0), x[:0]).tolist() == []  # an image without foreground
 
@@ -57,7 +57,7 @@ def three_blobs() -> tuple[np.ndarray, np.ndarray]:
 
 def test_parts_put_each_tight_blob_in_one_part_and_blobs_in_different_parts():
     x, blob = three_blobs()
-    parts = overcluster(x, 3)
+    parts = fit_and_assign(x, 3)
     ids = [set(parts[blob == b].tolist()) for b in range(3)]
     assert all(len(i) == 1 for i in ids), ids  # every blob's points share one part id
     assert len(set.union(*ids)) == 3  # and the three blobs get three different ids
@@ -65,7 +65,7 @@ def test_parts_put_each_tight_blob_in_one_part_and_blobs_in_different_parts():
 
 def test_overclustering_splits_blobs_but_never_mixes_two_in_one_part():
     x, blob = three_blobs()
-    parts = overcluster(x, 6)
+    parts = fit_and_assign(x, 6)
     assert len(set(parts.tolist())) == 6
     for part in set(parts.tolist()):
         assert len(set(blob[parts == part].tolist())) == 1, part  # each part inside one blob
