@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from pipeline import io, parallel
 from pipeline.config import apply_sets, parse_params
-from stages.proposals import propose_image
+from pipeline.method.propose import propose_image
 
 
 def main() -> None:
@@ -59,7 +59,9 @@ def main() -> None:
                 with threadpool_limits(threads or None):
                     cv2.setNumThreads(threads or cv_threads)
                     t0 = time.perf_counter()
-                    n = sum(1 for _ in parallel.map_images(partial(propose_image, p=p, near={}), iter(items), w))
+                    work = partial(propose_image, out=Path(p.paths.proposals), prepare=p.paths.prepare,
+                                   cfg=p.proposals, motion_cfg=p.motion, near={})
+                    n = sum(1 for _ in parallel.map_images(work, iter(items), w))
                     dt = time.perf_counter() - t0
             finally:
                 cv2.setNumThreads(cv_threads)
