@@ -6,7 +6,7 @@ from conftest import raw_params, run_prepare, section, tiny_backbone, write_para
 from pipeline import io
 from pipeline.backbone import factory as bb
 from pipeline.config import ConfigError, parse_params
-from pipeline.method import cluster, embed, proposals
+from pipeline.method import cluster, embed, labelmaps, proposals
 from pipeline.method.vectors import unit_rows
 
 
@@ -72,7 +72,7 @@ def test_auto_k_with_too_few_masks_is_a_clear_error():
 
 def test_render_labels_maps_each_mask_to_its_class_and_keeps_background():
     mask_map = np.array([[0, 1, 2], [2, 0, 1]], np.uint8)
-    out = cluster.render_labels(mask_map, np.array([3, 255], np.uint8))
+    out = labelmaps.render_labels(mask_map, np.array([3, 255], np.uint8))
     assert out.tolist() == [[0, 3, 255], [255, 0, 3]]
 
 

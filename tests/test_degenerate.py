@@ -8,7 +8,7 @@ import torch
 
 from conftest import section
 from pipeline.evaluate import metrics
-from pipeline.method import cluster, filtering, merge, proposals
+from pipeline.method import cluster, filtering, labelmaps, merge, proposals
 from pipeline.train import segnet
 
 
@@ -19,7 +19,7 @@ def test_an_image_with_no_salient_object_gets_no_proposal_and_an_all_background_
     assert proposals.patch_proposals(feats, cfg) == []
     mask_map, kept = proposals.pixel_masks(np.full((64, 64, 3), 90, np.uint8), [], 8, cfg)
     assert kept == [] and not mask_map.any()
-    assert not cluster.render_labels(mask_map, np.zeros(0, np.uint8)).any()
+    assert not labelmaps.render_labels(mask_map, np.zeros(0, np.uint8)).any()
 
 
 def test_min_score_zero_keeps_the_old_behaviour_of_any_positive_contrast():

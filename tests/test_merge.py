@@ -298,7 +298,7 @@ def toy_stage_inputs(work, method: str) -> list[str]:
 
 def test_merge_stage_majority_writes_one_class_per_mask(tmp_path, monkeypatch):
     from pipeline import io
-    from pipeline.method.cluster import render_labels
+    from pipeline.method.labelmaps import render_labels
     from stages import merge as stage
     names = toy_stage_inputs(tmp_path, "majority")
     monkeypatch.chdir(tmp_path)

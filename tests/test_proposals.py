@@ -280,7 +280,7 @@ def test_the_per_image_method_runs_on_a_non_square_grid():
     the object on the (6, 10) grid, its pixel mask (with and without GrabCut) is (48, 80) and in the right place,
     patch fractions, the mask embedding, merge's mask and part grids and the label map keep the (6, 10) / (48, 80)
     shapes (rows and columns never swapped), next to a 10x6 image in the same merge."""
-    from pipeline.method import cluster, merge
+    from pipeline.method import cluster, labelmaps, merge
     from pipeline.report import viz
 
     f = two_region_features(6, 10, [(slice(1, 5), slice(5, 9))])
@@ -299,7 +299,7 @@ def test_the_per_image_method_runs_on_a_non_square_grid():
     assert frac.shape == (1, 6, 10) and np.array_equal(frac[0] >= 0.5, truth)
     emb = cluster.mask_embeddings(f, frac)
     assert emb.shape == (1, 8) and emb[0, 1] > 0.9  # the object's direction
-    labels = cluster.render_labels(mask_map, np.array([2], np.uint8))
+    labels = labelmaps.render_labels(mask_map, np.array([2], np.uint8))
     assert labels.shape == (48, 80) and set(np.unique(labels)) == {0, 2}
     grid = merge.mask_grid(frac, np.array([0]), np.array([True]))
     tall_f = two_region_features(10, 6, [(slice(5, 9), slice(1, 5))])

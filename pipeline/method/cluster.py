@@ -1,5 +1,5 @@
-"""Mask embeddings and their clustering into classes (DeepCluster / COMUS style), the gallery of each class's
-typical masks, plus pseudo-label maps."""
+"""Mask embeddings and their clustering into classes (DeepCluster / COMUS style), and the gallery of each class's
+typical masks."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -113,11 +113,3 @@ def cluster_tiles(prepare: str | Path, distill: str | Path, records: list[dict],
             row.append(viz.mask_tile(image, masks == r["mask"], io.palette()[c + 1], 64))
         tiles += row + [np.full((64, 64, 3), 255, np.uint8)] * (per_cluster - len(row))
     return viz.grid(tiles, per_cluster)
-
-
-def render_labels(mask_map: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """(H, W) mask map (0 none, i = mask i) and classes (M,) (class of mask i+1, 255 = ignore)
-    -> (H, W) uint8 label map: background 0, mask i -> classes[i-1]."""
-    lut = np.zeros(256, np.uint8)
-    lut[1:len(classes) + 1] = classes
-    return lut[mask_map]

@@ -12,7 +12,14 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline import io, parallel
-from pipeline.method.cluster import render_labels
+
+
+def render_labels(mask_map: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(H, W) mask map (0 none, i = mask i) and classes (M,) (class of mask i+1, 255 = ignore)
+    -> (H, W) uint8 label map: background 0, mask i -> classes[i-1]."""
+    lut = np.zeros(256, np.uint8)
+    lut[1:len(classes) + 1] = classes
+    return lut[mask_map]
 
 
 def classes_by_image(records: list[dict], classes: Iterable[int]) -> dict[str, dict[int, int]]:

@@ -34,7 +34,8 @@ def read_frame(prepare: str, name: str) -> np.ndarray:
 def propose_image(item: tuple[str, np.ndarray], out: Path, prepare: str, cfg: ProposalsConfig,
                   motion_cfg: MotionConfig, near: dict[str, list[str]]) -> tuple[str, list[dict]]:
     """One image: (name, its (h, w, D) feature grid) -> (name, its proposals.json rows), having written
-    out/masks/<name>.png, overlays/<name>.jpg (and motion/<name>.jpg). Runs in a worker process (parallel.map_images)."""
+    out/masks/<name>.png, overlays/<name>.jpg (and motion/<name>.jpg). Runs in a worker process
+    (parallel.map_images)."""
     name, f = item
     sources = cfg.sources
     image = read_frame(prepare, name)
