@@ -357,3 +357,36 @@ def test_ap50_agrees_with_pycocotools_on_random_masks():
     gtd = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
     want = coco.mask_ap50(gtd, coco.mask_detections(maps, scores, gtd))
     assert 0.05 < want < 0.95 and ap.result() == pytest.approx(want, abs=1e-9)
+
+
+def ap_fixture() -> list[tuple[np.ndarray, np.ndarray, list[float]]]:
+    """Three 8 x 8 images, (ground-truth class map, detection index map, scores of masks 1, 2, ...): six instances
+    A..F, eight detections; image 1: 0.9 on A (IoU 1), 0.6 on half of B (IoU 8/16 = 0.5, a match: >= 0.5), 0.3 a
+    false positive, mask 4 scored but empty; image 2: 0.8 on C shifted by a column (IoU 12/20), 0.95 over D
+    (IoU 9/16), 0.5 a false positive, E missed; image 3: 0.85 over a column of F (IoU 4/24) then 0.7 over the rest
+    of F and the ignored rows below (IoU 12/18 over valid pixels, 12/26 over all: a match only as ignore is left
+    out). Sorted: 0.95 TP, 0.9 TP, 0.85 FP, 0.8 TP, 0.7 TP, 0.6 TP, 0.5 FP, 0.3 FP."""
+    gt1, det1 = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+    gt1[0:2, 0:4], gt1[4:8, 0:4] = 1, 2  # A, B
+    det1[0:2, 0:4], det1[4:8, 0:2], det1[0:4, 5:8] = 1, 2, 3
+    gt2, det2 = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+    gt2[0:4, 0:4], gt2[5:8, 5:8], gt2[0:2, 6:8] = 1, 2, 1  # C, D, E
+    det2[0:4, 1:5], det2[4:8, 4:8], det2[7, 0:4] = 1, 2, 3
+    gt3, det3 = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+    gt3[0:4, 0:4], gt3[4:6, 0:4] = 3, 255  # F, ignored rows
+    det3[0:4, 3:6], det3[0:4, 0:3], det3[4:6, 0:4], det3[6, 0:2] = 1, 2, 2, 2
+    return [(gt1, det1, [0.9, 0.6, 0.3, 0.2]), (gt2, det2, [0.8, 0.95, 0.5]), (gt3, det3, [0.85, 0.7])]
+
+
+def test_mask_ap50_of_components_equals_the_hand_written_rule():
+    from pipeline.evaluate import mask_ap
+
+    ap, insts, dets = metrics.MaskAP(), [], {}
+    for k, (gt, det, scores) in enumerate(ap_fixture()):
+        inst, n = metrics.instance_map(gt)
+        ap.add(det, scores, inst, n, gt != 255)
+        insts.append((f"im{k}", gt.shape, mask_ap.component_instances(gt)))
+        dets[f"im{k}"] = mask_ap.detections(det, scores, gt != 255)
+    want = (34 * 1 + 50 * 5 / 6) / 101  # recall 1/6 .. 2/6 at precision 1 (34 points), to 5/6 at 5/6 (50)
+    assert ap.result() == pytest.approx(want, abs=1e-12)
+    assert mask_ap.ap50(mask_ap.ground_truth(insts), dets) == pytest.approx(ap.result(), abs=1e-12)
