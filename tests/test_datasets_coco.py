@@ -1,4 +1,4 @@
-"""COCO 2017 loader and mask AP50 on a tiny COCO layout written in a temporary folder."""
+"""COCO 2017 loader on a tiny COCO layout written in a temporary folder, and mask AP50 against COCO instances."""
 import json
 import subprocess
 import sys
@@ -11,6 +11,7 @@ from conftest import section, write_params
 from pipeline import io
 from pipeline.config import ConfigError
 from pipeline.data import coco, datasets
+from pipeline.evaluate import mask_ap
 
 SIZE = 32
 MISSING = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}  # COCO's unused category ids
@@ -155,45 +156,49 @@ def box(y0, y1, x0, x1):
     return m
 
 
+def coco_ap50(gt: dict, maps: dict[str, np.ndarray], scores: dict[str, list[float]]) -> float | None:
+    """mask_ap's AP50 of index maps {name: (H, W)} scored {name: [score of mask 1, ...]} against COCO instances,
+    as the evaluate stage scores COCO (every pixel kept: crowd regions are COCOeval's to ignore)."""
+    return mask_ap.ap50(gt, {n: mask_ap.detections(m, scores[n], None) for n, m in maps.items()})
+
+
 def test_mask_ap50_perfect_half_and_wrong():
     a, b = box(0, 10, 0, 10), box(15, 30, 15, 30)
     gt = square_gt([a, b])
-    both = {"a": (a * 1 + b * 2).astype(np.uint8)}
-    assert coco.mask_ap50(gt, coco.mask_detections(both, {"a": [0.9, 0.8]}, gt)) == pytest.approx(1.0)
-    one = {"a": a.astype(np.uint8)}
+    assert coco_ap50(gt, {"a": (a * 1 + b * 2).astype(np.uint8)}, {"a": [0.9, 0.8]}) == pytest.approx(1.0)
     # recall reaches 0.5 at precision 1: 51 of COCO's 101 recall points -> 51 / 101
-    assert coco.mask_ap50(gt, coco.mask_detections(one, {"a": [0.9]}, gt)) == pytest.approx(51 / 101)
+    assert coco_ap50(gt, {"a": a.astype(np.uint8)}, {"a": [0.9]}) == pytest.approx(51 / 101)
     off = {"a": box(0, 10, 6, 16).astype(np.uint8)}  # IoU with a = 40 / 160 < 0.5
-    assert coco.mask_ap50(gt, coco.mask_detections(off, {"a": [0.9]}, gt)) == 0.0
-    assert coco.mask_ap50(gt, []) == 0.0
+    assert coco_ap50(gt, off, {"a": [0.9]}) == 0.0
+    assert mask_ap.ap50(gt, {}) == 0.0
 
 
-def test_evaluate_scores_a_mask_folder_at_the_original_size_by_its_ids_scores(tmp_path, monkeypatch):
-    """stages.evaluate.coco_ap50 on one image: a folder's masks (prepared at 16 px, scored at 32 px) with the
-    scores of proposals.json by mask id (listed out of order): the right mask scored higher -> AP50 1."""
-    from pipeline.config import load_params
-    from stages import evaluate
+def test_evaluate_scores_a_mask_folder_at_the_original_size_by_its_ids_scores(tmp_path):
+    """scoring.score_image on one image: a folder's masks (prepared at 16 px, scored at the ground truth's 32 px)
+    with the scores of proposals.json by mask id (listed out of order): the right mask scored higher -> AP50 1."""
+    from pipeline.evaluate import scoring
 
     a = box(0, 16, 0, 16)
-    write_params(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    io.write_json(tmp_path / "data/01_prepare/gt_instances.json", square_gt([a]))
+    gt = square_gt([a])
+    io.write_label(tmp_path / "prepare/gt/a.png", a.astype(np.uint8))
     small = np.zeros((16, 16), np.uint8)
     small[0:8, 0:8], small[8:16, 8:16] = 1, 2  # mask 1 on a, mask 2 on b (no instance)
     io.write_label(tmp_path / "masks/masks/a.png", small)
-    manifest = {"names": ["a"], "sizes": {"a": [SIZE, SIZE]}, "gt_instances": "gt_instances.json"}
-    table = {"a": [{"id": 2, "score": 0.2}, {"id": 1, "score": 0.9}]}
-    assert evaluate.coco_ap50(load_params(), manifest, tmp_path / "masks", table) == pytest.approx(1.0)
-    table = {"a": [{"id": 2, "score": 0.9}, {"id": 1, "score": 0.2}]}  # the false positive first: precision 1/2
-    assert evaluate.coco_ap50(load_params(), manifest, tmp_path / "masks", table) == pytest.approx(0.5)
+
+    def ap(table: dict) -> float | None:
+        r = scoring.score_image(("a", None, {"masks": scoring.mask_scores(table, "a")}), tmp_path / "prepare", {},
+                                2, 2, None, None, {"masks": tmp_path / "masks"}, components=False)
+        return mask_ap.ap50(gt, {"a": r["masks"]["masks"][2]})
+
+    assert ap({"a": [{"id": 2, "score": 0.2}, {"id": 1, "score": 0.9}]}) == pytest.approx(1.0)
+    assert ap({"a": [{"id": 2, "score": 0.9}, {"id": 1, "score": 0.2}]}) == pytest.approx(0.5)  # FP first: 1/2
 
 
 def test_mask_ap50_ignores_detections_on_crowd_regions():
     a, crowd = box(0, 10, 0, 10), box(15, 30, 15, 30)
     gt = square_gt([a], crowd=[crowd])
-    maps = {"a": (a * 1 + crowd * 2).astype(np.uint8)}
-    assert coco.mask_ap50(gt, coco.mask_detections(maps, {"a": [0.5, 0.9]}, gt)) == pytest.approx(1.0)
-    assert np.isnan(coco.mask_ap50(square_gt([], crowd=[crowd]), []))
+    assert coco_ap50(gt, {"a": (a * 1 + crowd * 2).astype(np.uint8)}, {"a": [0.5, 0.9]}) == pytest.approx(1.0)
+    assert mask_ap.ap50(square_gt([], crowd=[crowd]), {}) is None
 
 
 def test_coco_fits_on_train_and_holds_out_val_capped_by_max_eval_images(coco_root):

@@ -2,8 +2,9 @@ import json
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
-from pipeline.evaluate import baselines, metrics
+from pipeline.evaluate import baselines, mask_ap, metrics
 
 
 @pytest.mark.parametrize("match", ["iou", "pixels"])
@@ -278,14 +279,22 @@ def test_feature_baseline_predicts_each_grid_at_the_original_size():
         assert np.array_equal(again.cluster_centers_, model.cluster_centers_)
 
 
-# ---------------------------------------------------------------- class-agnostic mask AP50
+# ---------------------------------------------------------------- class-agnostic mask AP50 (COCOeval)
+
+def components_ap50(images: list[tuple[np.ndarray, np.ndarray, list[float]]]) -> float | None:
+    """(ground-truth class map, detection index map, scores of masks 1, 2, ...) per image -> mask_ap's AP50
+    against the maps' 8-connected components, ground truth 255 left out, as the evaluate stage scores them."""
+    insts = [(f"im{k}", gt.shape, mask_ap.component_instances(gt)) for k, (gt, _, _) in enumerate(images)]
+    dets = {f"im{k}": mask_ap.detections(det, s, gt != 255) for k, (gt, det, s) in enumerate(images)}
+    return mask_ap.ap50(mask_ap.ground_truth(insts), dets)
+
 
 def test_instances_are_the_8_connected_components_of_each_class_ignore_left_out():
     gt = np.array([[1, 0, 0, 2, 2],
                    [0, 1, 0, 1, 255],
                    [0, 0, 0, 0, 0],
                    [1, 1, 0, 255, 255]], np.uint8)
-    inst, n = metrics.instance_map(gt)
+    inst, n = mask_ap.instance_map(gt)
     # class 1: the diagonal pair is one component (8-connectivity), (1, 3) touches only class 2, (3, 0..1) a third;
     # class 2: one component; 255 is no instance
     assert n == 4
@@ -293,21 +302,23 @@ def test_instances_are_the_8_connected_components_of_each_class_ignore_left_out(
                              [0, 1, 0, 2, 0],
                              [0, 0, 0, 0, 0],
                              [3, 3, 0, 0, 0]]
+    anns = mask_ap.component_instances(gt)
+    assert [a["area"] for a in anns] == [2.0, 1.0, 2.0, 2.0] and all(a["iscrowd"] == 0 for a in anns)
+    np.testing.assert_array_equal(mask_utils.decode(anns[2]["segmentation"]), inst == 3)
 
 
 def test_ap50_of_two_instances_and_three_detections_by_hand():
     """Instances A (rows 0-1) and B (rows 4-5) of a 6 x 4 map. Detections: 0.9 on A (IoU 1), 0.8 on rows 2-3
-    (IoU 0), 0.7 on B (IoU 1). Sorted: TP, FP, TP -> recall 0.5, 0.5, 1; precision 1, 1/2, 2/3, made non-increasing 1, 2/3, 2/3.
-    COCO's 101 recall points: 0..0.50 (51 points) read precision 1, 0.51..1 (50 points) read 2/3."""
+    (IoU 0), 0.7 on B (IoU 1). Sorted: TP, FP, TP -> recall 0.5, 0.5, 1; precision 1, 1/2, 2/3, made
+    non-increasing 1, 2/3, 2/3. COCO's 101 recall points: 0..0.50 (51 points) read precision 1, 0.51..1 (50 points)
+    read 2/3. The mask ids' order does not matter, only their scores."""
     gt = np.zeros((6, 4), np.uint8)
     gt[0:2], gt[4:6] = 1, 2
-    inst, n = metrics.instance_map(gt)
     det = np.zeros((6, 4), np.uint8)
     det[0:2], det[2:4], det[4:6] = 1, 2, 3
-    ap = metrics.MaskAP().add(det, [0.9, 0.8, 0.7], inst, n, gt != 255).result()
-    assert ap == pytest.approx((51 * 1 + 50 * 2 / 3) / 101)
-    scores, tp = metrics.match_masks(det, [0.7, 0.8, 0.9], inst, n, gt != 255)  # best first, whatever the ids
-    assert scores.tolist() == [0.9, 0.8, 0.7] and tp.tolist() == [True, False, True]
+    want = (51 * 1 + 50 * 2 / 3) / 101
+    assert components_ap50([(gt, det, [0.9, 0.8, 0.7])]) == pytest.approx(want, abs=1e-12)
+    assert components_ap50([(gt, det[::-1].copy(), [0.7, 0.8, 0.9])]) == pytest.approx(want, abs=1e-12)
 
 
 def test_iou_threshold_is_inclusive_and_ignore_pixels_are_left_out():
@@ -315,45 +326,38 @@ def test_iou_threshold_is_inclusive_and_ignore_pixels_are_left_out():
     gt[0:2, 0:2] = 1  # 4 pixels
     det = np.zeros((4, 4), np.uint8)
     det[0:2, 0:4] = 1  # 8 pixels: IoU 4/8 = 0.5, matched (COCO: >= 0.5)
-    inst, n = metrics.instance_map(gt)
-    assert metrics.match_masks(det, [0.5], inst, n, gt != 255)[1].tolist() == [True]
+    assert components_ap50([(gt, det, [0.5])]) == pytest.approx(1.0)
     det[2, 0] = 1  # 9 pixels: IoU 4/9 < 0.5
-    assert metrics.match_masks(det, [0.5], inst, n, gt != 255)[1].tolist() == [False]
+    assert components_ap50([(gt, det, [0.5])]) == 0.0
     gt[2, 0] = 255  # ... unless that pixel is ignored
-    assert metrics.match_masks(det, [0.5], inst, n, gt != 255)[1].tolist() == [True]
-    assert metrics.MaskAP().add(det, [0.5], inst, n, gt != 255).result() == pytest.approx(1.0)
-    # no instance anywhere: no AP
-    assert metrics.MaskAP().add(det, [0.5], np.zeros((4, 4), np.int32), 0, gt != 255).result() is None
+    assert components_ap50([(gt, det, [0.5])]) == pytest.approx(1.0)
+    only_ignored = np.where(gt == 255, 2, det).astype(np.uint8)  # mask 2 lies on ignored pixels only:
+    assert components_ap50([(gt, only_ignored, [0.5, 0.9])]) == pytest.approx(0.5)  # a false positive ranked first
+    assert components_ap50([(gt, np.zeros_like(det), [])]) == 0.0  # no detection
+    assert components_ap50([(np.zeros_like(gt), det, [0.5])]) is None  # no instance anywhere: no AP
 
 
-def test_ap50_agrees_with_pycocotools_on_random_masks():
-    """The same detections and connected-component instances scored by pycocotools' COCOeval (useCats 0, as
-    pipeline.data.coco.mask_ap50) and by the pure MaskAP: the same number."""
-    pytest.importorskip("pycocotools")
-    from pipeline.data import coco
+def ap_fixture() -> list[tuple[np.ndarray, np.ndarray, list[float]]]:
+    """Three 8 x 8 images, (ground-truth class map, detection index map, scores of masks 1, 2, ...): six instances
+    A..F, eight detections; image 1: 0.9 on A (IoU 1), 0.6 on half of B (IoU 8/16 = 0.5, a match: >= 0.5), 0.3 a
+    false positive, mask 4 scored but empty; image 2: 0.8 on C shifted by a column (IoU 12/20), 0.95 over D
+    (IoU 9/16), 0.5 a false positive, E missed; image 3: 0.85 over a column of F (IoU 4/24) then 0.7 over the rest
+    of F and the ignored rows below (IoU 12/18 over valid pixels, 12/26 over all: a match only as ignore is left
+    out). Sorted: 0.95 TP, 0.9 TP, 0.85 FP, 0.8 TP, 0.7 TP, 0.6 TP, 0.5 FP, 0.3 FP."""
+    gt1, det1 = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+    gt1[0:2, 0:4], gt1[4:8, 0:4] = 1, 2  # A, B
+    det1[0:2, 0:4], det1[4:8, 0:2], det1[0:4, 5:8] = 1, 2, 3
+    gt2, det2 = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+    gt2[0:4, 0:4], gt2[5:8, 5:8], gt2[0:2, 6:8] = 1, 2, 1  # C, D, E
+    det2[0:4, 1:5], det2[4:8, 4:8], det2[7, 0:4] = 1, 2, 3
+    gt3, det3 = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+    gt3[0:4, 0:4], gt3[4:6, 0:4] = 3, 255  # F, ignored rows
+    det3[0:4, 3:6], det3[0:4, 0:3], det3[4:6, 0:4], det3[6, 0:2] = 1, 2, 2, 2
+    return [(gt1, det1, [0.9, 0.6, 0.3, 0.2]), (gt2, det2, [0.8, 0.95, 0.5]), (gt3, det3, [0.85, 0.7])]
 
-    rng = np.random.default_rng(3)
-    images, anns, maps, scores, ap = [], [], {}, {}, metrics.MaskAP()
-    for k in range(12):
-        gt = np.zeros((24, 24), np.uint8)
-        for _ in range(rng.integers(1, 4)):
-            y, x, h, w = rng.integers(0, 18, 2).tolist() + rng.integers(3, 8, 2).tolist()
-            gt[y:y + h, x:x + w] = rng.integers(1, 3)
-        inst, n = metrics.instance_map(gt)
-        det = np.zeros((24, 24), np.uint8)
-        for i in range(1, rng.integers(1, 5)):  # jittered copies of instances and random boxes
-            y, x, h, w = rng.integers(0, 18, 2).tolist() + rng.integers(3, 8, 2).tolist()
-            det[y:y + h, x:x + w] = i
-            if i <= n:
-                det[np.roll(inst == i, rng.integers(-1, 2), axis=1)] = i
-        s = rng.random(int(det.max())).round(3).tolist()
-        ap.add(det, s, inst, n, gt != 255)
-        name = f"im{k}"
-        images.append({"id": k + 1, "file_name": f"{name}.png", "height": 24, "width": 24})
-        for j in range(1, n + 1):
-            anns.append({"id": len(anns) + 1, "image_id": k + 1, "category_id": 1, "iscrowd": 0,
-                         "segmentation": coco.encode(inst == j), "area": float((inst == j).sum()), "bbox": [0, 0, 1, 1]})
-        maps[name], scores[name] = det, s
-    gtd = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "object"}]}
-    want = coco.mask_ap50(gtd, coco.mask_detections(maps, scores, gtd))
-    assert 0.05 < want < 0.95 and ap.result() == pytest.approx(want, abs=1e-9)
+
+
+def test_mask_ap50_of_components_by_cocoeval_on_three_images():
+    """Six instances, eight detections (`ap_fixture`): recall 1/6 and 2/6 at precision 1 (34 recall points), then
+    3/6, 4/6, 5/6 at a precision made non-increasing to 5/6 (50 points), E never found (17 points read 0)."""
+    assert components_ap50(ap_fixture()) == pytest.approx((34 * 1 + 50 * 5 / 6) / 101, abs=1e-12)

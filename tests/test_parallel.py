@@ -249,8 +249,7 @@ def test_the_label_maps_of_pseudolabels_filter_and_merge_are_the_same_bytes_with
 
 
 def test_evaluate_scores_each_image_the_same_with_one_and_two_workers(tmp_path):
-    from pipeline.evaluate import baselines
-    from stages import evaluate
+    from pipeline.evaluate import baselines, scoring
 
     maps = labelled_masks(tmp_path, 9)
     rng = np.random.default_rng(1)
@@ -261,14 +260,14 @@ def test_evaluate_scores_each_image_the_same_with_one_and_two_workers(tmp_path):
     grids = {n: rng.normal(size=(3, 4, 8)).astype(np.float16) for n in maps}
     colour = baselines.fit_colour(io.LazyImages(tmp_path / "prepare", list(maps)), 3, 0, 2000, 2)
     feature = baselines.fit_features(list(grids.values()), 3, 0, 2, 1000)
-    score = partial(evaluate.score_image, prep=tmp_path / "prepare", sources={"network": tmp_path / "pred"}, n_pred=3,
-                    n_gt=3, colour=colour, feature=feature, masks={"proposals": tmp_path / "masks"}, instances=True)
+    score = partial(scoring.score_image, prep=tmp_path / "prepare", sources={"network": tmp_path / "pred"}, n_pred=3,
+                    n_gt=3, colour=colour, feature=feature, masks={"proposals": tmp_path / "masks"}, components=True)
     items = [(n, grids[n], {"proposals": [0.9, 0.5, 0.7][:int(m.max())]}) for n, m in maps.items()]
     one, two = (list(parallel.map_images(score, items, w, 2)) for w in (1, 2))
 
     def flat(results: list[dict]) -> list:
         return [(r["pixels"], sorted((k, v.tolist()) for k, v in r["confusion"].items()), sorted(r["kept"].items()),
-                 [(k, i, u, s.tolist(), t.tolist(), n) for k, (i, u, (s, t, n)) in sorted(r["masks"].items())])
+                 sorted(r["masks"].items()), r["instances"])
                 for r in results]
 
     assert flat(one) == flat(two)

@@ -1,5 +1,5 @@
-"""COCO 2017 instances through pycocotools: semantic maps (80 things + background, crowd ignored), the
-instance ground truth of the prepared images, and class-agnostic mask AP50 (COCOeval) of object masks.
+"""COCO 2017 instances through pycocotools: semantic maps (80 things + background, crowd ignored) and the
+instance ground truth of the prepared images (scored by pipeline/evaluate/mask_ap.py).
 
 Layout: <root>/annotations/instances_<split>2017.json and <root>/<split>2017/<file_name>.
 """
@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import io as _stdio
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from pipeline import io
 
@@ -104,39 +102,3 @@ def instances(coco: COCO, ids: list[int], names: list[str]) -> dict:
     cats = [coco.cats[c] for c in sorted(coco.getCatIds())]
     return {"images": images, "annotations": anns, "categories": cats}
 
-
-def mask_detections(mask_maps: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
-                    scores: dict[str, list[float]], gt: dict) -> list[dict]:
-    """Proposal maps {name: (H, W) uint8, 0 none, i = mask i} (or (name, map) pairs, e.g. read one at a time) and
-    their scores {name: [score of mask 1, ...]} -> COCO result dicts (run-length encoded; image ids from `gt`'s
-    images, category = the first gt category)."""
-    ids = {Path(im["file_name"]).stem: im["id"] for im in gt["images"]}
-    cat = gt["categories"][0]["id"]
-    dets = []
-    for name, m in (mask_maps.items() if isinstance(mask_maps, Mapping) else mask_maps):
-        for i, s in enumerate(scores.get(name, []), start=1):
-            mask = m == i
-            if mask.any():
-                dets.append({"image_id": ids[name], "category_id": cat, "segmentation": encode(mask), "score": float(s)})
-    return dets
-
-
-def mask_ap50(gt: dict, dets: list[dict]) -> float:
-    """Class-agnostic mask AP at IoU 0.5 (COCOeval, useCats=0, crowd gt ignored as COCO does) -> float in [0, 1];
-    0.0 when there are no detections, NaN when there is no non-crowd ground-truth instance."""
-    if not any(not a["iscrowd"] for a in gt["annotations"]):
-        return float("nan")
-    if not dets:
-        return 0.0
-    with contextlib.redirect_stdout(_stdio.StringIO()):
-        cg = COCO()
-        cg.dataset = gt
-        cg.createIndex()
-        cd = cg.loadRes(dets)
-        ev = COCOeval(cg, cd, iouType="segm")
-        ev.params.useCats = 0
-        ev.params.maxDets = [1, 10, 100]
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return float(max(ev.stats[1], 0.0))  # stats[1] = AP at IoU 0.50, all areas, 100 detections
