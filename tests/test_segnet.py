@@ -36,7 +36,7 @@ def tiny_net(classes: int = 3) -> models.SegNet:
     torch.manual_seed(0)
     cfg = section("backbone", name="vit_tiny_patch16_224", source="random",
                   overrides={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2})
-    return models.SegNet(create_backbone(cfg, 32), classes, 16)
+    return models.SegNet(create_backbone(cfg, 32), classes, 16, "simple", 8, 4)  # stem_dim, stem_stride: unused
 
 
 def tiny_data(n: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -69,9 +69,10 @@ def test_ignore_pixels_contribute_nothing_to_the_loss():
     other[0, :, :2] = torch.randn(3, 2, 4) * 10  # anything where the target is ignored
     assert torch.isclose(mean_loss(logits, changed), mean_loss(other, changed))
     assert mean_loss(logits, torch.full((1, 4, 4), 255)).item() == 0.0
-    # the sum form divides by the given count: with the count of valid pixels it is the mean
+    # the sum over the valid pixels (8 of 16) of -log softmax at the target, and their count
     ce = -torch.log_softmax(logits, 1).gather(1, changed.clamp(max=2)[:, None])[:, 0][changed != 255]
-    assert torch.isclose(mean_loss(logits, changed, normalizer=8.0), ce.sum() / 8)
+    total, valid = loop.pixel_loss(logits, changed)
+    assert valid.item() == 8.0 and torch.isclose(total, ce.sum())
 
 
 def test_one_training_step_lowers_the_loss_on_a_tiny_batch():
@@ -165,7 +166,7 @@ def test_the_fused_decoder_fits_detail_finer_than_a_patch_where_the_simple_head_
         net = fused_net(2) if decoder == "fused" else tiny_net(2)
         cfg = replace(TINY, rounds=1, epochs=16, crop_scale_min=1.0, decoder=decoder, stem_dim=8)
         loop.fit(net, images, labels, cfg, 0, CPU, cfg.epochs)
-        pred = np.stack(classes(net, images, 8, CPU))
+        pred = np.stack(classes(net, images, 8))
         iou[decoder] = ((pred == 1) & (labels == 1)).sum() / ((pred == 1) | (labels == 1)).sum()
     assert iou["fused"] > 0.5 and iou["fused"] > 2 * iou["simple"], iou
 
@@ -196,7 +197,7 @@ def test_the_default_recipe_fits_a_known_label_map_better_than_the_old_one():
         net = models.SegNet(enc, 3, cfg.decoder_dim, cfg.decoder, cfg.stem_dim, cfg.stem_stride)
         loop.fit(net, images, labels, cfg, 0, CPU, cfg.epochs)
         conf = metrics.Confusion(3, 3)
-        conf.add(np.stack(classes(net, images, 8, CPU)), labels)
+        conf.add(np.stack(classes(net, images, 8)), labels)
         miou[name] = conf.result("iou")["miou"]
     assert miou["new"] > 0.7 and miou["new"] > miou["old"] + 0.2, miou
 
@@ -256,7 +257,7 @@ def test_joint_augmentation_keeps_labels_integer_and_aligned():
     lab = np.zeros((1, 32, 32), np.uint8)
     lab[0, :, :16] = 1
     torch.manual_seed(3)
-    x, y = data.make_batch(img, lab, data.augment(32, 0.5))
+    x, y = data.make_batch(img, lab, data.augment(32, 0.5, 1.0, 0.0))
     assert set(y.unique().tolist()) <= {0, 1}
     bright = x[0].mean(0) > 0.5  # normalised white vs black
     assert (bright == (y[0] == 1)).float().mean() > 0.9
@@ -283,8 +284,8 @@ def test_zooming_out_pads_with_the_mean_image_and_ignored_labels():
         assert far.any() and x[0][:, far].abs().max() < 1e-5
         bright = x[0].mean(0) > 0.5
         assert (bright[inside] == (y[0][inside] == 1)).float().mean() > 0.9
-    assert isinstance(data.augment(32, 0.5).transforms[0], torchvision.transforms.v2.RandomResizedCrop)
-    assert isinstance(data.augment(32, 0.5, 1.5).transforms[0], data.ZoomCrop)
+    assert isinstance(data.augment(32, 0.5, 1.0, 0.0).transforms[0], torchvision.transforms.v2.RandomResizedCrop)
+    assert isinstance(data.augment(32, 0.5, 1.5, 0.0).transforms[0], data.ZoomCrop)
 
 
 def test_color_jitter_changes_the_image_colours_and_leaves_the_crop_and_labels_alone():
@@ -301,7 +302,7 @@ def test_color_jitter_changes_the_image_colours_and_leaves_the_crop_and_labels_a
         out[jitter] = data.make_batch(img, lab, data.augment(32, 0.5, 1.0, jitter))
     assert torch.equal(out[0.0][1], out[0.4][1])
     assert (out[0.0][0] - out[0.4][0]).abs().mean() > 0.05
-    assert len(data.augment(32, 0.5).transforms) == 2
+    assert len(data.augment(32, 0.5, 1.0, 0.0).transforms) == 2
     jit = data.augment(32, 0.5, 1.0, 0.4).transforms[-1]
     assert isinstance(jit, torchvision.transforms.v2.ColorJitter) and jit.hue == (-0.2, 0.2)
 
@@ -327,10 +328,10 @@ def test_relabel_marks_low_confidence_pixels_ignore():
     np.testing.assert_array_equal(selftrain.relabel(pred.to(torch.uint8).numpy(), conf.numpy(), 0.9), [[[1, 255], [255, 255]]])
 
 
-def test_predict_with_confidence_is_the_softmax_maximum():
+def test_the_predicted_confidence_is_the_softmax_maximum():
     images, _ = tiny_data(3)
     net = tiny_net().eval()
-    pred, conf = classes_and_confidence(net, images, 2, CPU)
+    pred, conf = classes_and_confidence(net, images, 2)
     x, _ = data.make_batch(images, np.zeros(images.shape[:3], np.uint8), None)
     with torch.no_grad():
         prob = net(x).softmax(1)
@@ -344,7 +345,7 @@ def test_self_training_trains_on_the_relabelled_maps_of_the_previous_round():
     assert [r["round"] for r in rounds] == [1, 2]
     first = tiny_net(2)
     first.load_state_dict(rounds[0]["weights"])
-    pred, conf = (np.stack(a) for a in classes_and_confidence(first, images, TINY.batch_size, CPU))
+    pred, conf = (np.stack(a) for a in classes_and_confidence(first, images, TINY.batch_size))
     r1 = {"pred": pred, "relabel": np.stack(rounds[0]["relabel"])}  # round 1's maps, read back from disk
     np.testing.assert_array_equal(r1["relabel"], selftrain.relabel(pred, conf, TINY.relabel_threshold))
     assert np.all((r1["relabel"] == 255) | (r1["relabel"] == r1["pred"]))
@@ -387,6 +388,24 @@ def test_resume_after_a_kill_at_step_n_continues_from_n_and_reaches_the_same_wei
     selftrain.self_train(again, images, labels, TINY, 0, CPU, resume=state, maps_dir=maps)
     for k, v in full.state_dict().items():
         torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_a_resumed_run_knows_its_step_and_needs_its_rounds_maps(tmp_path):
+    """resumed_step: the finished rounds' steps (8 images / batch 4 x 2 epochs = 4 in round 1) plus the step reached
+    in the round it stopped in; resume_state: a checkpoint whose finished rounds' maps are missing is not resumed."""
+    images, labels = tiny_data()
+    assert selftrain.resumed_step(TINY, labels, None, 1) == 0
+    assert selftrain.resumed_step(TINY, labels, {"round": 0, "fit": {"step": 3}}, 1) == 3
+    assert selftrain.resumed_step(TINY, labels, {"round": 1, "fit": {"step": 1}}, 1) == 5
+    path, maps = tmp_path / "last.pt", tmp_path / "maps"
+    selftrain.self_train(tiny_net(2), images, labels, TINY, 0, CPU, save=lambda s: checkpoint.save(path, s, "k"),
+                         max_steps=5, maps_dir=maps)
+    state, why = selftrain.resume_state(path, "k", maps, len(images))
+    assert why == "resuming" and state["round"] == 1 and selftrain.resumed_step(TINY, labels, state, 1) == 4 + 0
+    (maps / "round_1" / "0000003.png").unlink()
+    assert selftrain.resume_state(path, "k", maps, len(images)) == (None, f"checkpoint {path} without its rounds' "
+                                                                          f"maps in {maps}")
+    assert selftrain.resume_state(path, "another", maps, len(images))[0] is None
 
 
 def test_checkpoint_fingerprint_changes_with_config_file_bytes_and_weights(tmp_path):
@@ -538,7 +557,7 @@ def test_a_non_square_prediction_is_the_argmax_of_its_logits_upsampled_to_the_or
         np.testing.assert_allclose(conf, up.softmax(1).max(1).values[0].numpy(), atol=1e-5)
     at_input = {p.index: p.classes.shape for p in predict.predictions(net, images, 4, CPU, False)}
     assert all(at_input[i] == im.shape[:2] for i, im in enumerate(images))
-    pred, conf = classes_and_confidence(net, images, 4, CPU)
+    pred, conf = classes_and_confidence(net, images, 4)
     assert [p.shape for p in pred] == [im.shape[:2] for im in images] == [c.shape for c in conf]
 
 
@@ -667,7 +686,7 @@ def test_a_crf_round_retrains_from_the_initial_weights_on_the_crf_refined_maps()
     assert rounds[0]["kept"] == 1.0 and all((m != 255).all() for m in rounds[0]["relabel"])
     for got, w in zip(rounds[0]["relabel"], want):
         np.testing.assert_array_equal(got, w)
-    assert any((w != p).any() for w, p in zip(want, classes(first, images, 3, CPU)))  # the CRF changed some
+    assert any((w != p).any() for w, p in zip(want, classes(first, images, 3)))  # the CRF changed some
     assert any((net.state_dict()[k] != v).any() for k, v in rounds[0]["weights"].items())  # round 2 retrained
     fresh = tiny_net(2)
     history, done = loop.fit(fresh, images, want, CRF_ROUND, 0 + 1, CPU, CRF_ROUND.epochs,
@@ -713,7 +732,7 @@ def test_a_comus_round_trains_a_fresh_network_on_the_previous_rounds_argmax():
     assert [(r["round"], r["crf"]) for r in rounds] == [(1, False), (2, False)]
     first = tiny_net(2)
     first.load_state_dict(rounds[0]["weights"])
-    want = classes(first, images, 3, CPU)
+    want = classes(first, images, 3)
     assert rounds[0]["kept"] == 1.0
     for got, w in zip(rounds[0]["relabel"], want):
         np.testing.assert_array_equal(got, w)
@@ -798,7 +817,8 @@ def test_the_dataset_over_files_yields_exactly_the_in_memory_batches_and_trains_
     lazy_x, lazy_y = io.LazyImages(tmp_path, names), io.LazyLabels(tmp_path / "labels", names)
     assert data.shapes_of(lazy_x) == [im.shape for im in images]  # from the PNG headers
     assert data.shapes_of(data.Take(lazy_y, [4, 1])) == [labels[4].shape, labels[1].shape]
-    mem, disk = data.PairDataset(images, labels, 0.5, 3, 32), data.PairDataset(lazy_x, lazy_y, 0.5, 3, 32)
+    mem = data.PairDataset(images, labels, 0.5, 3, 32, 1.0, 0.0)
+    disk = data.PairDataset(lazy_x, lazy_y, 0.5, 3, 32, 1.0, 0.0)
     for key in [(0, 0), (1, 3), (2, 5)]:
         for a, b in zip(mem[key], disk[key]):
             torch.testing.assert_close(b, a, rtol=0, atol=0)

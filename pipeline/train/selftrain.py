@@ -147,7 +147,7 @@ def self_train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[
         train_labels = labels if r == 0 else round_maps(maps_dir, r, n)
         idx = plan[r]["images"]
 
-        def checkpoint(state: dict, r: int = r) -> None:
+        def save_state(state: dict, r: int = r) -> None:
             if save:
                 save({"round": r, "fit": state, "rounds": rounds})
 
@@ -156,7 +156,7 @@ def self_train(model: nn.Module, images: Sequence[np.ndarray], labels: Sequence[
                 on_step({**rec, "round": r + 1})
 
         history, finished = fit(model, Take(images, idx), Take(train_labels, idx), cfg, seed + r,
-                                device, plan[r]["epochs"], start=start, on_step=step_log, on_checkpoint=checkpoint,
+                                device, plan[r]["epochs"], start=start, on_step=step_log, on_checkpoint=save_state,
                                 max_steps=max_steps, crop_size=crop_size)
         if not finished:
             return None
