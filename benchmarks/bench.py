@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -241,11 +240,14 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
-def train_timing(log: str) -> dict[str, float]:
-    """The train stage's last 'train: timing: fit F s, predictions P s' line in a log -> {'fit s': F,
-    'predict s': P} ({} when there is none): what of its wall time grows with epochs and what with images."""
-    found = re.findall(r"train: timing: fit ([\d.]+) s, predictions ([\d.]+) s", log)
-    return {"fit s": float(found[-1][0]), "predict s": float(found[-1][1])} if found else {}
+def train_timing(folder: Path) -> dict[str, float]:
+    """The train stage's timings.json in its output folder -> {'fit s': F, 'predict s': P} ({} when there is
+    none): what of its wall time grows with epochs and what with images."""
+    path = folder / "timings.json"
+    if not path.is_file():
+        return {}
+    t = json.loads(path.read_text())
+    return {"fit s": float(t["fit_s"]), "predict s": float(t["predict_s"])}
 
 
 def stages(sizes: list[int], train_epochs: int, keep: bool, sets: list[str] | None = None,
@@ -274,7 +276,7 @@ def stages(sizes: list[int], train_epochs: int, keep: bool, sets: list[str] | No
             rows.append({"images": n, "eval images": params["data"]["synth_eval_images"], "stage": stage,
                          "wall s": wall, "img/s": n / wall,
                          "peak RSS MB": rss / 2 ** 20, "written MB": dir_bytes(out) / 2 ** 20,
-                         **(train_timing((work / "log.txt").read_text()) if stage == "train" else {})})
+                         **(train_timing(out) if stage == "train" else {})})
             print(f"  N={n} {stage}: {wall:.1f} s, {rss / 2 ** 20:.0f} MB", flush=True)
             if save:
                 save(rows)

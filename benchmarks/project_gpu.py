@@ -8,7 +8,7 @@ Each stage's measured seconds per image (its wall time over the run's training i
 splits, over training + evaluation images) times the dataset's images; pretrain is a fixed cost (the run loads
 random weights, no training), the train stage times `--epochs` over the run's epochs (an upper bound: the
 measured time also holds the process start and predicting both splits, which do not grow with epochs; a run whose
-train row has the stage's own timing, fit and predictions, as bench.py records them now, is projected in those
+train row has the stage's own timing, fit and predictions, as bench.py reads them from the stage's timings.json, is projected in those
 parts instead: fixed start, fitting x images x epochs, predicting x images of both splits). Linear in
 the number of images is what the streaming stages are built for; the 1,000-image run is the only size measured on
 the GPU so far, so the projection assumes it.

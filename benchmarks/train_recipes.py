@@ -1,4 +1,4 @@
-"""Training cost of recipes on a real run's data: milliseconds per image per epoch of `segnet.train` (not a test).
+"""Training cost of recipes on a real run's data: milliseconds per image per epoch of `loop.train` (not a test).
 
     python -m benchmarks.train_recipes --project . \\
         --recipe old=train.decoder=simple,train.decoder_dim=128,train.epochs=12,train.batch_size=16,train.crop_scale_max=1.0,train.backbone_lr=0.0001 \\
@@ -22,7 +22,8 @@ import yaml
 from pipeline import io
 from pipeline.backbone import factory as bb
 from pipeline.config import apply_sets, parse_params, replace
-from pipeline.train import segnet
+from pipeline.train import loop
+from pipeline.train.models import build_model
 from scripts.ceiling_grid import parse_recipe
 
 
@@ -50,10 +51,10 @@ def main() -> None:
         cfg = parse_params(apply_sets(raw, changes)).train
         run = replace(cfg, epochs=args.epochs)
         torch.manual_seed(0)
-        model = segnet.build_model(run, classes, manifest["image_size"], lambda: bb.from_stage(
+        model = build_model(run, classes, manifest["image_size"], lambda: bb.from_stage(
             base.backbone, paths["pretrain"] / "backbone.pth", manifest["image_size"]))
         tick = time.time()
-        segnet.train(model, images, labels, run, 0, torch.device("cpu"))
+        loop.train(model, images, labels, run, 0, torch.device("cpu"))
         ms = (time.time() - tick) / (args.epochs * len(names)) * 1000
         fit = ms / 1000 * cfg.epochs * len(manifest["names"])
         print(f"| {name} | {', '.join(changes) or '(params.yaml)'} | {ms:.1f} | {fit:.0f} |", flush=True)

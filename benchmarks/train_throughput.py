@@ -32,7 +32,8 @@ def measure(name: str, steps: int, warmup: int, batch_size: int, device_name: st
 
     from pipeline.backbone import factory as bb
     from pipeline.config import load_params, replace
-    from pipeline.train import segnet
+    from pipeline.train import loop, optim
+    from pipeline.train.models import build_model
 
     p = load_params(ROOT / "params.yaml")
     model_kind, model_name, size = MODELS[name]
@@ -44,7 +45,7 @@ def measure(name: str, steps: int, warmup: int, batch_size: int, device_name: st
         torch.set_num_threads(p.train.threads)
     weights = replace(p.backbone, weights=str(ROOT / p.backbone.weights))
     torch.manual_seed(0)
-    model = segnet.build_model(cfg, p.cluster.k + 1, size, lambda: bb.create_backbone(weights, size))
+    model = build_model(cfg, p.cluster.k + 1, size, lambda: bb.create_backbone(weights, size))
     n = cfg.batch_size * (steps + warmup)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
@@ -58,7 +59,7 @@ def measure(name: str, steps: int, warmup: int, batch_size: int, device_name: st
             torch.cuda.synchronize(device)
         times.append(time.perf_counter())
 
-    segnet.fit(model, images, labels, cfg, 0, device, epochs=1, on_step=tick)
+    loop.fit(model, images, labels, cfg, 0, device, epochs=1, on_step=tick)
     timed = times[warmup:]
     ips = cfg.batch_size * (len(timed) - 1) / (timed[-1] - timed[0])
     if device.type == "cuda":
@@ -69,7 +70,7 @@ def measure(name: str, steps: int, warmup: int, batch_size: int, device_name: st
         what = "max RSS"
     params = sum(t.numel() for t in model.parameters()) / 1e6
     return {"model": name, "image_size": size, "params_M": round(params, 2), "batch_size": cfg.batch_size,
-            "device": str(device), "amp": str(segnet.amp_dtype(device, cfg.amp)), "threads": torch.get_num_threads(),
+            "device": str(device), "amp": str(optim.amp_dtype(device, cfg.amp)), "threads": torch.get_num_threads(),
             "workers": workers, "images_per_second": round(ips, 2), "peak_memory_MiB": round(peak, 1), "memory": what}
 
 

@@ -1,4 +1,4 @@
-"""The ceiling diagnostic (pipeline.evaluate.diagnose ceiling) over a grid of training recipes and seeds, in one
+"""The ceiling diagnostic (scripts/diagnose.py ceiling) over a grid of training recipes and seeds, in one
 process: one JSON line per run (name, changes, seed, held-out mIoU, final loss, seconds) appended to --out.
 
     python -m scripts.ceiling_grid --out ceil.jsonl --seeds 0 1 2 \\
@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from pipeline.config import apply_sets, parse_params
-from pipeline.evaluate import diagnose
+from scripts import diagnose
 from scripts.results_table import mean_std
 
 

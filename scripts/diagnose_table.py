@@ -1,4 +1,4 @@
-"""The oracle diagnostic over seeds: several `python -m pipeline.evaluate.diagnose oracle --out F.json` records ->
+"""The oracle diagnostic over seeds: several `python -m scripts.diagnose oracle --out F.json` records ->
 one table of mean ± sample std (ddof=1) per label map, oracle rows beside the real ones. Not a test: it prints.
 
     python -m scripts.diagnose_table results/diagnostics/oracle_default_s*.json
@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.evaluate.diagnose import ROWS
+from scripts.diagnose import ROWS
 from scripts.results_table import mean_std
 
 

@@ -15,15 +15,15 @@ def test_per_image_averages_repeated_sizes_and_sums_the_stages():
     assert table["whole DAG"]["10000 / 1000"] == 248.0 / 242.0
 
 
-def test_the_train_stage_timing_is_read_from_its_log_and_projected_in_parts():
-    """A train row with the stage's own fit / predictions seconds: the rest of its wall time stays fixed, fitting
-    scales with images and epochs, predicting with the images of both splits; without them the whole time scales
-    with images and epochs (the upper bound)."""
+def test_the_train_stage_timing_is_read_from_its_timings_file_and_projected_in_parts(tmp_path):
+    """A train row with the stage's own fit / predictions seconds (its timings.json): the rest of its wall time
+    stays fixed, fitting scales with images and epochs, predicting with the images of both splits; without them
+    the whole time scales with images and epochs (the upper bound)."""
     from benchmarks import project_gpu
-    log = "train round 1 epoch 1 step 10: loss 1.0\ntrain: timing: fit 20.0 s, predictions 10.0 s\n"
-    assert bench.train_timing(log) == {"fit s": 20.0, "predict s": 10.0}
-    assert bench.train_timing("train: 1 round(s)\n") == {}
+    assert bench.train_timing(tmp_path) == {}
+    (tmp_path / "timings.json").write_text('{"fit_s": 20.0, "predict_s": 10.0, "processes": 1}')
+    assert bench.train_timing(tmp_path) == {"fit s": 20.0, "predict s": 10.0}
     row = {"stage": "train", "images": 1000, "eval images": 50, "wall s": 35.0}
-    parts = project_gpu.project([{**row, **bench.train_timing(log)}], 10_000, 1_000, 12, 1)["train"]
+    parts = project_gpu.project([{**row, **bench.train_timing(tmp_path)}], 10_000, 1_000, 12, 1)["train"]
     assert parts == 5.0 + 20.0 * 10 * 12 + 10.0 * 11_000 / 1_050
     assert project_gpu.project([row], 10_000, 1_000, 12, 1)["train"] == 35.0 * 10 * 12

@@ -9,7 +9,7 @@ import torch
 from conftest import section
 from pipeline.evaluate import metrics
 from pipeline.method import cluster, filtering, labelmaps, merge, proposals
-from pipeline.train import segnet
+from pipeline.train import loop
 
 
 def test_an_image_with_no_salient_object_gets_no_proposal_and_an_all_background_label_map():
@@ -94,6 +94,6 @@ def test_ground_truth_that_is_all_ignore_scores_zero_not_nan():
 
 def test_a_batch_whose_pseudo_labels_are_all_ignore_gives_zero_loss_not_nan():
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
-    loss = segnet.segmentation_loss(logits, torch.full((2, 4, 4), 255, dtype=torch.long))
-    loss.backward()
-    assert loss.item() == 0.0 and torch.isfinite(logits.grad).all()
+    loss, valid = loop.pixel_loss(logits, torch.full((2, 4, 4), 255, dtype=torch.long))
+    (loss / valid.clamp(min=1)).backward()
+    assert loss.item() == 0.0 and valid.item() == 0.0 and torch.isfinite(logits.grad).all()

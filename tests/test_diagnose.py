@@ -1,8 +1,8 @@
-"""The ceiling diagnostics' pure parts (pipeline/evaluate/diagnose.py); the commands themselves run in test_e2e on
+"""The ceiling diagnostics' pure parts (scripts/diagnose.py); the commands themselves run in test_e2e on
 the tiny project."""
 import numpy as np
 
-from pipeline.evaluate import diagnose
+from scripts import diagnose
 
 
 def test_class_mixture_is_each_patchs_share_of_valid_pixels():

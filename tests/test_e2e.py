@@ -173,11 +173,11 @@ def test_each_network_round_is_its_own_row_scored_from_its_own_label_files(repo)
 
 
 def test_diagnostics_ceiling_and_oracle_features_beat_the_real_run(repo, tmp_path, monkeypatch):
-    """pipeline.evaluate.diagnose on the tiny project: the network trained on ground truth beats the one trained
+    """scripts.diagnose on the tiny project: the network trained on ground truth beats the one trained
     on pseudo-labels; with ground-truth features (little noise) the pseudo-labels beat the real ones; the oracle's
     features are the class mixtures it says; the project itself is left as it was."""
     from pipeline import io
-    from pipeline.evaluate import diagnose
+    from scripts import diagnose
 
     d, _, before = repo
     monkeypatch.chdir(d)

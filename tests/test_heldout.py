@@ -207,21 +207,15 @@ ISOLATION_TINY = {"data": {"synth_images": 16, "synth_eval_images": 4, "image_si
 
 def stage_outputs(work) -> dict[str, str]:
     """sha256 of every file pretrain .. train wrote (data/02_pretrain .. data/10_train) -> {relative path: digest};
-    left out: data/10_train/live/ (dvclive's metrics log the training throughput, images/s) and history.json's
-    images_per_second (the same wall-clock rate), which differ from run to run on any data."""
+    left out: data/10_train/timings.json (the seconds spent, not an output), which differs from run to run."""
     digests = {}
     for folder in sorted((work / "data").iterdir()):
         if folder.name < "02" or folder.name > "10_train":
             continue
         for p in sorted(folder.rglob("*")):
             rel = p.relative_to(work).as_posix()
-            if not p.is_file() or rel.startswith("data/10_train/live/"):
-                continue
-            data = p.read_bytes()
-            if rel == "data/10_train/history.json":
-                data = json.dumps([{k: v for k, v in e.items() if k != "images_per_second"}
-                                   for e in json.loads(data)]).encode()
-            digests[rel] = hashlib.sha256(data).hexdigest()
+            if p.is_file() and rel != "data/10_train/timings.json":
+                digests[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return digests
 
 

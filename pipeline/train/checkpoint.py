@@ -1,44 +1,53 @@
 """Resume checkpoints of the train stage: written atomically, tied to the exact run they belong to.
 
 A checkpoint holds everything a training run needs to continue bit for bit (weights, optimiser, schedule,
-loss scaler, the step, finished rounds). It is keyed by a fingerprint of the configuration, the data and
-the initial weights, so a changed parameter or input starts afresh instead of resuming a different run.
+loss scaler, the step, finished rounds). It is keyed by a fingerprint of the configuration, the input
+files' bytes and the initial weights, so a changed parameter or input starts afresh instead of resuming a different
+run.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from pipeline import io
+from pipeline.config import CRFConfig, TrainConfig
+
+# train settings that change speed, not the result: a run may resume with others
+SPEED_ONLY = {"device", "threads", "gpus", "workers", "checkpoint_every"}
 
 
-def fingerprint(config: dict, arrays: list, model: nn.Module) -> str:
-    """JSON-able config, inputs (each an array, or a sequence of arrays such as images of different sizes, in memory
-    or read on access one at a time: io.LazyImages) and a model's initial weights -> sha256 hex digest (a list and
-    a lazy sequence of the same arrays give the same digest)."""
+def file_digest(path: str | Path) -> str:
+    """A file's bytes -> md5 hex digest (as DVC hashes a file)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
+
+
+def fingerprint(config: dict, files: Sequence[str | Path], model: nn.Module) -> str:
+    """JSON-able config, input files (their bytes, hashed as files) and a model's initial weights -> sha256 hex
+    digest: a changed parameter, input or initialisation gives another digest."""
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-
-    def add(a) -> None:
-        if isinstance(a, Sequence) and not isinstance(a, (str, bytes)):
-            h.update(f"list of {len(a)}".encode())
-            for item in a:
-                add(item)
-            return
-        h.update(str((a.shape, str(a.dtype))).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-
-    for a in arrays:
-        add(a)
+    for f in files:
+        h.update(f"{Path(f).name} {file_digest(f)}".encode())
     for k, v in model.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def run_fingerprint(train: TrainConfig, crf: CRFConfig, seed: int, classes: int, files: Sequence[str | Path],
+                    model: nn.Module) -> str:
+    """The train stage's resume key: `fingerprint` of the train section (less SPEED_ONLY), the seed, the class count,
+    the crf section where CRF rounds use it (less its predictions and workers), the input files and the model."""
+    config = {"train": train.model_dump(exclude=SPEED_ONLY), "seed": seed, "classes": classes,
+              **({"crf": crf.model_dump(exclude={"predictions", "workers"})} if train.crf_rounds else {})}
+    return fingerprint(config, files, model)
 
 
 def save(path: str | Path, state: dict, key: str) -> None:
@@ -59,6 +68,18 @@ def load(path: str | Path, key: str) -> tuple[dict | None, str]:
     if saved.get("fingerprint") != key:
         return None, f"checkpoint {path} belongs to another configuration or data"
     return saved["state"], "resuming"
+
+
+def remove(path: str | Path, maps_dir: str | Path) -> None:
+    """A finished run's checkpoint at `path` and its rounds' maps in maps_dir -> gone (the outputs are the result)."""
+    Path(path).unlink(missing_ok=True)
+    shutil.rmtree(maps_dir, ignore_errors=True)
+
+
+def save_model(path: str | Path, model: nn.Module, num_classes: int) -> None:
+    """The trained network -> `path` (atomically): {'state_dict', 'num_classes'}, what model.pt holds."""
+    with io.atomic_open(path) as f:
+        torch.save({"state_dict": model.state_dict(), "num_classes": num_classes}, f)
 
 
 def truncate_live(live_dir: str | Path, step: int) -> None:

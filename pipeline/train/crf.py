@@ -17,7 +17,7 @@ deterministic: any worker count gives the same bytes), a bounded number of image
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -95,3 +95,10 @@ def argmax_at(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     up = F.interpolate(torch.from_numpy(np.ascontiguousarray(probs))[None], size=tuple(int(v) for v in size),
                        mode="bilinear", align_corners=False)
     return up[0].argmax(0).to(torch.uint8).numpy()
+
+
+def refiner(cfg: CRFConfig, processes_per_node: int) -> Callable[[Iterable], Iterator[tuple[Any, np.ndarray]]]:
+    """`refine_all` with the crf section's settings over crf.workers processes (0: every core, shared between the
+    `processes_per_node` training processes of this node); raises `check_available`'s error now, before any work."""
+    check_available()
+    return partial(refine_all, cfg=cfg, workers=resolve_workers(cfg.workers, processes_per_node))

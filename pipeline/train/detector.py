@@ -33,9 +33,10 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
+from pipeline import io
 from pipeline.backbone import factory as bb
 from pipeline.config import DistillConfig
-from pipeline.method.distill import boxes
+from pipeline.method.distill import boxes, select
 
 OUT_CHANNELS = 128  # channels of every pyramid level (stage_vit; torchvision's FPN has 256)
 ANCHOR_SCALE = 4  # anchor side = this x the level's stride, aspect ratios ASPECT_RATIOS
@@ -202,3 +203,31 @@ def predict(model: MaskRCNN, images: Sequence[np.ndarray], batch_size: int,
         outs = model([to_image(im, False, device) for im in batch])
         for k, o in enumerate(outs):
             yield start + k, o["scores"].float().cpu().numpy(), o["masks"][:, 0].float().cpu().numpy()
+
+
+def fit_proposals(cfg: DistillConfig, stage_vit: Callable[[], nn.Module], images: Sequence[np.ndarray],
+                  targets: Sequence[np.ndarray], seed: int, device: torch.device,
+                  on_step: Callable[[dict], None] | None = None) -> tuple[MaskRCNN, list[dict], list[int]]:
+    """The detector (`build`, seeded) trained (`train`) on the images holding a proposal. images: (H_i, W_i, 3)
+    uint8; targets: (M_i, H_i, W_i) bool per image, M_i >= 0 -> (model, history, indices trained on). No image
+    holding a proposal: io.InputError, before stage_vit() is called."""
+    fit = [i for i, t in enumerate(targets) if len(t)]  # detectron2 leaves images without annotations out
+    if not fit:
+        raise io.InputError("distill.method maskrcnn: no training image has a proposal to learn from (see the "
+                            "proposals stage's overlays); use distill.method none, or get proposals first")
+    sides = [s for im in images for s in im.shape[:2]]
+    torch.manual_seed(seed)
+    model = build(cfg, stage_vit, min(sides), max(sides))
+    return model, train(model, [images[i] for i in fit], [targets[i] for i in fit], cfg, seed, device, on_step), fit
+
+
+def kept_masks(model: MaskRCNN, images: Sequence[np.ndarray], cfg: DistillConfig,
+               device: torch.device) -> Iterator[tuple[int, np.ndarray, list[dict]]]:
+    """Every image's detections (`predict`) -> (index, mask map (H_i, W_i) uint8 of the kept ones (`select`: >=
+    distill.score and always the top one, best first; 0 none, k = the k-th), their records {'id', 'source',
+    'score', 'detector_score' (both the detector's confidence), 'pixels'})."""
+    for i, scores, probs in predict(model, images, cfg.batch_size, device):
+        mask_map, taken = select(scores, probs, cfg.score, cfg.max_per_image)
+        yield i, mask_map, [{"id": k + 1, "source": "maskrcnn", "score": round(float(scores[j]), 4),
+                             "detector_score": round(float(scores[j]), 4), "pixels": int((mask_map == k + 1).sum())}
+                            for k, j in enumerate(taken)]

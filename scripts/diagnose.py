@@ -1,15 +1,16 @@
-"""Ceiling diagnostics (issue 20): how much the network and the method stages could give, read off ground truth.
+"""Ceiling diagnostics: how much the network and the method stages could give, read off ground truth.
 
-They read ground truth, so they live here with the evaluation and never feed the DAG's outputs. Run them in a
-project whose `dvc repro` has run (at least prepare, pretrain and features; the real rows need evaluate too):
+An experiment runner (it starts stages as subprocesses), not part of the DAG: its numbers never feed the DAG's
+outputs. Run it in a project whose `dvc repro` has run (at least prepare, pretrain and features; the real rows need
+evaluate too):
 
-    python -m pipeline.evaluate.diagnose ceiling                      # the network trained on the ground truth
-    python -m pipeline.evaluate.diagnose oracle --noise 0.1           # the method stages on ground-truth features
-    python -m pipeline.evaluate.diagnose all --noise 0.1 --out diag.json
-    python -m pipeline.evaluate.diagnose ceiling -S train.decoder=fused -S train.epochs=40 -S seed=1
+    python -m scripts.diagnose ceiling                      # the network trained on the ground truth
+    python -m scripts.diagnose oracle --noise 0.1           # the method stages on ground-truth features
+    python -m scripts.diagnose all --noise 0.1 --out diag.json
+    python -m scripts.diagnose ceiling -S train.decoder=fused -S train.epochs=40 -S seed=1
 
 - `ceiling`: the train stage's network and recipe (params.yaml's `train` and `backbone`, the pretrain stage's
-  weights, the same crops and schedule: `segnet.train`) trained on the training split's ground truth (resized nearest
+  weights, the same crops and schedule: `loop.train`) trained on the training split's ground truth (resized nearest
   to the prepared size; 255 stays ignored), scored on the held-out split at the original size. The most this
   backbone and recipe can give.
 - `oracle`: a scratch copy of the project (code, params, data/01_prepare, data/02_pretrain) whose features are
@@ -75,7 +76,8 @@ def ceiling(p: Params, device: str = "auto") -> dict:
     """Train the train stage's network on the training split's ground truth, score the held-out split ->
     {'eval': {'network': {'miou', 'pixel_acc'}}, 'train_images': N, 'eval_images': M}."""
     from pipeline.backbone import factory as bb
-    from pipeline.train import segnet
+    from pipeline.train import loop, predict
+    from pipeline.train.models import build_model
 
     prep = Path(p.paths.prepare)
     manifest = io.read_manifest(prep)
@@ -91,17 +93,17 @@ def ceiling(p: Params, device: str = "auto") -> dict:
     if p.train.threads:  # as the train stage
         torch.set_num_threads(p.train.threads)
     torch.manual_seed(p.seed)
-    model = segnet.build_model(p.train, n_gt, manifest["image_size"],
-                               lambda: bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth",
-                                                     manifest["image_size"]))
+    model = build_model(p.train, n_gt, manifest["image_size"],
+                        lambda: bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth",
+                                              manifest["image_size"]))
     dev = bb.pick_device(device)
-    history = segnet.train(model, images, gts, p.train, p.seed, dev, crop_size=manifest["image_size"])
+    history = loop.train(model, images, gts, p.train, p.seed, dev, crop_size=manifest["image_size"])
     conf = metrics.Confusion(n_gt, n_gt)
     held_images = io.read_image_list(prep, held)
     sizes = io.original_sizes(prep, manifest, held)
-    for i, pred, _ in segnet.iter_predictions(model, held_images, p.train.batch_size, dev, p.train.amp,
-                                              sizes=[sizes[n] for n in held]):
-        conf.add(pred.cpu().numpy(), io.read_label(prep / "gt" / f"{held[i]}.png"))
+    for pr in predict.predictions(model, held_images, p.train.batch_size, dev, p.train.amp,
+                                  sizes=[sizes[n] for n in held]):
+        conf.add(pr.classes, io.read_label(prep / "gt" / f"{held[pr.index]}.png"))
     r = conf.result(p.evaluate.match)
     return {"eval": {"network": {"miou": round(r["miou"], 4), "pixel_acc": round(r["pixel_acc"], 4)}},
             "final_loss": round(history[-1]["loss"], 4) if history else None,
