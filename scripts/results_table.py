@@ -9,7 +9,7 @@ measured on (the prepare stage's `data` params, the seed, cluster.k and the eval
 dvc.lock), after checking that dvc.lock records exactly this metrics.json (md5): the numbers and their
 description come from the same run. The tables give every row's mIoU as mean ± sample std (ddof=1) over the
 recorded seeds of a set, the held-out evaluation split first; a set's seeds must agree on everything but the seed.
-tests/test_readme.py fails when the README's block differs from this output.
+tests/unit/test_readme.py fails when the README's block differs from this output.
 """
 import argparse
 import hashlib

@@ -1,9 +1,55 @@
+"""Helpers shared by tests/unit and tests/e2e: the project's params, the prepare stage in this process, tiny
+backbones, and dvc / git run in a temporary repository."""
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Subprocesses the tests start (stages, `python -c` snippets) import this checkout's pipeline and stages too.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
+def find_dvc() -> str | None:
+    """The dvc beside the running interpreter (a venv's, used without activating it), else the one on PATH."""
+    beside = Path(sys.executable).parent / "dvc"
+    return str(beside) if beside.is_file() else shutil.which("dvc")
+
+
+DVC = find_dvc()
+# dvc's stages (`python -m ...`) find the running interpreter first; git commits need no user config.
+ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+       "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "t@example.com",
+       "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+def run(cmd: list[str], cwd) -> str:
+    """`cmd` (a leading "dvc" is find_dvc's) in `cwd` with ENV; it must succeed -> its stdout."""
+    cmd = [DVC, *cmd[1:]] if cmd[0] == "dvc" else cmd
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, env=ENV)
+    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+def run_stage(name: str, cwd) -> str:
+    """`python -m stages.<name>` in `cwd` (the PYTHONPATH above finds this checkout's code); it must succeed -> its
+    stdout."""
+    out = subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"stage {name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+def repro_project(d: Path, sections: dict) -> str:
+    """The project's code, dvc.yaml and models/ copied into `d` with params.yaml's `sections` updated (dict values
+    merged key by key), made a git + dvc repository and committed; `dvc repro` there -> its log."""
+    for name in ("pipeline", "stages", "models"):
+        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
+    write_params(d, **sections)
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
+        run(cmd, d)
+    return run(["dvc", "repro"], d)
 
 
 def raw_params() -> dict:
@@ -35,6 +81,18 @@ def run_prepare(work: Path, monkeypatch, **sections) -> dict:
     monkeypatch.chdir(work)
     prepare.main()
     return io.read_manifest(work / "data" / "01_prepare")
+
+
+def palette_png(path: Path, label) -> None:
+    """A (H, W) uint8 label map -> a palette PNG at `path` in PASCAL VOC's colours, as VOC ships its labels."""
+    from PIL import Image
+
+    from pipeline.data import voc
+
+    img = Image.fromarray(label.astype("uint8"), mode="P")
+    img.putpalette(voc.voc_palette().reshape(-1).tolist())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
 
 
 def section(name: str, /, **overrides):  # positional-only: overrides may hold a `name` (data.name, backbone.name)

@@ -1,11 +1,8 @@
-"""scripts/ablation.py: param merging, stage-by-stage timing on a real two-stage DVC project, and the table
-printed from records (mean ± sample std over seeds)."""
+"""scripts/ablation.py: param merging, row folders, and the table printed from records (mean ± sample std over
+seeds)."""
 import json
-import subprocess
 
 import numpy as np
-import pytest
-from test_seeds import DVC, ENV
 
 from scripts import ablation
 
@@ -35,27 +32,6 @@ def test_set_overrides_give_the_shared_root_relative_to_the_clone(tmp_path, monk
     assert ablation.set_overrides("default", tmp_path) == {}
 
 
-@pytest.mark.skipif(DVC is None, reason="dvc not installed")
-def test_repro_timed_times_only_the_stages_that_ran(tmp_path):
-    (tmp_path / "params.yaml").write_text("a: 1\nb: 1\n")
-    (tmp_path / "dvc.yaml").write_text(
-        "stages:\n"
-        "  one:\n    cmd: python -c \"import yaml; open('one.txt','w').write(str(yaml.safe_load(open('params.yaml'))['a']))\"\n"
-        "    params: [a]\n    outs: [one.txt]\n"
-        "  two:\n    cmd: python -c \"import yaml; open('two.txt','w').write(open('one.txt').read() + "
-        "str(yaml.safe_load(open('params.yaml'))['b']))\"\n    deps: [one.txt]\n    params: [b]\n    outs: [two.txt]\n")
-    for cmd in (["git", "init", "-q"], [DVC, "init", "-q"]):
-        subprocess.run(cmd, cwd=tmp_path, check=True, env=ENV)
-    first = ablation.repro_timed(tmp_path, env=ENV)
-    assert all(isinstance(first[s], float) for s in ("one", "two"))
-    (tmp_path / "params.yaml").write_text("a: 1\nb: 2\n")
-    second = ablation.repro_timed(tmp_path, env=ENV)
-    assert second["one"] == "skipped" and isinstance(second["two"], float)
-    assert (tmp_path / "two.txt").read_text() == "12"
-    (tmp_path / "params.yaml").write_text("a: 1\nb: 1\n")  # seen before: restored from the run cache
-    assert ablation.repro_timed(tmp_path, env=ENV)["two"] == "restored"
-
-
 def test_table_gives_mean_and_sample_std_per_row(tmp_path, monkeypatch):
     monkeypatch.setattr(ablation, "OUT", tmp_path)
     nets = {"today": [0.30, 0.40, 0.50], "+ distill": [0.6, 0.7]}
@@ -79,7 +55,7 @@ def test_table_gives_mean_and_sample_std_per_row(tmp_path, monkeypatch):
     assert distill == "| + distill | 0.650 ± 0.071 | 0.325 ± 0.035 | – | 0.500 ± 0.000 | 30 ± 0 (distill) | 0, 1 |"
 
 
-def test_issue18_table_gives_each_seeds_k(tmp_path, monkeypatch):
+def test_a_table_of_k_auto_rows_gives_each_seeds_k(tmp_path, monkeypatch):
     monkeypatch.setattr(ablation, "OUT", tmp_path)
     for seed, (v, k) in enumerate([(0.4, 3), (0.5, 5)]):
         rec = {"row": "k auto", "seed": seed, "overrides": {"cluster": {"k": "auto"}},

@@ -1,19 +1,16 @@
 """End to end: the real `dvc repro` on a tiny configuration inside a temporary git repository."""
 import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from conftest import ROOT, write_params
+from conftest import DVC, repro_project, run
 from pipeline import io
+
+pytestmark = pytest.mark.slow
 
 # params.yaml's shipped backbone (backbone.source file, models/ is copied) on 24 small images: a random one gives
 # the network nothing to learn (it scored below k-means on pixel colours), so the network-beats-baseline check
@@ -30,41 +27,17 @@ TINY = {
 }
 
 
-def find_dvc() -> str | None:
-    """The dvc beside the running interpreter (a venv's, used without activating it), else the one on PATH."""
-    beside = Path(sys.executable).parent / "dvc"
-    return str(beside) if beside.is_file() else shutil.which("dvc")
-
-
-# Measured on this configuration (seed 0, CPU), on the 16 held-out images: network 0.289, k-means on pixel colours
-# 0.224 (features 0.223), a margin of 0.065; asserted with half of it to spare. With issue 20's default recipe (the
-# fused decoder on a frozen backbone, crops to 1.5) the network is 0.339: the margin grew.
-MARGIN = 0.032
+# Measured on this configuration (seed 0, CPU), on the 16 held-out images: network 0.338, k-means on pixel colours
+# 0.224 (features 0.223), a margin of 0.114; asserted with half of it to spare (the network's training floats
+# differ in their last digits between CPUs, so its scores are not asserted exactly).
+MARGIN = 0.057
 TINY_CLASSES = 5  # params.yaml's data.num_classes (synthetic)
-DVC = find_dvc()
-# The stages' `python -m ...` commands find the running interpreter first, as dvc itself does.
-ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-
-
-def run(cmd: list[str], cwd) -> str:
-    cmd = [DVC, *cmd[1:]] if cmd[0] == "dvc" else cmd
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600, env=ENV)
-    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out.stdout + out.stderr
-
-
-def repro_project(d: Path, sections: dict) -> str:
-    """The project's code, dvc.yaml and models/ copied into `d` with params.yaml's `sections` updated (dict values
-    merged key by key), made a git + dvc repository and committed; `dvc repro` there -> its log."""
-    for name in ("pipeline", "stages", "models"):
-        shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
-    write_params(d, **sections)
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
-                ["git", "config", "user.name", "test"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "project"]):
-        run(cmd, d)
-    return run(["dvc", "repro"], d)
+# What this configuration writes on any CPU: 40 prepared images (24 training, 16 held out); per training image a
+# mask map in proposals, distill, pseudolabels, filter and merge; per image the network's and the CRF's labels; 7
+# json files. Exact too, though computed from the shipped backbone's float features (masks have stayed identical
+# across CPUs; the network's floats have not): the proposals' 30 masks, their AP50 and foreground IoU.
+OUTPUT_FILES = 40 + 5 * 24 + 2 * 40 + 7
+PROPOSALS = 30
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +83,9 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     assert metrics["cluster_k"] == TINY["cluster"]["k"]
     # distill.method none: the masks are the proposals, so are their AP50 (instances: ground truth's components)
     # and foreground IoU
-    assert 0 < metrics["proposals_mask_ap50"] == metrics["distill_mask_ap50"] <= 1
-    assert 0 < metrics["proposals_fg_iou"] == metrics["distill_fg_iou"] <= 1
+    assert metrics["proposals_mask_ap50"] == metrics["distill_mask_ap50"] == 0.4325  # TODO lead: AP50 value (0.4325)
+    assert metrics["proposals_fg_iou"] == metrics["distill_fg_iou"] == 0.81
+    assert len(json.loads((d / "data/06_cluster/clusters.json").read_text())["masks"]) == PROPOSALS
     assert "Foreground IoU on the training split" in (d / "data/11_evaluate/table.md").read_text()
     for name in ("synth_00000.png", "synth_00023.png"):
         assert (d / "data/05_distill/masks" / name).read_bytes() == (d / "data/04_proposals/masks" / name).read_bytes()
@@ -182,15 +156,14 @@ def test_diagnostics_ceiling_and_oracle_features_beat_the_real_run(repo, tmp_pat
     d, _, before = repo
     monkeypatch.chdir(d)
     out = tmp_path / "diag.json"
-    # The tiny recipe (12 epochs on 24 images) underfits even ground truth (ceiling 0.336, final loss 0.61) and,
-    # since merge.method leopart, the real run reaches about as much (0.333; 0.289 with majority), so the ceiling
-    # runs with a schedule that can fit (the diagnostic's -S, params.yaml untouched)
+    # The tiny recipe (12 epochs on 24 images) underfits even ground truth, about as far as the real run gets, so
+    # the ceiling runs with a schedule that can fit (the diagnostic's -S, params.yaml untouched)
     diagnose.main(["all", "--noise", "0.1", "--workdir", str(tmp_path / "oracle"), "--out", str(out),
                    "-S", "train.epochs=40"])
     res = json.loads(out.read_text())
     real, oracle = res["real"], res["oracle"]
-    # measured here (seed 0): ceiling 0.373 (loss 0.29) against 0.333 from pseudo-labels; asserted with half the margin
-    # (issue 20's default recipe: 0.411 against 0.339)
+    # measured here (seed 0): ceiling 0.411 against 0.338 from pseudo-labels, pseudo-labels from the oracle's features
+    # 0.589 against 0.394 from the real ones; asserted with margins of 0.02 and 0.1 (training floats vary by CPU)
     assert res["ceiling"]["eval"]["network"]["miou"] > real["eval"]["network"]["miou"] + 0.02, res
     assert oracle["train"]["pseudolabels"]["miou"] > real["train"]["pseudolabels"]["miou"] + 0.1, res
     names, feats = io.read_shards(tmp_path / "oracle/data/03_features", "keys")
@@ -198,7 +171,7 @@ def test_diagnostics_ceiling_and_oracle_features_beat_the_real_run(repo, tmp_pat
     gt = diagnose.prepared_gt(d / "data/01_prepare", names[0], shape)
     mix = diagnose.class_mixture(gt, feats[0].shape[:2], TINY_CLASSES)
     clean = mix @ diagnose.class_directions(TINY_CLASSES, feats[0].shape[-1], 0)
-    assert abs(float((feats[0].astype(np.float32) - clean).std()) - 0.1) < 0.02
+    assert round(float((feats[0].astype(np.float32) - clean).std()), 4) == 0.0995  # noise 0.1: numpy's draws
     assert outputs_digest(d) == before
 
 
@@ -213,7 +186,7 @@ def test_a_forced_second_run_gives_identical_masks_and_metrics(repo):
     log = run(["dvc", "repro", "--force"], d)  # every stage runs again (no run-cache restore)
     assert log.count("Running stage") == len(yaml.safe_load((d / "dvc.yaml").read_text())["stages"])
     second = outputs_digest(d)
-    assert len(first) > 24 * 5 and second == first  # same params and seed on the CPU: byte-identical
+    assert len(first) == OUTPUT_FILES and second == first  # same params and seed on the CPU: byte-identical
 
 
 def test_a_param_change_reruns_exactly_the_dependent_stages(repo):
@@ -227,8 +200,8 @@ def test_a_param_change_reruns_exactly_the_dependent_stages(repo):
     # cluster.k auto: the chosen k is clusters.json's "k", and every later stage uses that many classes
     clusters = json.loads((d / "data/06_cluster/clusters.json").read_text())
     k = clusters["k"]
-    assert 2 <= k <= 5 and clusters["k_auto"]["chosen"] == k and sorted(map(int, clusters["k_auto"]["scores"])) \
-        == list(range(2, 6))
+    assert k == clusters["k_auto"]["chosen"] == 4  # measured; the Davies-Bouldin scores of 2..5 classes decide
+    assert sorted(map(int, clusters["k_auto"]["scores"])) == [2, 3, 4, 5]
     assert len(json.loads((d / "data/08_filter/filter.json").read_text())["per_class"]) == k
     assert torch.load(d / "data/10_train/model.pt", weights_only=False)["num_classes"] == k + 1
     assert json.loads((d / "data/11_evaluate/metrics.json").read_text())["cluster_k"] == k

@@ -1,24 +1,14 @@
 """PASCAL VOC 2012 loader on a tiny VOCdevkit built in a temporary folder."""
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import section, write_params
+from conftest import palette_png, run_prepare, section
 from pipeline import io
 from pipeline.config import ConfigError
 from pipeline.data import datasets, voc
 
 SIZE = 32
-
-
-def palette_png(path, label):
-    img = Image.fromarray(label.astype(np.uint8), mode="P")
-    img.putpalette(voc.voc_palette().reshape(-1).tolist())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
 
 
 def hand_label(seed):
@@ -159,7 +149,7 @@ def test_voc_fits_on_train_and_holds_out_val(devkit):
         ["2007_000001"]  # data.max_eval_images caps the evaluation split
 
 
-def test_voc_prepare_stage_writes_both_splits_and_gt_at_the_original_size(devkit, tmp_path):
+def test_voc_prepare_stage_writes_both_splits_and_gt_at_the_original_size(devkit, tmp_path, monkeypatch):
     """A VOCdevkit with a non-square val image: prepare fits on train, holds out val, ground truth untouched."""
     root, labels = devkit
     voc_root = root / "VOC2012"
@@ -169,8 +159,8 @@ def test_voc_prepare_stage_writes_both_splits_and_gt_at_the_original_size(devkit
     wide_label[4:20, 30:44] = 15
     wide_label[0, :] = 255
     palette_png(voc_root / "SegmentationClass" / "2008_000003.png", wide_label)
-    m = run_prepare(tmp_path, data={"name": "voc2012", "root": str(root), "split": "train", "num_classes": 21,
-                                    "image_size": SIZE}, evaluate={"split": "val"})
+    m = run_prepare(tmp_path, monkeypatch, data={"name": "voc2012", "root": str(root), "split": "train",
+                                                 "num_classes": 21, "image_size": SIZE}, evaluate={"split": "val"})
     prep = tmp_path / "data" / "01_prepare"
     assert m["names"] == ["2007_000001", "2007_000002"] and m["eval_names"] == ["2008_000003"]
     assert m["has_labels"] and m["eval_has_labels"] and m["labelled"] == m["names"] + m["eval_names"]
@@ -180,10 +170,3 @@ def test_voc_prepare_stage_writes_both_splits_and_gt_at_the_original_size(devkit
     for n in m["names"]:
         np.testing.assert_array_equal(io.read_label(prep / "gt" / f"{n}.png"), labels[n])
 
-
-def run_prepare(work, **sections) -> dict:
-    """`python -m stages.prepare` in `work` with params.yaml's sections updated -> the manifest it wrote."""
-    write_params(work, **sections)
-    out = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=work, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return io.read_manifest(work / "data" / "01_prepare")

@@ -22,7 +22,7 @@ def test_an_image_with_no_salient_object_gets_no_proposal_and_an_all_background_
     assert not labelmaps.render_labels(mask_map, np.zeros(0, np.uint8)).any()
 
 
-def test_min_score_zero_keeps_the_old_behaviour_of_any_positive_contrast():
+def test_min_score_zero_keeps_a_proposal_of_any_positive_contrast():
     f = np.zeros((10, 10, 8), np.float32)
     f[..., 0] = 1
     f[3:7, 2:6] = 0

@@ -36,23 +36,22 @@ def test_zero_byte_file_is_named_as_empty(tmp_path):
         io.read_label(tmp_path / "empty.jpg")
 
 
-@pytest.mark.parametrize("fmt,suffix", [("PNG", ".png"), ("JPEG", ".jpg")])
-def test_truncated_image_is_a_clear_error(tmp_path, fmt, suffix):
+def truncated(fmt: str) -> bytes:
     data = png_bytes(Image.fromarray(rgb(64, 64)), fmt)
-    (tmp_path / f"cut{suffix}").write_bytes(data[:len(data) // 2])
-    with pytest.raises(io.InputError, match=rf"cut\{suffix}: not a readable image, corrupt or truncated"):
-        io.read_image(tmp_path / f"cut{suffix}")
+    return data[:len(data) // 2]
 
 
-def test_text_file_named_like_an_image_is_a_clear_error(tmp_path):
-    (tmp_path / "notes.png").write_text("hello")
-    with pytest.raises(io.InputError, match=r"notes\.png: not a readable image \(not an image format"):
-        io.read_image(tmp_path / "notes.png")
-
-
-def test_missing_file_is_named(tmp_path):
-    with pytest.raises(io.InputError, match=r"gone\.png: image file not found"):
-        io.read_image(tmp_path / "gone.png")
+@pytest.mark.parametrize("name,content,reason", [
+    ("cut.png", truncated("PNG"), r"not a readable image, corrupt or truncated"),
+    ("cut.jpg", truncated("JPEG"), r"not a readable image, corrupt or truncated"),
+    ("notes.png", b"hello", r"not a readable image \(not an image format"),
+    ("gone.png", None, r"image file not found"),  # no file at all
+], ids=["truncated png", "truncated jpeg", "text named png", "missing"])
+def test_an_unreadable_image_file_is_an_input_error_naming_it_and_why(tmp_path, name, content, reason):
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(io.InputError, match=re.escape(name) + ": " + reason):
+        io.read_image(tmp_path / name)
 
 
 def test_every_pixel_format_reads_as_rgb_with_the_right_values(tmp_path):

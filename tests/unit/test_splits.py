@@ -1,5 +1,5 @@
-"""Two splits and the aspect-preserving resize of the prepare stage (issue 16): the resize rule on exact sizes, square
-images as before, the synthetic evaluation stream, folder eval_fraction / eval_root, whole-video splits, label
+"""Two splits and the aspect-preserving resize of the prepare stage: the resize rule on exact sizes, square
+images squashed as cv2 does, the synthetic evaluation stream, folder eval_fraction / eval_root, whole-video splits, label
 isolation, the config checks, and the manifest the prepare stage writes."""
 import csv
 import hashlib
@@ -44,17 +44,17 @@ def test_the_stretch_is_at_most_half_a_patch_and_the_short_side_is_image_size():
         assert np.all(np.abs(np.array([ph, pw]) - exact) <= patch / 2 + 1e-9), (h, w, size, patch)
 
 
-def old_square_resize(image: np.ndarray, size: int) -> np.ndarray:
-    """The resize before issue 16 (resize_pair): any image squashed to size x size."""
+def square_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """cv2's resize of the whole image to size x size: area when shrinking, linear when growing."""
     interp = cv2.INTER_AREA if min(image.shape[:2]) > size else cv2.INTER_LINEAR
     return cv2.resize(image, (size, size), interpolation=interp)
 
 
 @pytest.mark.parametrize("side", [48, 128, 200, 517])
-def test_square_images_are_prepared_byte_for_byte_as_before(side):
+def test_a_square_image_is_resized_byte_for_byte_as_cv2_resizes_it_to_a_square(side):
     image = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
     for patch in (1, 8, 16):
-        np.testing.assert_array_equal(datasets.resize_image(image, 128, patch), old_square_resize(image, 128))
+        np.testing.assert_array_equal(datasets.resize_image(image, 128, patch), square_resize(image, 128))
 
 
 def test_resize_image_keeps_the_aspect_with_area_when_shrinking_and_linear_when_growing():
@@ -69,13 +69,13 @@ def test_resize_image_keeps_the_aspect_with_area_when_shrinking_and_linear_when_
 
 # ---------------------------------------------------------------- synthetic
 
-def test_synthetic_training_images_are_todays_and_the_evaluation_images_a_second_stream():
+def test_synthetic_training_images_are_the_seeds_generated_set_and_the_evaluation_images_a_second_stream():
     cfg = section("data")  # the default: 300 training + 100 evaluation images at 128
     assert (cfg.name, cfg.synth_images, cfg.synth_eval_images) == ("synthetic", 300, 100)
     train = list(datasets.load(cfg, 0))
-    before = synth.generate_dataset(0, 300, cfg.image_size, cfg.synth_max_objects)  # what prepare made before
-    assert [s.name for s in train] == [n for n, _, _ in before]
-    for s, (_, img, lab) in zip(train, before):
+    generated = synth.generate_dataset(0, 300, cfg.image_size, cfg.synth_max_objects)  # the training stream of seed 0
+    assert [s.name for s in train] == [n for n, _, _ in generated]
+    for s, (_, img, lab) in zip(train, generated):
         assert s.image.tobytes() == img.tobytes() and s.label.tobytes() == lab.tobytes() and s.size == (128, 128)
     held_out = list(datasets.load_eval(cfg, 0, "val"))
     assert [s.name for s in held_out] == [f"synth_eval_{i:05d}" for i in range(100)]

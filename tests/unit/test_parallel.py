@@ -79,9 +79,9 @@ def fail_unpicklably_on_five(x: int) -> int:
 
 
 def test_a_worker_error_that_does_not_unpickle_comes_back_as_one_that_does(monkeypatch):
-    """Such an exception used to kill the pool's result thread when it arrived: the caller waited forever (checked:
-    map_images over 2 workers hung). A worker's chunk now raises a WorkerError naming the original's type and
-    message, which survives the trip (tested on `_run_chunk` itself, so a regression fails here instead of hanging);
+    """Such an exception kills the pool's result thread when it arrives there: the caller would wait forever
+    (map_images over 2 workers hangs). A worker's chunk raises a WorkerError naming the original's type and
+    message instead, which survives the trip (tested on `_run_chunk` itself, so a regression fails here instead of hanging);
     a plain exception still goes as itself, and in the caller's process nothing is pickled."""
     import pickle
 

@@ -1,22 +1,15 @@
 """The README and docs/ stay true: the results table is the committed metrics.json's, every relative link
 resolves, and the two setup commands are the ones CI and newcomers run."""
-import importlib.util
 import re
 
 import pytest
 
 from conftest import ROOT
+from scripts import results_table as script
 
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 SETUP = ["pip install -r requirements.txt && dvc repro", "python -m pytest -q tests"]
-
-
-def results_script():
-    spec = importlib.util.spec_from_file_location("results_table", ROOT / "scripts" / "results_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def prose(text: str) -> str:
@@ -41,7 +34,6 @@ def anchors(text: str) -> set[str]:
 
 
 def test_results_block_is_the_committed_per_seed_metrics():
-    script = results_script()
     table, block = script.results_table(), script.readme_block(README.read_text())
     assert block == table, ("README.md's results block differs from results/*/seed_*.json; "
                             "run `python scripts/results_table.py --readme`")
@@ -67,7 +59,6 @@ def _run(tmp_path, metrics: dict, seed: int, md5: str | None = None):
 
 
 def test_recorded_seeds_give_mean_and_sample_std_per_split_and_row(tmp_path):
-    script = results_script()
     for seed, net in ((0, 0.30), (1, 0.40), (2, 0.50)):
         lk, m = _run(tmp_path, {"eval": {"network": {"miou": net}}, "train": {"merge": {"miou": 0.2}}}, seed)
         script.record("default", lk, m, tmp_path / "results")

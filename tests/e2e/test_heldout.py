@@ -17,6 +17,7 @@ from test_e2e import DVC, repro_project
 
 from conftest import write_params
 
+pytestmark = pytest.mark.slow
 STAGES = ["prepare", "pretrain", "features", "proposals", "distill", "cluster", "pseudolabels", "filter", "merge",
           "train"]
 # A 1-block ViT (patch 8, width 32) with random weights: the method stages' work stays tiny.

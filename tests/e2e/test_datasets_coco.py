@@ -13,6 +13,7 @@ from pipeline.config import ConfigError
 from pipeline.data import coco, datasets
 from pipeline.evaluate import mask_ap
 
+pytestmark = pytest.mark.slow  # one test runs the prepare stage as a process
 SIZE = 32
 MISSING = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}  # COCO's unused category ids
 CAT_IDS = [c for c in range(1, 91) if c not in MISSING]  # the 80 real ones: 1..90 with gaps

@@ -1,21 +1,15 @@
 """scripts/seeds.py on the real `dvc exp show --json` of a tiny DVC project in a temporary git repository, whose one
 stage writes nested metrics ({"eval": {"network": {"miou": ...}}}) from `seed` and `model.k`."""
-import importlib.util
 import json
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import DVC, ROOT, run
+from scripts import seeds
 
-spec = importlib.util.spec_from_file_location("seeds", ROOT / "scripts" / "seeds.py")
-seeds = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(seeds)
+pytestmark = pytest.mark.slow
 
 STAGE = """import json, yaml
 p = yaml.safe_load(open("params.yaml"))
@@ -23,24 +17,6 @@ miou = p["seed"] / 10 + p["model"]["k"] / 100
 json.dump({"eval": {"network": {"miou": miou}}, "train": {"network": {"miou": 2 * miou}}, "note": "text"},
           open("metrics.json", "w"))
 """
-
-
-def find_dvc() -> str | None:
-    beside = Path(sys.executable).parent / "dvc"
-    return str(beside) if beside.is_file() else shutil.which("dvc")
-
-
-DVC = find_dvc()
-ENV = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-       "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-       "GIT_COMMITTER_EMAIL": "t@t"}
-
-
-def run(cmd: list[str], cwd) -> str:
-    cmd = [DVC, *cmd[1:]] if cmd[0] == "dvc" else cmd
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=ENV)
-    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
-    return out.stdout
 
 
 @pytest.fixture(scope="module")
@@ -89,18 +65,3 @@ def test_reads_real_dvc_exp_show_and_prints_mean_and_sample_std_per_group(repo):
     saved = repo / "exps.json"
     saved.write_text(json.dumps(tree))
     assert run([sys.executable, str(ROOT / "scripts" / "seeds.py"), "--json", str(saved)], repo) == out
-
-
-def test_groups_keep_one_record_per_seed_and_note_a_conflicting_duplicate():
-    def rec(label, seed, k, miou, workspace=False):
-        return {"label": label, "workspace": workspace, "params": {"seed": seed, "model.k": k},
-                "metrics": {("m.json", "eval/network/miou"): miou}}
-
-    recs = [rec("workspace", 1, 3, 0.9, workspace=True), rec("a", 0, 3, 0.1), rec("b", 1, 3, 0.2), rec("c", 1, 3, 0.2),
-            {"label": "old", "workspace": False, "params": {"model.k": 3}, "metrics": {("m.json", "x"): 1.0}}]
-    groups, notes = seeds.groups(recs)
-    assert len(groups) == 1 and {s: r["label"] for s, r in groups[0]["runs"].items()} == {0: "a", 1: "b"}
-    assert notes == ["records without a `seed` param, left out: old",
-                     "workspace repeats the params of b (seed 1) with other metrics: b kept, workspace left out"]
-    assert seeds.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)  # sample std, ddof=1 (population std would be 0.816)
-    assert seeds.mean_std([4.0]) == (4.0, None)
