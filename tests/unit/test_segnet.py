@@ -613,8 +613,8 @@ def test_two_processes_each_write_a_share_of_the_round_maps_the_one_process_maps
 
 def test_every_rounds_predictions_of_both_splits_are_written_at_the_original_size(tmp_path):
     """predict.write_predictions: training images (in memory) and evaluation images (read from the prepared
-    folder) -> predictions/labels and round_<r>/labels at the manifest's original sizes (the prepared size where
-    the manifest gives none), overlays at that size; round 1's maps come from round 1's weights, the top level's
+    folder) -> predictions/labels and round_<r>/labels at the manifest's original sizes,
+    overlays at that size; round 1's maps come from round 1's weights, the top level's
     from the last round's; the model ends with the last round's weights. With a refiner (2 CRF workers):
     predictions/crf/ holds the last round's softmax at the prepared size refined by the dense CRF on the prepared
     image, upsampled to the original size, argmax (recomputed here image by image); no round folder gets one."""
@@ -624,7 +624,7 @@ def test_every_rounds_predictions_of_both_splits_are_written_at_the_original_siz
     for i, im in enumerate(images):
         io.write_image(tmp_path / "prep" / "images" / f"im{i}.png", im)
     manifest = {"names": ["im0", "im1", "im2", "im3"], "eval_names": ["im4", "im5"],
-                "sizes": {"im0": [70, 45], "im1": [33, 50], "im3": [40, 61], "im4": [99, 65], "im5": [32, 48]}}
+                "sizes": {"im0": [70, 45], "im1": [33, 50], "im2": [48, 32], "im3": [40, 61], "im4": [99, 65], "im5": [32, 48]}}
     first, last = tiny_net(), tiny_net()
     with torch.no_grad():
         for v in last.parameters():
@@ -634,7 +634,7 @@ def test_every_rounds_predictions_of_both_splits_are_written_at_the_original_siz
     rounds = [{"round": 1, "weights": first.state_dict()}, {"round": 2}]
     out = tmp_path / "predictions"
     sizes = io.original_sizes(tmp_path / "prep", manifest, [f"im{i}" for i in range(6)])
-    assert sizes["im2"] == (48, 32)  # no size in the manifest: the prepared image's
+    assert sizes["im2"] == (48, 32)
     splits = [(manifest["names"], images[:4]), (manifest["eval_names"], io.LazyImages(tmp_path / "prep", ["im4", "im5"]))]
     predict.write_predictions(model, rounds, splits, sizes, out, 2, CPU, False, crf_refiner(2))
     for i in range(6):
