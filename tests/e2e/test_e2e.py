@@ -68,7 +68,7 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
                   "merge", "train", "evaluate", "report"):
         assert f"Running stage '{stage}'" in log
     from benchmarks import bench
-    timing = bench.train_timing(log)  # the train stage says how long fitting and predicting took (the projections')
+    timing = bench.train_timing(d / "data/10_train")  # timings.json: how long fitting and predicting took
     assert set(timing) == {"fit s", "predict s"} and all(v > 0 for v in timing.values())
     name = "synth_00000.png"
     for folder in ("data/04_proposals/masks", "data/07_pseudolabels/labels", "data/08_filter/labels",
