@@ -75,13 +75,18 @@ def test_ignore_pixels_contribute_nothing_to_the_loss():
     assert valid.item() == 8.0 and torch.isclose(total, ce.sum())
 
 
-def test_one_training_step_lowers_the_loss_on_a_tiny_batch():
+@pytest.mark.parametrize("make_net, changes", [
+    (lambda: tiny_net(2), {}),
+    (lambda: fused_net(2), {"decoder": "fused", "stem_dim": 8}),
+], ids=["simple", "fused"])
+def test_one_training_step_lowers_the_loss_on_a_tiny_batch(make_net, changes):
     images, labels = tiny_data(4)
-    net = tiny_net(2)
+    net = make_net()
     x, y = data.make_batch(images, labels, None)
     net.train()
     before = mean_loss(net(x), y).item()
-    history, finished = loop.fit(net, images, labels, replace(TINY, crop_scale_min=1.0), 0, CPU, epochs=1)
+    cfg = replace(TINY, crop_scale_min=1.0, **changes)
+    history, finished = loop.fit(net, images, labels, cfg, 0, CPU, epochs=1)
     assert finished and len(history) == 1
     net.train()
     assert mean_loss(net(x), y).item() < before
@@ -135,19 +140,6 @@ def test_the_fused_decoder_has_a_pixel_stem_trained_with_the_decoder():
     decoder = {id(p) for p in optim.optimizer(net, TINY).param_groups[0]["params"]}
     assert all(id(p) in decoder for c in convs for p in c.parameters())  # the stem trains at the decoder's lr
     assert not any(id(p) in decoder for p in net.backbone.parameters())
-
-
-def test_one_training_step_of_the_fused_decoder_lowers_the_loss():
-    images, labels = tiny_data(4)
-    net = fused_net(2)
-    x, y = data.make_batch(images, labels, None)
-    net.train()
-    before = mean_loss(net(x), y).item()
-    cfg = replace(TINY, crop_scale_min=1.0, decoder="fused", stem_dim=8)
-    history, finished = loop.fit(net, images, labels, cfg, 0, CPU, epochs=1)
-    assert finished and len(history) == 1
-    net.train()
-    assert mean_loss(net(x), y).item() < before
 
 
 def test_the_fused_decoder_fits_detail_finer_than_a_patch_where_the_simple_head_cannot():
