@@ -72,8 +72,7 @@ def fit_colour(images: Iterable[np.ndarray], k: int, seed: int, sample: int, n_i
     without replacement, seeded, uniformly across every pixel of `images` ((H_i, W_i, 3) uint8 RGB, any sizes).
 
     The draw is `default_rng(seed).choice(total pixels, min(sample, total), replace=False)` over the images'
-    pixels in order, as before this function existed, so on the same images the fit (and every prediction) is
-    identical to the former all-in-memory `kmeans_colours`."""
+    pixels in order, so the fit (and every prediction) is the same as on the images' pixels concatenated."""
     total = _count(images, "images")
     idx = np.random.default_rng(seed).choice(total, size=min(sample, total), replace=False)
     fit = _sample_rows(images, idx, _lab, total)
@@ -89,8 +88,7 @@ def fit_features(token_grids: Iterable[np.ndarray], k: int, seed: int, n_init: i
     """Mini-batch k-means (k clusters, n_init, random_state seed, batch 4096) on L2-normalised patch tokens of
     per-image grids of any shapes ((h_i, w_i, D) each).
 
-    When the grids hold at most `sample` tokens, all of them are used in order: identical to the former
-    all-in-memory `kmeans_patches`. Otherwise `sample` tokens are drawn without replacement, seeded
+    When the grids hold at most `sample` tokens, all of them are used in order. Otherwise `sample` tokens are drawn without replacement, seeded
     (`default_rng(seed).choice`), uniformly across every token (params.yaml `evaluate.baseline_patches`)."""
     total = _count(token_grids, "token_grids")
     idx = None if total <= sample else np.random.default_rng(seed).choice(total, size=sample, replace=False)

@@ -204,6 +204,40 @@ def galleries(data: StageOutputs, n: int, size: int) -> dict[str, np.ndarray]:
     return out
 
 
+Section = tuple[str, str, str]  # (title, caption, html body) of one report section
+
+
+def evaluation_sections(data: StageOutputs, confusion_total: int) -> tuple[list[Section], dict[str, list[dict]]]:
+    """The evaluate stage's tables as report sections (metrics across stages, per-class IoU, confusion matrix) and
+    the tables dvc plots draws ({"miou": rows, "confusion": rows}; a table is absent when its input is)."""
+    ev = Path(data.paths.evaluate)
+    metrics = io.read_json(ev / "metrics.json") if (ev / "metrics.json").is_file() else {}
+    rows = report.split_rows(metrics)
+    sections: list[Section] = []
+    plots: dict[str, list[dict]] = {}
+    if rows:
+        sections.append(("Metrics across stages", "Hungarian-matched to the ground truth at its original size; "
+                         "(eval): the held-out evaluation split, (train): the training split "
+                         "(data/11_evaluate/metrics.json)",
+                         report.table_html(rows, "label map", "metrics")))
+        plots["miou"] = report.miou_rows(metrics)
+    else:
+        sections.append(("Metrics", "", f"<p>{metrics.get('note', 'no metrics: the evaluate stage did not run')}</p>"))
+    if (ev / "per_class.json").is_file():
+        sections.append(("Per-class IoU", "IoU of each ground-truth class with the label map's matched class",
+                         report.table_html(report.split_rows(io.read_json(ev / "per_class.json")), "label map",
+                                           "per-class")))
+    if data.final:
+        net = data.details[data.final[0]][data.final[1]]
+        cls = data.manifest["class_names"]
+        pred_names = [f"{cls[m]} (class {i})" if m >= 0 else f"class {i} (unmatched)" for i, m in enumerate(net["mapping"])]
+        plots["confusion"] = report.confusion_rows(np.asarray(net["confusion"]), pred_names, cls, confusion_total)
+    if (ev / "confusion.png").is_file():
+        sections.append(("Confusion matrix", "rows: predicted class (matched name), columns: ground truth; row-normalised",
+                         report.img_tag((ev / "confusion.png").read_bytes(), "confusion matrix")))
+    return sections, plots
+
+
 def read_curves(live_plots: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """dvclive's plots/metrics folder (<name>.tsv with columns step and <name>, nested folders allowed)
     -> {relative name: (steps, values)}, sorted by name; {} when the folder does not exist."""

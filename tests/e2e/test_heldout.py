@@ -1,4 +1,4 @@
-"""Issue 16, end to end on small data: the hub path users with internet take (exercised offline), a generated
+"""The held-out protocol end to end on small data: the hub path users with internet take (exercised offline), a generated
 VOCdevkit fitted on train and scored on val through the whole DAG, and label isolation (prepare through train give
 byte-identical outputs with the ground truth removed after prepare)."""
 import hashlib

@@ -248,7 +248,7 @@ def test_colour_baseline_fits_a_sample_and_predicts_each_image_at_its_size():
 
 def test_the_sample_is_the_draw_over_all_pixels_gathered_one_image_at_a_time():
     """_sample_rows(arrays, idx) == concatenation[idx] (in idx's order) without building the concatenation:
-    the colour fit sees exactly the pixels the former all-in-memory version drew."""
+    the colour fit sees exactly the pixels a draw over the concatenated images would."""
     rng = np.random.default_rng(2)
     arrays = [rng.integers(0, 255, (h, w, 3)).astype(np.uint8) for h, w in ((3, 4), (1, 5), (4, 2))]
     flat = np.concatenate([a.reshape(-1, 3) for a in arrays])
