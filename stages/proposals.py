@@ -1,6 +1,7 @@
-"""Stage proposals: object masks per image from the sources in proposals.sources -> masks/<name>.png
-(0 none, i = proposal i), overlays, scores. saliency: normalized cut on patch features; motion (video
-datasets): what moves against the camera between neighbouring frames (residual pictures in motion/)."""
+"""Stage proposals: object masks per image from the sources in proposals.sources (auto: by the dataset) ->
+masks/<name>.png (0 none, i = proposal i), overlays, scores. ncut: normalized cut on patch features; saliency: the
+salient regions of the saliency stage's maps; motion (video datasets): what moves against the camera between
+neighbouring frames (residual pictures in motion/)."""
 from functools import partial
 from pathlib import Path
 
@@ -15,14 +16,16 @@ def main() -> None:
     p = load_params()
     out = Path(p.paths.proposals)
     manifest = io.read_manifest(p.paths.prepare)
-    near = propose.neighbours(manifest, p.proposals.sources)  # before any work
+    sources = propose.resolve_sources(p.proposals.sources, manifest)
+    near = propose.neighbours(manifest, sources)  # before any work
     key = "keys" if p.proposals.affinity == "keys" else "tokens"
     items = ((name, f) for names, feats in io.iter_shards(p.paths.features, key) for name, f in zip(names, feats))
     work = partial(propose.propose_image, out=out, prepare=p.paths.prepare, cfg=p.proposals, motion_cfg=p.motion,
-                   near=near)
+                   saliency_cfg=p.saliency, sources=sources, near=near,
+                   saliency_maps=Path(p.paths.saliency) / "maps")
     table = dict(tqdm(parallel.map_images(work, items, p.workers), total=len(manifest["names"]), desc="proposals",
                       unit="img"))
-    summary = propose.summary(table, p.proposals.sources)
+    summary = propose.summary(table, sources)
     io.write_json(out / "proposals.json", table)
     io.write_json(out / "summary.json", summary)
     print(f"proposals: {summary['proposals']} masks ({summary['by_source']}) on {len(table)} images "

@@ -10,12 +10,12 @@ from pipeline.config.schemas import (BackboneConfig, ClusterConfig, Colorization
                                      DataConfig, DeepClusterConfig, DistillConfig, EvaluateConfig, FeaturesConfig,
                                      FilterConfig, InpaintingConfig, JigsawConfig, MergeConfig, MotionConfig,
                                      MultitaskConfig, Params, PretrainConfig, PretrainMethod, ProposalsConfig,
-                                     ReportConfig, TemporalOrderConfig, TrackingConfig, TrainConfig, VideoConfig,
+                                     ReportConfig, SaliencyConfig, TemporalOrderConfig, TrackingConfig, TrainConfig, VideoConfig,
                                      check_backbone_name)
 
 __all__ = ["ConfigError", "load_params", "parse_params", "apply_sets", "replace", "Paths", "BackboneConfig",
            "ClusterConfig", "ColorizationConfig", "ContextConfig", "CRFConfig", "DataConfig", "DeepClusterConfig",
            "DistillConfig", "EvaluateConfig", "FeaturesConfig", "FilterConfig", "InpaintingConfig", "JigsawConfig",
            "MergeConfig", "MotionConfig", "MultitaskConfig", "Params", "PretrainConfig", "PretrainMethod",
-           "ProposalsConfig", "ReportConfig", "TemporalOrderConfig", "TrackingConfig", "TrainConfig", "VideoConfig",
+           "ProposalsConfig", "ReportConfig", "SaliencyConfig", "TemporalOrderConfig", "TrackingConfig", "TrainConfig", "VideoConfig",
            "check_backbone_name"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 class Paths:
     """One folder per stage, under data/ in the DAG's order."""
     prepare: str = "data/01_prepare"; pretrain: str = "data/02_pretrain"; features: str = "data/03_features"
+    saliency: str = "data/03_saliency"  # beside features: both read the prepared images, both feed proposals
     proposals: str = "data/04_proposals"; distill: str = "data/05_distill"; cluster: str = "data/06_cluster"
     pseudolabels: str = "data/07_pseudolabels"
     filter: str = "data/08_filter"; merge: str = "data/09_merge"; train: str = "data/10_train"

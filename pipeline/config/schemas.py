@@ -157,12 +157,26 @@ class ProposalsConfig(_Section):
     min_score: float = Field(ge=0, lt=2); refine: Literal["grabcut", "guided", "none"]; refine_iters: Pos
     refine_max_side: NonNeg  # grabcut only
     refine_radius: Pos; refine_eps: PosF; refine_subsample: Pos  # guided only
-    sources: list[Literal["saliency", "motion"]]  # each once
+    sources: list[Literal["auto", "ncut", "saliency", "motion"]]  # [auto] alone, or each once
 
     @model_validator(mode="after")
     def _sources_once(self):
-        return require(self, 0 < len(self.sources) == len(set(self.sources)), "sources", self.sources,
-                       "must list saliency and/or motion, each once")
+        ok = self.sources == ["auto"] or (0 < len(self.sources) == len(set(self.sources)) and "auto" not in self.sources)
+        return require(self, ok, "sources", self.sources, "must be [auto], or list ncut, saliency and/or motion, "
+                       "each once")
+
+class SaliencyConfig(_Section):
+    """Classic saliency (pipeline/method/saliency.py) and its refinement by a network (saliency_refine.py)."""
+    cues: list[Literal["rbd", "mbd"]]; superpixels: int = Field(ge=2); compactness: PosF  # cues: each once
+    sigma_clr: PosF; sigma_bndcon: PosF; sigma_spa: PosF; mu: NonNegF  # RBD
+    mbd_passes: Pos; border_strip: Share; smooth_alpha: NonNegF  # MBD+
+    threshold: Literal["otsu", "twice_mean"]; min_area: Share  # the maps -> proposals
+    rounds: NonNeg; epochs: Pos; momentum: Unit; ignore_band: Unit; crf: bool  # the refinement (rounds 0: none)
+
+    @model_validator(mode="after")
+    def _cues_once(self):
+        return require(self, 0 < len(self.cues) == len(set(self.cues)), "cues", self.cues,
+                       "must list rbd and/or mbd, each once")
 
 class MotionConfig(_Section):
     flow: Literal["dis", "farneback"]; dis_finest_scale: NonNeg; dis_patch_size: int = Field(ge=2)
@@ -278,7 +292,7 @@ class Params(_Section):
 
     seed: NonNeg; workers: NonNeg  # workers: processes of the per-image stages (0 = every core)
     data: DataConfig; video: VideoConfig; backbone: BackboneConfig; pretrain: PretrainConfig
-    features: FeaturesConfig; proposals: ProposalsConfig; motion: MotionConfig; distill: DistillConfig
+    features: FeaturesConfig; saliency: SaliencyConfig; proposals: ProposalsConfig; motion: MotionConfig; distill: DistillConfig
     cluster: ClusterConfig; filter: FilterConfig; merge: MergeConfig; train: TrainConfig; crf: CRFConfig
     evaluate: EvaluateConfig; report: ReportConfig
     paths: ClassVar[Paths] = Paths()  # not a parameter: where the stages write

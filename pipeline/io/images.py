@@ -54,6 +54,14 @@ def write_label(path: str | Path, label: np.ndarray) -> None:
     _save_pil(img, Path(path), "PNG")
 
 
+def write_gray(path: str | Path, gray: np.ndarray) -> None:
+    """(H, W) uint8 map (a saliency map: 0..255) -> 8-bit greyscale PNG, atomically (read back by read_label)."""
+    gray = np.asarray(gray)
+    if gray.ndim != 2 or gray.dtype != np.uint8:
+        raise ValueError(f"write_gray: expected (H, W) uint8, got {gray.shape} {gray.dtype}")
+    _save_pil(Image.fromarray(gray, mode="L"), Path(path), "PNG")
+
+
 def _open_checked(path: Path, what: str) -> Image.Image:
     """Open `path` with PIL and decode it fully, or raise InputError naming the file and the problem."""
     if not path.is_file():

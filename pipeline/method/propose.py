@@ -1,5 +1,6 @@
-"""The proposals stage's work on one image: the masks of every source in proposals.sources (saliency: the
-normalized cut, pipeline/method/proposals.py; motion: pipeline/method/motion.py), combined and written."""
+"""The proposals stage's work on one image: the masks of every source in proposals.sources (ncut: the normalized
+cut, pipeline/method/proposals.py; saliency: the salient regions of the saliency stage's map,
+pipeline/method/saliency.py; motion: pipeline/method/motion.py), combined and written."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -8,10 +9,19 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import io
-from pipeline.config import ConfigError, MotionConfig, ProposalsConfig
+from pipeline.config import ConfigError, MotionConfig, ProposalsConfig, SaliencyConfig
 from pipeline.data import video
-from pipeline.method import motion, proposals
+from pipeline.method import motion, proposals, saliency
 from pipeline.report import viz
+
+
+def resolve_sources(sources: list[str], manifest: dict) -> list[str]:
+    """proposals.sources and the prepare stage's manifest -> the list of sources, earlier ranking first: [auto] is
+    [motion, ncut] on a video dataset (motion's masks of what moves are the better ones there), [ncut] on still
+    images; any other list is returned as it is."""
+    if sources != ["auto"]:
+        return list(sources)
+    return ["motion", "ncut"] if "videos" in manifest else ["ncut"]
 
 
 def neighbours(manifest: dict, sources: list[str]) -> dict[str, list[str]]:
@@ -21,7 +31,7 @@ def neighbours(manifest: dict, sources: list[str]) -> dict[str, list[str]]:
         return {}
     if "videos" not in manifest:
         raise ConfigError(f"params: 'proposals.sources' includes motion but data.name is {manifest['dataset']!r} "
-                          f"(still images); motion needs data.name {' or '.join(video.KINDS)}, else use [saliency]")
+                          f"(still images); motion needs data.name {' or '.join(video.KINDS)}, else use auto or [ncut]")
     return video.neighbours(manifest["videos"])
 
 
@@ -32,12 +42,12 @@ def read_frame(prepare: str, name: str) -> np.ndarray:
 
 
 def propose_image(item: tuple[str, np.ndarray], out: Path, prepare: str, cfg: ProposalsConfig,
-                  motion_cfg: MotionConfig, near: dict[str, list[str]]) -> tuple[str, list[dict]]:
+                  motion_cfg: MotionConfig, saliency_cfg: SaliencyConfig, sources: list[str],
+                  near: dict[str, list[str]], saliency_maps: Path) -> tuple[str, list[dict]]:
     """One image: (name, its (h, w, D) feature grid) -> (name, its proposals.json rows), having written
-    out/masks/<name>.png, overlays/<name>.jpg (and motion/<name>.jpg). Runs in a worker process
-    (parallel.map_images)."""
+    out/masks/<name>.png, overlays/<name>.jpg (and motion/<name>.jpg). `sources`: resolved (`resolve_sources`);
+    saliency reads saliency_maps/<name>.png. Runs in a worker process (parallel.map_images)."""
     name, f = item
-    sources = cfg.sources
     image = read_frame(prepare, name)
     patch = image.shape[0] // f.shape[0]
     if image.shape[:2] != (f.shape[0] * patch, f.shape[1] * patch):
@@ -46,6 +56,12 @@ def propose_image(item: tuple[str, np.ndarray], out: Path, prepare: str, cfg: Pr
     lists, extras, min_pixels = [], [], []
     for src in sources:
         if src == "saliency":
+            sal = saliency.from_png(io.read_label(saliency_maps / f"{name}.png"))
+            regions = salient_masks(image, sal, cfg, saliency_cfg, patch)
+            lists.append(regions)
+            extras.append([{} for _ in regions])
+            min_pixels.append(int(saliency_cfg.min_area * sal.size))
+        elif src == "ncut":
             cands = proposals.patch_proposals(f, cfg)
             sal_map, kept = proposals.pixel_masks(image, cands, patch, cfg)
             lists.append([(sal_map == i + 1, k.score) for i, k in enumerate(kept)])
@@ -62,6 +78,25 @@ def propose_image(item: tuple[str, np.ndarray], out: Path, prepare: str, cfg: Pr
     io.write_image(out / "overlays" / f"{name}.jpg", viz.overlay(image, mask_map))
     return name, [{"id": i + 1, "source": sources[s], "score": round(score, 4), **extras[s][j],
                    "pixels": int((mask_map == i + 1).sum())} for i, (s, j, score) in enumerate(kept)]
+
+
+def salient_masks(image: np.ndarray, sal: np.ndarray, cfg: ProposalsConfig, saliency_cfg: SaliencyConfig,
+                  patch: int) -> list[tuple[np.ndarray, float]]:
+    """(H, W, 3) uint8 image and its (H, W) saliency map in [0, 1] -> up to cfg.max_per_image (mask (H, W) bool,
+    score) best first: the map's salient regions (`saliency.salient_regions`) of score above cfg.min_score, each
+    refined as the ncut's masks are (cfg.refine: grabcut on the image, guided filter, or none)."""
+    regions = [r for r in saliency.salient_regions(sal, saliency_cfg.threshold,
+                                                   int(saliency_cfg.min_area * sal.size))
+               if r[1] > cfg.min_score][:cfg.max_per_image]
+    if cfg.refine == "grabcut":
+        shrunk = proposals.shrunk_for(image, cfg.refine_max_side, cfg.refine_eps) if regions else None
+        regions = [(proposals.grabcut_refine(image, m, band=patch // 2, iters=cfg.refine_iters,
+                                             max_side=cfg.refine_max_side, eps=cfg.refine_eps, shrunk=shrunk), s)
+                   for m, s in regions]
+    elif cfg.refine == "guided" and regions:
+        guide = proposals.GuidedFilter(image, cfg.refine_radius, cfg.refine_eps, cfg.refine_subsample)
+        regions = [(guide.filter(m) > 0.5, s) for m, s in regions]
+    return regions
 
 
 def summary(table: dict[str, list[dict]], sources: list[str]) -> dict:

@@ -18,7 +18,7 @@ TINY = {
     "video": {"synth_clips": 2, "synth_frames": 6, "stride": 2},
     "backbone": {"source": "random", "weights": "", "overrides": {"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}},
     "features": {"batch_size": 8},
-    "proposals": {"refine_iters": 1, "sources": ["motion", "saliency"]},
+    "proposals": {"refine_iters": 1, "sources": ["auto"]},
 }
 
 
@@ -48,7 +48,7 @@ def test_proposals_stage_puts_motion_masks_first_and_saliency_after(video_run):
     assert summary["by_source"]["motion"] >= 4  # 6 frames with 1..3 moving objects each
     for name, masks in table.items():
         sources = [m["source"] for m in masks]
-        assert sources == sorted(sources, key=["motion", "saliency"].index)  # motion ranks first
+        assert sources == sorted(sources, key=["motion", "ncut"].index)  # auto: motion ranks first
         mask_map = io.read_label(d / "data/04_proposals/masks" / f"{name}.png")
         assert [int((mask_map == m["id"]).sum()) for m in masks] == [m["pixels"] for m in masks]
         assert (d / "data/04_proposals/motion" / f"{name}.jpg").is_file()

@@ -105,7 +105,7 @@ def models(model=config.Params, key=""):
 
 def test_no_model_holds_a_default_and_params_yaml_holds_exactly_their_keys():
     raw = raw_params()
-    assert len(list(models())) == 24  # Params, 15 sections, 8 pretrain objectives
+    assert len(list(models())) == 25  # Params, 16 sections, 8 pretrain objectives
     for key, model in models():
         defaults = [name for name, f in model.model_fields.items() if not f.is_required()]
         assert not defaults, f"{model.__name__} has defaults for {defaults}: params.yaml is their one source"
@@ -144,7 +144,7 @@ def test_an_int_field_takes_no_bool_float_or_string(value):
     # wrong type
     ("pretrain.jigsaw.tile", "32", r"'pretrain\.jigsaw\.tile' is '32' \(str\); must be an integer >= 8"),
     ("data.download", "yes", r"'data\.download' is 'yes' \(str\); must be true or false"),
-    ("proposals.sources", "saliency", r"'proposals\.sources' is 'saliency' \(str\); must be a list"),
+    ("proposals.sources", "ncut", r"'proposals\.sources' is 'ncut' \(str\); must be a list"),
     # out of range: the bound, or the interval with both bounds
     ("pretrain.jigsaw.tile", 4, r"'pretrain\.jigsaw\.tile' is 4; must be >= 8"),
     ("pretrain.local_scale_max", 0.05, r"'pretrain\.local_scale_max' is 0\.05; must be in \(0\.05, 1\]"),

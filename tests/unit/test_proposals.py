@@ -357,9 +357,9 @@ def test_seed_component_is_the_component_of_the_largest_entry_on_the_foreground(
 def test_proposal_summary_counts_by_source_and_motion_on_still_images_is_a_clear_error():
     from pipeline.config import ConfigError
     from pipeline.method import propose
-    table = {"a": [{"source": "saliency"}, {"source": "motion"}], "b": [], "c": [{"source": "saliency"}]}
-    assert propose.summary(table, ["saliency", "motion"]) == {
-        "images": 3, "proposals": 3, "images_without_proposal": 1, "by_source": {"saliency": 2, "motion": 1}}
-    assert propose.neighbours({"dataset": "shapes"}, ["saliency"]) == {}
+    table = {"a": [{"source": "ncut"}, {"source": "motion"}], "b": [], "c": [{"source": "ncut"}]}
+    assert propose.summary(table, ["ncut", "motion"]) == {
+        "images": 3, "proposals": 3, "images_without_proposal": 1, "by_source": {"ncut": 2, "motion": 1}}
+    assert propose.neighbours({"dataset": "shapes"}, ["ncut"]) == {}
     with pytest.raises(ConfigError, match="'proposals.sources' includes motion but data.name is 'shapes'"):
-        propose.neighbours({"dataset": "shapes"}, ["saliency", "motion"])
+        propose.neighbours({"dataset": "shapes"}, ["ncut", "motion"])
