@@ -122,6 +122,25 @@ ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
         "fused 64, frozen, batch 8, 45 epochs": (DEFAULT20, ["train"], "network"),
         "fused 64, frozen, batch 8, 45 epochs + CRF": (DEFAULT20, ["train"], "network + CRF"),
     },
+    # Where the object masks come from (the saliency stage): the normalized cut on the backbone's keys (ncut), the
+    # classic saliency maps alone (saliency.rounds 0), the maps refined by a network (the saliency section's
+    # rounds), each also with ncut after it. The CRF rows read the same runs' "network + CRF". The "ncut" rows on
+    # the development sets are the README's records of the default (results/<set>/seed_<s>.json), copied.
+    "saliency": {
+        "ncut": ({"proposals": {"sources": ["ncut"]}}, ["proposals"], "network"),
+        "ncut + CRF": ({"proposals": {"sources": ["ncut"]}}, ["proposals"], "network + CRF"),
+        "classic saliency": ({"proposals": {"sources": ["saliency"]}, "saliency": {"rounds": 0}},
+                             ["saliency", "proposals"], "network"),
+        "classic saliency + CRF": ({"proposals": {"sources": ["saliency"]}, "saliency": {"rounds": 0}},
+                                   ["saliency", "proposals"], "network + CRF"),
+        "refined saliency": ({"proposals": {"sources": ["saliency"]}}, ["saliency", "proposals"], "network"),
+        "refined saliency + CRF": ({"proposals": {"sources": ["saliency"]}}, ["saliency", "proposals"],
+                                   "network + CRF"),
+        "refined saliency, then ncut": ({"proposals": {"sources": ["saliency", "ncut"]}}, ["saliency", "proposals"],
+                                        "network"),
+        "classic saliency, then ncut": ({"proposals": {"sources": ["saliency", "ncut"]}, "saliency": {"rounds": 0}},
+                                        ["saliency", "proposals"], "network"),
+    },
 }
 SHOW_K = {"issue18"}  # ablations whose table also gives the k the run used (cluster.k auto: the one it chose)
 
