@@ -1,4 +1,4 @@
-"""Benchmark: the whole DAG on the generated video set with saliency, motion, or both as proposal sources.
+"""Benchmark: the whole DAG on the generated video set with ncut, motion, or both ([auto]) as proposal sources.
 
 For each setting, params.yaml gets data.name=synthetic_video and proposals.sources=[...] (plus any -S
 overrides) and `dvc repro` runs; prepare, pretrain and features are shared between settings through DVC's
@@ -6,8 +6,8 @@ run-cache. After each run it prints the proposals' foreground IoU (union of all 
 foreground, pooled over the set; also per source) and the mIoU that the evaluate stage measured. params.yaml
 and dvc.lock are put back as they were at the end.
 
-    python scripts/bench_motion.py                                  # saliency | motion | motion,saliency
-    python scripts/bench_motion.py --sources saliency,motion        # other settings (earlier source ranks first)
+    python scripts/bench_motion.py                                  # ncut | motion | auto (motion, then ncut)
+    python scripts/bench_motion.py --sources ncut,motion            # other settings (earlier source ranks first)
     python scripts/bench_motion.py -S train.epochs=6                # extra overrides for every run
     python scripts/bench_motion.py --measure                        # only measure what data/ holds now
 """
@@ -39,8 +39,8 @@ def proposal_iou(root: Path) -> dict:
     gt = io.read_labels(prep / "gt", names)
     maps = io.read_labels(prop / "masks", names)
     out = {"all": metrics.foreground_iou(maps > 0, gt), "masks_per_image": sum(map(len, table.values())) / len(names)}
-    for src in sorted({m.get("source", "saliency") for v in table.values() for m in v}):
-        fg = np.stack([np.isin(m, [r["id"] for r in table[n] if r.get("source", "saliency") == src])
+    for src in sorted({m["source"] for v in table.values() for m in v}):
+        fg = np.stack([np.isin(m, [r["id"] for r in table[n] if r["source"] == src])
                        for n, m in zip(names, maps)])
         out[src] = metrics.foreground_iou(fg, gt)
     return out
@@ -56,7 +56,8 @@ def set_params(path: Path, original: str, sources: list[str], overrides: list[st
 def report(tag: str, root: Path, seconds: float | None) -> dict:
     ious = proposal_iou(root)
     ev = io.read_json(root / "data/11_evaluate/metrics.json")
-    row = {"sources": tag, "proposal_fg_iou": ious, **{k: ev[k]["miou"] for k in ("pseudolabels", "filter", "merge", "network")}}
+    row = {"sources": tag, "proposal_fg_iou": ious, **{k: ev["train"][k]["miou"] for k in ("pseudolabels", "filter", "merge")},
+           "network": ev["eval"]["network"]["miou"]}
     if seconds is not None:
         row["seconds"] = round(seconds)
     print(json.dumps(row), flush=True)
@@ -65,7 +66,7 @@ def report(tag: str, root: Path, seconds: float | None) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sources", nargs="+", default=["saliency", "motion", "motion,saliency"],
+    ap.add_argument("--sources", nargs="+", default=["ncut", "motion", "auto"],
                     help="comma-separated proposals.sources, one run each")
     ap.add_argument("-S", dest="overrides", action="append", default=[], help="section.key=value for every run")
     ap.add_argument("--measure", action="store_true", help="no run: measure the current data/")
@@ -88,7 +89,7 @@ def main() -> None:
         params.write_text(original)
         if original_lock is not None:
             lock.write_bytes(original_lock)
-    print("\n| proposals.sources | proposal fg IoU (per source) | masks/img | pseudolabels | filter | merge | network | s |")
+    print("\n| proposals.sources | proposal fg IoU (per source) | masks/img | pseudolabels | filter | merge | held-out network | s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         ious = r["proposal_fg_iou"]

@@ -74,6 +74,11 @@ class StageOutputs:
                                 f"(names are those of data/01_prepare/images without .png, e.g. "
                                 f"{', '.join(self.manifest['names'][:3])})")
 
+    def saliency_heat(self, name: str) -> np.ndarray | None:
+        """The saliency stage's map over the image (H, W, 3) uint8, or None where the stage made none."""
+        f = Path(self.paths.saliency) / "heat" / f"{name}.jpg"
+        return io.read_image(f) if f.is_file() else None
+
     def image(self, name: str) -> np.ndarray:
         return io.read_image(Path(self.paths.prepare) / "images" / f"{name}.png")
 
@@ -125,7 +130,8 @@ def journey(data: StageOutputs, name: str) -> np.ndarray:
     panels = report.journey_panels(image, data.proposal_map(name), data.masks(name), maps["pseudo"],
                                    maps["filtered"], maps["merged"],
                                    at_size(data.label_map(Path(p.train) / "predictions" / "labels", name),
-                                           image.shape[:2]), gt, data.raw_proposals_of(name))
+                                           image.shape[:2]), gt, data.raw_proposals_of(name),
+                                   data.saliency_heat(name))
     legend = report.class_legend(data.n_pred, data.mapping, data.manifest.get("class_names"))
     if gt is not None and data.mapping is not None:  # ground-truth classes no prediction was matched to
         pal = io.palette()

@@ -175,7 +175,8 @@ def centroid(mask: np.ndarray) -> tuple[float, float]:
 
 def journey_panels(image: np.ndarray, proposal_map: np.ndarray, masks: list[dict], pseudo: np.ndarray,
                    filtered: np.ndarray, merged: np.ndarray, prediction: np.ndarray | None,
-                   gt: np.ndarray | None, proposals: tuple[np.ndarray, dict[int, float]] | None = None) -> list[Panel]:
+                   gt: np.ndarray | None, proposals: tuple[np.ndarray, dict[int, float]] | None = None,
+                   saliency: np.ndarray | None = None) -> list[Panel]:
     """One image through the stages -> panels, left to right.
 
     image (H, W, 3) uint8; proposal_map (H, W) uint8 (0 none, i = mask i): the masks the cluster stage took (the
@@ -183,13 +184,16 @@ def journey_panels(image: np.ndarray, proposal_map: np.ndarray, masks: list[dict
     (0-based), distance, kept, reliability, merged_class, community; pseudo / filtered / merged / prediction: (H, W)
     uint8 class maps; gt (H, W) uint8 already in prediction colours (see gt_in_prediction_colours) or None;
     proposals: when the distill stage replaced the proposals by a detector's masks, the proposals' own map (H, W)
-    and {id: contrast score}, drawn before a "distilled" panel of proposal_map.
+    and {id: contrast score}, drawn before a "distilled" panel of proposal_map; saliency: the saliency stage's map
+    over the image (H, W, 3) uint8 (its heat/ picture) when proposals.sources includes saliency, drawn first.
     """
     pal = io.palette()
     white = np.array([255, 255, 0], np.uint8)
     by_id = {m["mask"]: m for m in masks}
     notes = {i: centroid(proposal_map == i) for i in by_id}
     panels = [Panel("image", image)]
+    if saliency is not None:
+        panels.append(Panel("saliency map", saliency))
     if proposals is not None:
         raw, scores = proposals
         panels.append(Panel("proposals (contrast score)", outline(image, raw, {i: white for i in scores}, 0.15),
