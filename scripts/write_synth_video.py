@@ -5,7 +5,7 @@ data.image_size, data.synth_max_objects, seed).
 
     python scripts/write_synth_video.py /tmp/synth_video               # .avi files
     python scripts/write_synth_video.py /tmp/synth_frames --frames     # folders of PNG frames
-    dvc exp run -S data.name=video -S data.root=/tmp/synth_video -S 'proposals.sources=[motion,saliency]'
+    dvc exp run -S data.name=video -S data.root=/tmp/synth_video
 """
 from __future__ import annotations
 
