@@ -217,3 +217,29 @@ def test_saliency_and_ncut_proposals_of_one_image_the_earlier_source_wins_the_ov
         assert (m & mask).sum() / (m | mask).sum() > 0.8, order
     assert [r["source"] for r in got["saliency"]] == ["saliency"]
     assert [r["source"] for r in got["ncut"]] == ["ncut"]
+
+
+# ---------------------------------------------------------------- the stage
+
+def test_the_stage_writes_maps_cues_and_pictures_only_when_saliency_is_a_source(tmp_path, monkeypatch):
+    """The saliency stage's main() on 8 generated images: with proposals.sources [auto] (ncut on stills) it writes
+    only summary.json; with [saliency, ncut] (classic maps, rounds 0) each training image's map at its prepared
+    size, one file per cue, and the heat picture, and the map is the cues' mean."""
+    from conftest import run_prepare, write_params
+    from pipeline import io
+    from stages import saliency as stage
+    small = {"synth_images": 8, "synth_eval_images": 2, "image_size": 64}
+    manifest = run_prepare(tmp_path, monkeypatch, data=small)
+    stage.main()
+    out = tmp_path / "data" / "03_saliency"
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    write_params(tmp_path, data=small, proposals={"sources": ["saliency", "ncut"]}, saliency={"rounds": 0})
+    stage.main()
+    names = manifest["names"]
+    assert sorted(p.stem for p in (out / "maps").iterdir()) == sorted(names)
+    for n in names:
+        sal = io.read_label(out / "maps" / f"{n}.png")
+        cues = [io.read_label(out / "cues" / c / f"{n}.png").astype(float) for c in ("rbd", "mbd")]
+        assert sal.shape == (64, 64) and io.read_image(out / "heat" / f"{n}.jpg").shape == (64, 64, 3)
+        assert np.abs(sal - np.mean(cues, 0)).max() <= 1  # the fused map, rounded once per written map
+    assert io.read_json(out / "summary.json") == {"images": len(names), "cues": ["rbd", "mbd"], "rounds": 0}
