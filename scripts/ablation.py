@@ -48,6 +48,8 @@ SETS: dict[str, dict] = {
                                 "eval_fraction": 0.25}, "cluster": {"k": 1}},
     "camvid_val": {"data": {"name": "folder", "root": str(SHARED / "camvid_val"), "num_classes": 11,
                             "eval_fraction": 0.25, "image_size": 160}, "cluster": {"k": 10}},
+    # the generated video set (params.yaml's video section): where motion gives masks
+    "synthetic_video": {"data": {"name": "synthetic_video"}},
 }
 
 # the training recipe before issue 20 (the rows' records are issue 19's runs of the defaults of that time)
@@ -129,6 +131,7 @@ ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
     "saliency": {
         "ncut": ({"proposals": {"sources": ["ncut"]}}, ["proposals"], "network"),
         "ncut + CRF": ({"proposals": {"sources": ["ncut"]}}, ["proposals"], "network + CRF"),
+        "auto (video: motion, then ncut)": ({"proposals": {"sources": ["auto"]}}, ["proposals"], "network"),
         "classic saliency": ({"proposals": {"sources": ["saliency"]}, "saliency": {"rounds": 0}},
                              ["saliency", "proposals"], "network"),
         "classic saliency + CRF": ({"proposals": {"sources": ["saliency"]}, "saliency": {"rounds": 0}},
