@@ -149,8 +149,9 @@ def read_config(folder: str | Path) -> BundleConfig:
     try:
         return BundleConfig.model_validate_json(path.read_bytes())
     except ValidationError as e:
-        lines = str(config_error(e, BundleConfig, "")).splitlines()
-        raise BundleError(f"{path}: " + "; ".join(ln.removeprefix("params: ") for ln in lines)) from None
+        lines = [ln.removeprefix("params: ").replace("known section; allowed sections", "known key; allowed keys")
+                 for ln in str(config_error(e, BundleConfig, "")).splitlines()]  # its wording is params.yaml's
+        raise BundleError(f"{path}: " + "; ".join(lines)) from None
 
 
 def read_classes(folder: str | Path, num_classes: int) -> dict[int, str]:
