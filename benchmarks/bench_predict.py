@@ -40,7 +40,7 @@ def random_bundle(folder: Path, classes: int) -> None:
 
     p = load_params(ROOT / "params.yaml")
     cfg = bundle.run_config(p, classes, p.data.image_size)
-    bundle.save(folder, bundle.build(cfg), cfg)
+    bundle.write(folder, bundle.build(cfg), cfg)
 
 
 def run_predict(model: Path, images: Path, out: Path, extra: list[str]) -> tuple[float, int]:

@@ -69,7 +69,7 @@ def predict_cmd(args: argparse.Namespace) -> int:
             pending[path] = name
             yield path
 
-    bar = tqdm(total=len(todo), unit="image", desc="predict", disable=args.quiet)
+    bar, written = tqdm(total=len(todo), unit="image", desc="predict", disable=args.quiet), 0
     try:
         for r in seg.predict_many(items(), batch_size=args.batch_size, crf=args.crf):
             name = pending.pop(r.item)
@@ -79,11 +79,12 @@ def predict_cmd(args: argparse.Namespace) -> int:
                 io.write_maps(out, [name], [r.classes], [r.image])
             else:
                 io.write_label(out / "labels" / f"{name}.png", r.classes)
+            written += r.error is None
             bar.update()
     finally:  # also when interrupted: what was written stays, a rerun goes on from there
         bar.close()
         io.write_csv(out / "skipped.csv", ["file", "reason"], skipped)
-    print(f"predict: {bar.n - len(skipped)} image(s) -> {out / 'labels'}, {kept} kept from an earlier run, "
+    print(f"predict: {written} image(s) -> {out / 'labels'}, {kept} kept from an earlier run, "
           f"{len(skipped)} skipped" + (f" (see {out / 'skipped.csv'})" if skipped else ""), file=sys.stderr)
     return SKIPPED if skipped else DONE
 

@@ -154,5 +154,5 @@ def tiny_bundle(folder: Path, num_classes: int = 3, image_size: int = 32, decode
             m.running_var.uniform_(0.5, 1.5)
     last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     torch.nn.init.normal_(last.weight, std=3.0)  # logits far apart: the classes vary across an image
-    bundle.save(folder, model, cfg)
+    bundle.write(folder, model, cfg)
     return model.eval(), cfg

@@ -128,7 +128,7 @@ def build(cfg: BundleConfig) -> nn.Module:
                          cfg.decoder_dim, cfg.stem_dim, cfg.stem_stride, stage_backbone)
 
 
-def save(folder: str | Path, model: nn.Module, cfg: BundleConfig, names: dict[int, str] | None = None) -> None:
+def write(folder: str | Path, model: nn.Module, cfg: BundleConfig, names: dict[int, str] | None = None) -> None:
     """The network, its config and class names (default: `default_names`) -> folder/model.safetensors,
     config.json, classes.json, each written atomically."""
     folder = Path(folder)

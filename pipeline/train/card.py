@@ -99,10 +99,10 @@ Images are resized by the rule in `config.json` (`resize`: short side `image_siz
 
 def write_bundle(folder: str | Path, model: nn.Module, cfg: BundleConfig, data: DataConfig,
                  images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> None:
-    """The bundle (`bundle.save`) with its model card: README.md and classes/<id>.png from the training images and
+    """The bundle (`bundle.write`) with its model card: README.md and classes/<id>.png from the training images and
     the pseudo-labels the network was fitted on."""
     folder = Path(folder)
-    bundle.save(folder, model, cfg)
+    bundle.write(folder, model, cfg)
     shares = class_shares(labels, cfg.num_classes)
     shown = set()
     for c in range(cfg.num_classes):

@@ -76,7 +76,7 @@ class Segmenter:
 
     def save(self, path: str | Path) -> None:
         """This network, config and names -> a bundle folder at `path`."""
-        bundle.save(path, self.model, self.config, self.names)
+        bundle.write(path, self.model, self.config, self.names)
 
     def network_input(self, image: ImageLike) -> tuple[np.ndarray, tuple[int, int]]:
         """An image -> (the network's input (h, w, 3) uint8: the prepare stage's resize of its RGB, its own (H, W))."""

@@ -21,7 +21,7 @@ def test_load_save_load_gives_identical_weights_config_and_names(tmp_path):
     loaded, cfg1, names = bundle.load(tmp_path / "a")
     assert same_weights(model, loaded) and cfg1 == cfg
     assert names == {0: "background", 1: "class_1", 2: "class_2"}
-    bundle.save(tmp_path / "b", loaded, cfg1, {**names, 1: "sky"})
+    bundle.write(tmp_path / "b", loaded, cfg1, {**names, 1: "sky"})
     again, cfg2, names2 = bundle.load(tmp_path / "b")
     assert same_weights(model, again) and cfg2 == cfg and names2[1] == "sky"
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()

@@ -134,9 +134,10 @@ def test_the_console_script_is_the_cli_and_every_help_exits_0(capsys):
     assert out.returncode == 0 and out.stdout.startswith("usage: unseg [-h] {predict,export,inspect}"), out.stderr
 
 
-def test_a_6000x4000_photo_is_predicted_at_its_own_size(model, tmp_path):
+def test_a_6000x4000_photo_is_predicted_at_its_own_size(model, tmp_path, capsys):
     big = np.array(Image.fromarray(photo(40, 60)).resize((6000, 4000), Image.BILINEAR))
     Image.fromarray(big).save(tmp_path / "big.jpg", quality=90)
     assert cli.main(["predict", str(model), str(tmp_path / "big.jpg"), str(tmp_path / "out"), "--quiet"]) == cli.DONE
+    assert "predict: 1 image(s) ->" in capsys.readouterr().err
     label = io.read_label(tmp_path / "out" / "labels" / "big.png")
     assert label.shape == (4000, 6000) and len(np.unique(label)) > 1
