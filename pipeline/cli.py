@@ -58,6 +58,7 @@ def predict_cmd(args: argparse.Namespace) -> int:
 
     seg = Segmenter.load(args.model, device=args.device, names=args.names)
     out = Path(args.out)
+    io.write_json(out / "classes.json", {str(i): n for i, n in sorted(seg.names.items())})  # what each id is
     todo, skipped = image_files(args.images)
     kept = 0 if args.force else sum(done(out, n, args.overlays) for _, n in todo)
     if not args.force:
@@ -126,7 +127,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--overlays", action=argparse.BooleanOptionalAction, default=True,
                    help="also draw each map on its image in OUT/overlays/ (default on)")
     p.add_argument("--names", default=None, metavar="names.yaml",
-                   help="class names, one 'id: name' a line (any subset of the ids), over the bundle's classes.json")
+                   help="class names, one 'id: name' a line (any subset of the ids), over the bundle's classes.json; "
+                        "OUT/classes.json lists the names used")
     p.add_argument("--force", action="store_true", help="predict again images whose outputs exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=predict_cmd)

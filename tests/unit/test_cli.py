@@ -99,6 +99,14 @@ def test_an_interrupted_run_resumes_without_redoing_done_images(model, tmp_path,
     assert cli.main(args + ["--force"]) == cli.DONE and len(written) == 12  # --force predicts all six again
 
 
+def test_names_yaml_names_the_classes_of_the_outputs(model, tmp_path):
+    Image.fromarray(photo(32, 32)).save(tmp_path / "a.png")
+    (tmp_path / "names.yaml").write_text("2: road\n")
+    assert cli.main(["predict", str(model), str(tmp_path / "a.png"), str(tmp_path / "o"), "--quiet",
+                     "--names", str(tmp_path / "names.yaml")]) == cli.DONE
+    assert io.read_json(tmp_path / "o" / "classes.json") == {"0": "background", "1": "class_1", "2": "road"}
+
+
 def test_predict_names_a_bad_model_and_a_bad_names_file_and_exits_2(model, tmp_path, capsys):
     Image.fromarray(photo(32, 32)).save(tmp_path / "a.png")
     assert cli.main(["predict", str(tmp_path / "nope"), str(tmp_path / "a.png"), str(tmp_path / "o")]) == cli.FAILED
