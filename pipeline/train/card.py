@@ -57,7 +57,7 @@ tags: [semantic-segmentation, unsupervised]
 
 # unseg segmentation network
 
-A semantic segmentation network trained by [unseg](https://github.com/) without human labels: {cfg.num_classes}
+A semantic segmentation network trained by unseg without human labels: {cfg.num_classes}
 classes (background and {cfg.num_classes - 1} discovered ones) learnt from the merged pseudo-labels of
 {n_images} training images of the `{source}` dataset (`data.name`), prepared with their short side at
 {cfg.image_size} px. Network: `{cfg.model}` {cfg.backbone_name if cfg.model == "stage" else cfg.model_name} with the
