@@ -129,3 +129,30 @@ def fixed_batch_losses(objective, batch, idx, steps: int = 5) -> list[float]:
         opt.step()
         losses.append(float(loss.detach()))
     return losses
+
+
+def tiny_bundle(folder: Path, num_classes: int = 3, image_size: int = 32, decoder: str = "fused"):
+    """A bundle of a 1-block ViT (patch 8, width 32) + `decoder` head, random weights from seed 0, for
+    `image_size` inputs -> written to `folder`; returns (model, config)."""
+    import torch
+
+    from pipeline.backbone import factory as bb
+    from pipeline.train import bundle
+    from pipeline import io
+
+    cfg = bundle.BundleConfig(
+        format=bundle.FORMAT, model="stage", model_name="", backbone_name="vit_tiny_patch16_224",
+        backbone_kwargs={"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}, decoder=decoder,
+        decoder_dim=8, stem_dim=8, stem_stride=4, resize="short_side", image_size=image_size, patch_size=8,
+        mean=list(bb.MEAN), std=list(bb.STD), num_classes=num_classes, palette=io.palette()[:num_classes].tolist(),
+        amp=True, batch_size=4, crf=section("crf"), unseg_version="test", params_hash="0" * 64)
+    torch.manual_seed(0)
+    model = bundle.build(cfg)
+    for m in model.modules():  # BatchNorm statistics other than the defaults, so that a lost buffer shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    torch.nn.init.normal_(last.weight, std=3.0)  # logits far apart: the classes vary across an image
+    bundle.write(folder, model, cfg)
+    return model.eval(), cfg

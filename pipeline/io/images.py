@@ -120,20 +120,24 @@ def read_image(path: str | Path) -> np.ndarray:
     float converted) -> (H, W, 3) uint8 RGB. A missing, empty, corrupt or truncated file raises InputError."""
     path = Path(path)
     img = _open_checked(path, "image")
+    with img:
+        return pil_to_rgb(img, str(path))
+
+
+def pil_to_rgb(img: Image.Image, what: str = "image") -> np.ndarray:
+    """A decoded PIL image -> (H, W, 3) uint8 RGB as `read_image` converts it (EXIF rotation applied; alpha dropped;
+    palette, CMYK, greyscale, 16-bit and float converted); InputError naming `what` (the file) when it cannot be."""
     try:
-        with img:
-            img = ImageOps.exif_transpose(img) or img
-            if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-                img = Image.fromarray(_to_8bit(np.asarray(img)))
-            elif img.mode in ("P", "PA") and "transparency" in img.info:
-                img = img.convert("RGBA")  # PIL warns when a transparent palette goes straight to RGB
-            out = np.array(img.convert("RGB"), dtype=np.uint8)
-    except InputError:
-        raise
+        img = ImageOps.exif_transpose(img) or img
+        if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+            img = Image.fromarray(_to_8bit(np.asarray(img)))
+        elif img.mode in ("P", "PA") and "transparency" in img.info:
+            img = img.convert("RGBA")  # PIL warns when a transparent palette goes straight to RGB
+        out = np.array(img.convert("RGB"), dtype=np.uint8)
     except Exception as e:  # a broken EXIF block or an unconvertible mode
-        raise InputError(f"{path}: not a usable image ({type(e).__name__}: {e})") from e
+        raise InputError(f"{what}: not a usable image ({type(e).__name__}: {e})") from e
     if out.ndim != 3 or out.shape[2] != 3 or out.shape[0] == 0 or out.shape[1] == 0:
-        raise InputError(f"{path}: decoded to an empty or odd array of shape {out.shape}")
+        raise InputError(f"{what}: decoded to an empty or odd array of shape {out.shape}")
     return out
 
 

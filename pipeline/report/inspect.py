@@ -258,8 +258,8 @@ def read_curves(live_plots: str | Path) -> dict[str, tuple[np.ndarray, np.ndarra
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m pipeline.report.inspect") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="+", metavar="IMAGE_NAME", help="image name(s) as in data/01_prepare/images, without .png")
     ap.add_argument("-o", "--out", default="", help="output PNG (one image) or folder (several); default journey_<name>.png here")
     ap.add_argument("--params", default="params.yaml", help="params file whose paths to read (default params.yaml)")

@@ -76,12 +76,6 @@ def remove(path: str | Path, maps_dir: str | Path) -> None:
     shutil.rmtree(maps_dir, ignore_errors=True)
 
 
-def save_model(path: str | Path, model: nn.Module, num_classes: int) -> None:
-    """The trained network -> `path` (atomically): {'state_dict', 'num_classes'}, what model.pt holds."""
-    with io.atomic_open(path) as f:
-        torch.save({"state_dict": model.state_dict(), "num_classes": num_classes}, f)
-
-
 def truncate_live(live_dir: str | Path, step: int) -> None:
     """Drop rows with step >= `step` from dvclive's .tsv plots under `live_dir` (the steps a killed run logged
     after its last checkpoint, which the resumed run logs again)."""

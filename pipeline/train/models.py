@@ -86,10 +86,19 @@ class TorchvisionSeg(nn.Module):
         return F.interpolate(self.head(self.backbone(x)["out"]), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def build_model(cfg: TrainConfig, num_classes: int, img_size: int, stage_backbone: Callable[[], nn.Module]) -> nn.Module:
-    """The network train.model names: stage (`stage_backbone()`, the pretrain stage's ViT), timm or deeplabv3;
-    the first two with train.decoder's head (simple or fused)."""
-    if cfg.model == "deeplabv3":
-        return TorchvisionSeg(cfg.model_name, num_classes, cfg.pretrained)
-    enc = stage_backbone() if cfg.model == "stage" else bb.create_dense(cfg.model_name, img_size, cfg.pretrained)
-    return SegNet(enc, num_classes, cfg.decoder_dim, cfg.decoder, cfg.stem_dim, cfg.stem_stride)
+def build_network(model: str, model_name: str, pretrained: bool, num_classes: int, img_size: int, decoder: str,
+                  decoder_dim: int, stem_dim: int, stem_stride: int,
+                  stage_backbone: Callable[[], nn.Module]) -> nn.Module:
+    """The network `model` names: stage (`stage_backbone()`, the pretrain stage's ViT), timm (`model_name`) or
+    deeplabv3 (`model_name` its torchvision backbone); the first two with the `decoder` head (simple or fused)."""
+    if model == "deeplabv3":
+        return TorchvisionSeg(model_name, num_classes, pretrained)
+    enc = stage_backbone() if model == "stage" else bb.create_dense(model_name, img_size, pretrained)
+    return SegNet(enc, num_classes, decoder_dim, decoder, stem_dim, stem_stride)
+
+
+def build_model(cfg: TrainConfig, num_classes: int, img_size: int,
+                stage_backbone: Callable[[], nn.Module]) -> nn.Module:
+    """The network train.model names (`build_network` with the train section's settings)."""
+    return build_network(cfg.model, cfg.model_name, cfg.pretrained, num_classes, img_size, cfg.decoder,
+                         cfg.decoder_dim, cfg.stem_dim, cfg.stem_stride, stage_backbone)

@@ -38,13 +38,14 @@ class Prediction:
     confidence: np.ndarray  # (H, W) float32: the softmax probability of that class
     refined: np.ndarray | None  # (H, W) uint8: argmax of the CRF-refined softmax upsampled (`crf.argmax_at`); None
     # without a refiner
+    probs: np.ndarray | None = None  # (C, H, W) float32: the softmax of the upsampled logits, with `probs=True`
 
 
 @torch.no_grad()
 def _network(model: nn.Module, images: Sequence[np.ndarray], batch_size: int, device: torch.device, amp: bool,
-             sizes: Sequence[tuple[int, int]] | None, with_probs: bool) -> Iterator[tuple]:
+             sizes: Sequence[tuple[int, int]] | None, with_probs: bool, target_probs: bool = False) -> Iterator[tuple]:
     """Per image (index, image, classes (H, W) uint8 tensor, confidence (H, W) float32 tensor, softmax (C, h, w)
-    at the input size or None), batch by batch."""
+    at the input size or None, softmax (C, H, W) at the target size with `target_probs` or None), batch by batch."""
     model.to(device).eval()
     dtype = amp_dtype(device, amp)
     for idx in bb.size_batches(shapes_of(images), batch_size):
@@ -56,42 +57,51 @@ def _network(model: nn.Module, images: Sequence[np.ndarray], batch_size: int, de
         targets = [tuple(logits.shape[-2:]) if sizes is None else tuple(int(v) for v in sizes[i]) for i in idx]
         probs = logits.softmax(1) if with_probs else None
         if all(t == tuple(logits.shape[-2:]) for t in targets):
-            conf, cls = (probs if with_probs else logits.softmax(1)).max(1)
+            full = probs if with_probs else logits.softmax(1)
+            conf, cls = full.max(1)
             for j, i in enumerate(idx):
-                yield i, batch[j], cls[j].to(torch.uint8), conf[j], probs[j] if with_probs else None
+                yield (i, batch[j], cls[j].to(torch.uint8), conf[j], probs[j] if with_probs else None,
+                       full[j] if target_probs else None)
             continue
         for j, i in enumerate(idx):
             lg = logits[j:j + 1]
             if targets[j] != tuple(lg.shape[-2:]):
                 lg = F.interpolate(lg, size=targets[j], mode="bilinear", align_corners=False)
-            conf, cls = lg.softmax(1).max(1)
-            yield i, batch[j], cls[0].to(torch.uint8), conf[0], probs[j] if with_probs else None
+            full = lg.softmax(1)
+            conf, cls = full.max(1)
+            yield (i, batch[j], cls[0].to(torch.uint8), conf[0], probs[j] if with_probs else None,
+                   full[0] if target_probs else None)
 
 
 def predictions(model: nn.Module, images: Sequence[np.ndarray], batch_size: int, device: torch.device, amp: bool,
-                sizes: Sequence[tuple[int, int]] | None = None, refine: Refiner | None = None
+                sizes: Sequence[tuple[int, int]] | None = None, refine: Refiner | None = None, probs: bool = False
                 ) -> Iterator[Prediction]:
     """Images ((h_i, w_i, 3) uint8, sizes may differ; in memory or read on access, each read once) -> one
     `Prediction` per image, grouped by input size (indices may come out of order).
 
     sizes: per image the (H, W) its logits are upsampled to before the softmax and argmax (its original size);
     None keeps the input size. refine: also the dense CRF on the softmax at the input size and the input image (from
-    the same forward pass), upsampled to the target size, argmax (`Prediction.refined`)."""
-    net = _network(model, images, batch_size, device, amp, sizes, refine is not None)
+    the same forward pass), upsampled to the target size, argmax (`Prediction.refined`). probs: also the softmax at
+    the target size (`Prediction.probs`)."""
+    net = _network(model, images, batch_size, device, amp, sizes, refine is not None, probs)
     if refine is None:
-        for i, image, cls, conf, _ in net:
-            yield Prediction(i, image, cls.cpu().numpy(), conf.cpu().numpy(), None)
+        for i, image, cls, conf, _, full in net:
+            yield Prediction(i, image, cls.cpu().numpy(), conf.cpu().numpy(), None, _numpy(full))
         return
     pending: dict[int, tuple] = {}  # what the CRF pool holds in flight, by index
 
     def items() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        for i, image, cls, conf, probs in net:
-            pending[i] = (image, cls.cpu().numpy(), conf.cpu().numpy())
-            yield i, image, probs.cpu().numpy()
+        for i, image, cls, conf, small, full in net:
+            pending[i] = (image, cls.cpu().numpy(), conf.cpu().numpy(), _numpy(full))
+            yield i, image, small.cpu().numpy()
 
     for i, q in refine(items()):
-        image, cls, conf = pending.pop(i)
-        yield Prediction(i, image, cls, conf, crf.argmax_at(q, cls.shape))
+        image, cls, conf, full = pending.pop(i)
+        yield Prediction(i, image, cls, conf, crf.argmax_at(q, cls.shape), full)
+
+
+def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.cpu().numpy()
 
 
 def write_predictions(model: nn.Module, rounds: list[dict], splits: Sequence[tuple[list[str], Sequence[np.ndarray]]],

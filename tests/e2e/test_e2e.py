@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from conftest import DVC, repro_project, run
@@ -175,6 +174,49 @@ def test_diagnostics_ceiling_and_oracle_features_beat_the_real_run(repo, tmp_pat
     assert outputs_digest(d) == before
 
 
+def held_out_files(d) -> list:
+    """The held-out images as files at their original size (the synthetic set's are the prepared images)."""
+    names = io.read_manifest(d / "data/01_prepare")["eval_names"]
+    return [d / "data/01_prepare/images" / f"{n}.png" for n in names]
+
+
+def test_the_bundle_predicts_the_held_out_images_byte_for_byte_as_the_train_stage(repo, tmp_path):
+    """Segmenter.load(data/10_train/model) alone (no params.yaml, no data/) predicts what the stage wrote, with and
+    without the dense CRF: one prediction path."""
+    from pipeline import Segmenter
+
+    d, _, _ = repo
+    seg = Segmenter.load(d / "data/10_train/model", device="cpu")
+    assert seg.config.num_classes == TINY["cluster"]["k"] + 1 and seg.config.image_size == TINY["data"]["image_size"]
+    for crf, folder in ((False, "labels"), (True, "crf/labels")):
+        for r in seg.predict_many(held_out_files(d), crf=crf):
+            io.write_label(tmp_path / folder / r.item.name, r.classes)
+            assert (tmp_path / folder / r.item.name).read_bytes() == \
+                (d / "data/10_train/predictions" / folder / r.item.name).read_bytes(), (folder, r.item.name)
+    assert len(list((tmp_path / "crf/labels").iterdir())) == TINY["data"]["synth_eval_images"]
+
+
+def test_unseg_predict_in_a_fresh_process_without_params_writes_the_stages_predictions(repo, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ENV
+
+    d, _, _ = repo
+    files = [str(f) for f in held_out_files(d)]
+    for extra, folder in (([], ""), (["--crf"], "crf")):
+        out = subprocess.run([sys.executable, "-m", "pipeline", "predict", str(d / "data/10_train/model"), *files,
+                              str(tmp_path / (folder or "net")), *extra], cwd=tmp_path, env=ENV, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert not (tmp_path / "params.yaml").exists()
+        for f in held_out_files(d):
+            for sub, suffix in (("labels", ".png"), ("overlays", ".jpg")):
+                got = tmp_path / (folder or "net") / sub / f"{f.stem}{suffix}"
+                assert got.read_bytes() == (d / "data/10_train/predictions" / folder / sub / got.name).read_bytes()
+        assert (tmp_path / (folder or "net") / "skipped.csv").read_text() == "file,reason\n"
+
+
 def test_second_repro_does_nothing(repo):
     d, _, _ = repo
     log = run(["dvc", "repro"], d)
@@ -203,7 +245,7 @@ def test_a_param_change_reruns_exactly_the_dependent_stages(repo):
     assert k == clusters["k_auto"]["chosen"] == 4  # measured; the Davies-Bouldin scores of 2..5 classes decide
     assert sorted(map(int, clusters["k_auto"]["scores"])) == [2, 3, 4, 5]
     assert len(json.loads((d / "data/08_filter/filter.json").read_text())["per_class"]) == k
-    assert torch.load(d / "data/10_train/model.pt", weights_only=False)["num_classes"] == k + 1
+    assert json.loads((d / "data/10_train/model/config.json").read_text())["num_classes"] == k + 1
     assert json.loads((d / "data/11_evaluate/metrics.json").read_text())["cluster_k"] == k
     merged = np.stack([io.read_label(f) for f in sorted((d / "data/09_merge/labels").glob("*.png"))])
     assert merged[merged != 255].max() <= k

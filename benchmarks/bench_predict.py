@@ -1,0 +1,83 @@
+"""Prediction throughput of `unseg predict` on a bundle: images per second and peak memory (not a test).
+
+    python benchmarks/bench_predict.py                          # a tiny random bundle, 64 photos of 480x640
+    python benchmarks/bench_predict.py --model data/10_train/model --count 1000 --size 480x640 --device cuda
+    python benchmarks/bench_predict.py --count 4 --size 4000x6000 # large photos: the upsampled logits' peak
+
+Each run is its own process (`python -m pipeline predict`, so getrusage's max RSS of the child is its peak resident
+memory alone), on `count` generated JPEGs of one size in a temporary folder. Without --model it measures a bundle
+of params.yaml's train and backbone architecture with random weights (the speed does not depend on them).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_photos(folder: Path, count: int, height: int, width: int) -> None:
+    """`count` smooth random JPEGs of height x width -> folder/photo_<i>.jpg."""
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        small = rng.integers(0, 256, (6, 8, 3)).astype(np.uint8)
+        Image.fromarray(small).resize((width, height), Image.BILINEAR).save(folder / f"photo_{i:05d}.jpg", quality=90)
+
+
+def random_bundle(folder: Path, classes: int) -> None:
+    """A bundle of params.yaml's architecture (train and backbone sections, data.image_size), random weights."""
+    from pipeline.config import load_params
+    from pipeline.train import bundle
+
+    p = load_params(ROOT / "params.yaml")
+    cfg = bundle.run_config(p, classes, p.data.image_size)
+    bundle.write(folder, bundle.build(cfg), cfg)
+
+
+def run_predict(model: Path, images: Path, out: Path, extra: list[str]) -> tuple[float, int]:
+    """`python -m pipeline predict` in a child process -> (wall seconds, the child's peak RSS in bytes)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    tick = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pipeline", "predict", str(model), str(images), str(out), "--quiet",
+                    *extra], check=True, env=env)
+    return time.perf_counter() - tick, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="", help="a bundle folder (default: params.yaml's architecture, random)")
+    ap.add_argument("--count", type=int, default=64, help="how many photos (default 64)")
+    ap.add_argument("--size", default="480x640", help="HxW of the photos (default 480x640)")
+    ap.add_argument("--classes", type=int, default=5, help="classes of the random bundle (default 5)")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    ap.add_argument("--batch-size", default="", help="predict's --batch-size (default: the bundle's)")
+    ap.add_argument("--crf", action="store_true", help="also the dense CRF")
+    args = ap.parse_args(argv)
+    h, w = map(int, args.size.split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = Path(args.model) if args.model else tmp / "model"
+        if not args.model:
+            random_bundle(model, args.classes)
+        (tmp / "images").mkdir()
+        make_photos(tmp / "images", args.count, h, w)
+        extra = ["--device", args.device, "--no-overlays"] + (["--batch-size", args.batch_size] if args.batch_size
+                                                             else []) + (["--crf"] if args.crf else [])
+        seconds, peak = run_predict(model, tmp / "images", tmp / "out", extra)
+    print("| images | size | device | crf | wall s | images/s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {args.count} | {h}x{w} | {args.device} | {'yes' if args.crf else 'no'} | {seconds:.1f} | "
+          f"{args.count / seconds:.2f} | {peak / 2**20:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
