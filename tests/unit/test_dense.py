@@ -87,3 +87,33 @@ def test_dense_mode_rejects_what_needs_masks_naming_both_keys(sections, key, val
     with pytest.raises(ConfigError) as e:
         dense_params(**sections)
     assert f"'{key}' is {value}" in str(e.value) and "cluster.mode is 'dense'" in str(e.value)
+
+
+def test_dense_stages_cluster_to_merge_in_process(tmp_path, monkeypatch):
+    from conftest import write_params
+    from stages import cluster, filter as filter_stage, merge, pseudolabels
+
+    prepare, feats, left = two_region_set(tmp_path / "src")
+    work = tmp_path / "work"
+    names = ["im0", "im1", "im2"]
+    for name in names:
+        io.write_image(work / "data/01_prepare/images" / f"{name}.png", io.read_image(prepare / "images" / f"{name}.png"))
+    io.write_json(work / "data/01_prepare/manifest.json", {"names": names, "eval_names": []})
+    (work / "data").mkdir(exist_ok=True)
+    feats.rename(work / "data/03_features")
+    write_params(work, cluster={"mode": "dense", "k": 2, "n_init": 2, "dense_sample": 100}, merge={"method": "none"},
+                 crf={"workers": 1})
+    monkeypatch.chdir(work)
+    for stage in (cluster, pseudolabels, filter_stage, merge):
+        stage.main()
+    info = io.read_json(work / "data/06_cluster/clusters.json")
+    assert info["k"] == 2 and info["mode"] == "dense" and info["masks"] == [] and sorted(info["sizes"]) == [24, 24]
+    assert io.cluster_k(work / "data/06_cluster") + 1 == 3  # the train stage's classes: 0 (never given), 1, 2
+    assert (work / "data/06_cluster/gallery.png").is_file()
+    for name in names:
+        lab = io.read_label(work / "data/07_pseudolabels/labels" / f"{name}.png")
+        assert {int(lab[left][0]), int(lab[~left][0])} == {1, 2} and len(np.unique(lab)) == 2
+        for folder in ("08_filter", "09_merge"):  # passed on unchanged
+            f = f"labels/{name}.png"
+            assert (work / "data" / folder / f).read_bytes() == (work / "data/07_pseudolabels" / f).read_bytes()
+    assert io.read_json(work / "data/09_merge/merge.json") == {"method": "none", "masks": []}
