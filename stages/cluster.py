@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import io
-from pipeline.config import load_params
+from pipeline.config import ClusterConfig, Params, load_params
 from pipeline.method import cluster, dense, embed
 from pipeline.report import viz
 
@@ -41,7 +41,7 @@ def main() -> None:
     print(f"cluster: {len(records)} masks ({c.embedding}) -> {k} clusters of sizes {sizes} -> {out}")
 
 
-def dense_main(p, out: Path, c) -> None:
+def dense_main(p: Params, out: Path, c: ClusterConfig) -> None:
     res = dense.cluster_dense(p.paths.features, p.paths.prepare, out, c, c.k, p.seed, c.gallery_per_cluster)
     io.write_json(out / "clusters.json", {"k": c.k, "mode": "dense", "features": c.dense_features,
                                           "sizes": res.sizes, "masks": []})
