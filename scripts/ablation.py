@@ -66,6 +66,12 @@ DEFAULT20 = {"train": {"decoder": "fused", "decoder_dim": 64, "epochs": 45, "bat
 # the saliency maps refined by 2 rounds of a network (their records ran with saliency.rounds 2 as params.yaml's value)
 REFINED = {"proposals": {"sources": ["saliency"]}, "saliency": {"rounds": 2}}
 
+
+def dense_row(features: str) -> dict:
+    """The overrides of a dense-mode row: cluster.mode dense with these cluster.dense_features, merge.method none."""
+    return {"cluster": {"mode": "dense", "dense_features": features}, "merge": {"method": "none"}}
+
+
 # name -> (overrides, stages whose wall time is the row's cost, the held-out row read as its network number)
 ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
     "issue17": {
@@ -145,6 +151,18 @@ ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
                                         ["saliency", "proposals"], "network"),
         "classic saliency, then ncut": ({"proposals": {"sources": ["saliency", "ncut"]}, "saliency": {"rounds": 0}},
                                         ["saliency", "proposals"], "network"),
+    },
+    # Scenes, not only objects (issue 36): every patch clustered (cluster.mode dense) by k-means of the tokens, of
+    # the tokens + colour, or of STEGO's head's codes, against the object masks of today. The CRF rows read the same
+    # runs' "network + CRF".
+    "dense": {
+        "objects (today)": ({}, ["cluster", "pseudolabels"], "network"),
+        "objects (today) + CRF": ({}, ["cluster", "pseudolabels"], "network + CRF"),
+        **{f"{row}{crf}": (dense_row(features), ["cluster", "pseudolabels"], "network" + crf)
+           for row, features in (("dense k-means of tokens", "tokens"),
+                                 ("dense k-means of tokens + colour", "tokens_colour"),
+                                 ("dense STEGO head", "stego"))
+           for crf in ("", " + CRF")},
     },
 }
 SHOW_K = {"issue18"}  # ablations whose table also gives the k the run used (cluster.k auto: the one it chose)

@@ -1,5 +1,6 @@
 """Stage filter: score each mask's reliability without labels (filter.score: from the embeddings, the detector's
-confidence, or both), keep the best filter.keep per class; dropped masks' pixels become ignore (255)."""
+confidence, or both), keep the best filter.keep per class; dropped masks' pixels become ignore (255). With
+cluster.mode dense there are no masks: the pseudo-labels pass on unchanged (filter.json says so)."""
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,9 @@ def main() -> None:
     p = load_params()
     out = Path(p.paths.filter)
     names = io.read_manifest(p.paths.prepare)["names"]
+    if p.cluster.mode == "dense":
+        labelmaps.pass_on(p.paths.pseudolabels, out, names, "filter", "cluster.mode dense has no masks to filter")
+        return io.write_json(out / "filter.json", {"mode": "dense", "per_class": {}, "masks": []})
     records = io.read_json(Path(p.paths.cluster) / "clusters.json")["masks"]
     arrays = io.read_npz(Path(p.paths.cluster) / "embeddings.npz")
     rel = filtering.reliability(arrays["embeddings"], arrays["labels"], arrays["distance"], p.filter, p.seed)

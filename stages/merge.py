@@ -1,7 +1,6 @@
-"""Stage merge: over-cluster foreground patches into merge.parts parts and find communities of parts; merge.method
-leopart: the communities are the classes, patch by patch (pipeline/method/leopart.py); majority: each kept mask
-takes the class its patches' communities vote for (pipeline/method/merge.py). The parts are fitted on a seeded
-sample of at most merge.max_tokens_in_memory foreground tokens and every token is assigned shard by shard."""
+"""Stage merge: foreground patches over-clustered into merge.parts parts (fitted on a sample of merge.max_tokens_in_memory)
+and communities of parts; leopart: the communities are the classes, patch by patch (pipeline/method/leopart.py);
+majority: each kept mask takes its patches' communities' vote (merge.py); none: the filter's labels pass on."""
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,9 @@ def main() -> None:
     p = load_params()
     out, c = Path(p.paths.merge), p.merge
     records = io.read_json(Path(p.paths.filter) / "filter.json")["masks"]
+    if c.method == "none":
+        labelmaps.pass_on(p.paths.filter, out, io.read_manifest(p.paths.prepare)["names"], "merge", "merge.method none")
+        return io.write_json(out / "merge.json", {"method": "none", "masks": records})
     fg = foreground.select(p.paths.features, p.paths.distill, records, c.max_tokens_in_memory, p.seed)
     if not fg.sample.complete:
         print(f"merge: {fg.sample.total} foreground tokens > merge.max_tokens_in_memory = {c.max_tokens_in_memory}: "

@@ -201,6 +201,13 @@ class ClusterConfig(_Section):
     embedding: Literal["tokens", "crop_cls"]  # crop_cls: the keys below; crop_size is checked against the patch in Params
     crop_size: Crop; crop_margin: float = Field(ge=0, le=1); crop_background: Literal["keep", "grey"]
     crop_token: Literal["cls", "mean"]; crop_batch_size: Pos; whiten_dim: NonNeg; device: Device
+    mode: Literal["objects", "dense"]  # dense: every patch clustered (pipeline/method/dense.py); see Params
+    dense_features: Literal["tokens", "tokens_colour", "stego"]; dense_colour_weight: NonNegF
+    dense_sample: int = Field(ge=100); dense_alpha: PosF; dense_crf: bool
+    stego_dim: Pos; stego_steps: Pos; stego_batch: int = Field(ge=2); stego_lr: PosF  # dense_features stego only
+    stego_samples: Pos; stego_knn: Pos; stego_negatives: NonNeg; stego_images: int = Field(ge=2)
+    stego_intra_weight: NonNegF; stego_inter_weight: NonNegF; stego_neg_weight: NonNegF
+    stego_intra_shift: float; stego_inter_shift: float; stego_neg_shift: float
 
     @model_validator(mode="after")
     def _k_range(self):
@@ -218,7 +225,7 @@ class FilterConfig(_Section):
     score: Literal["embedding", "detector", "both"]  # detector, both: need distill.method maskrcnn (see Params)
 
 class MergeConfig(_Section):
-    method: Literal["majority", "leopart"]; parts: int = Field(ge=2); resolution: PosF  # resolution: Louvain
+    method: Literal["majority", "leopart", "none"]; parts: int = Field(ge=2); resolution: PosF  # resolution: Louvain
     weight_cooccur: NonNegF; weight_adjacent: NonNegF; min_agreement: Scale  # majority only
     pca_dim: int = Field(ge=2); edge_threshold: float = Field(ge=0, lt=1); algorithm: Literal["infomap", "louvain"]
     markov_time: PosF; trials: Pos; gallery_per_community: Pos  # leopart only
@@ -322,6 +329,23 @@ class Params(_Section):
         return require(self, self.merge.method != "leopart" or self.merge.parts > k, "merge.parts",
                        self.merge.parts, f"must be > {what} = {k} when merge.method is leopart "
                        "(the parts over-cluster the classes, which are communities of parts)")
+
+    @model_validator(mode="after")
+    def _dense_mode_has_no_masks(self):
+        if self.cluster.mode != "dense":
+            return self
+        why = ("cluster.mode is 'dense' (every patch is clustered, no object masks: {}); "
+               "use cluster.mode objects for that")
+        require(self, self.cluster.k != "auto", "cluster.k", self.cluster.k,
+                "must be a number when cluster.mode is 'dense' (k auto chooses among mask embeddings)")
+        require(self, self.cluster.method == "kmeans", "cluster.method", self.cluster.method,
+                "must be 'kmeans' when cluster.mode is 'dense' (spectral clustering of every patch does not fit in memory)")
+        require(self, self.filter.score == "embedding", "filter.score", self.filter.score,
+                "must be 'embedding' when " + why.format("no detector scores; the filter passes the labels on"))
+        require(self, self.distill.method == "none", "distill.method", self.distill.method,
+                "must be 'none' when " + why.format("nothing for a detector to distil"))
+        return require(self, self.merge.method == "none", "merge.method", self.merge.method,
+                       "must be 'none' when " + why.format("no parts or masks to merge; the merge passes the labels on"))
 
     DISJOINT_SPLITS: ClassVar = ({"train", "val"}, {"trainaug", "val"})  # voc2012 / coco splits sharing no image
 

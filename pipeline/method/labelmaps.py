@@ -64,3 +64,13 @@ def _write_one(prepare_dir: Path, masks_dir: Path, out: Path, render: Callable[.
     image = io.read_image(prepare_dir / "images" / f"{name}.png")
     io.write_maps(out, [name], lab[None], image[None])
     return name
+
+
+def pass_on(src: str | Path, out: str | Path, names: list[str], stage: str, why: str) -> None:
+    """A label-map folder's labels/<name>.png and overlays/<name>.jpg -> the same files under `out`, byte for byte,
+    and a log line "<stage>: <why>: the labels pass on unchanged" (the filter and merge stages of cluster.mode
+    dense, and merge.method none)."""
+    for name in names:
+        for sub, ext in (("labels", "png"), ("overlays", "jpg")):
+            io.write_bytes(Path(out) / sub / f"{name}.{ext}", (Path(src) / sub / f"{name}.{ext}").read_bytes())
+    print(f"{stage}: {why}: the labels of {src} pass on unchanged -> {out}", flush=True)

@@ -63,7 +63,10 @@ class StageOutputs:
         self.details: dict = io.read_json(details_file) if details_file.is_file() else {}
         self.final = final_row(self.details)
         self.mapping: list[int] | None = self.details[self.final[0]][self.final[1]]["mapping"] if self.final else None
-        self.n_pred = len(self.mapping) if self.mapping else 1 + max((r["cluster"] + 1 for r in self.records), default=0)
+        clusters = io.read_json(Path(paths.cluster) / "clusters.json")
+        self.dense = clusters.get("mode") == "dense"  # cluster.mode dense: no masks; classes 1..k on every patch
+        self.n_pred = len(self.mapping) if self.mapping else 1 + max(
+            (r["cluster"] + 1 for r in self.records), default=clusters["k"] if self.dense else 0)
 
     def check_names(self, names: list[str]) -> None:
         """Raise InputError naming the images that are not in the prepared dataset."""
@@ -156,7 +159,8 @@ def galleries(data: StageOutputs, n: int, size: int) -> dict[str, np.ndarray]:
     """Pictures of the masks per group -> {"clusters": ..., "communities": ..., "filter": ...} (H, W, 3) uint8:
     for each cluster its masks closest to and farthest from the centre; for each merge community the masks most
     and least in it (share of the mask's patches); for each class the filter's most reliable kept and least
-    reliable dropped masks. A picture is left out when its stage's fields are absent."""
+    reliable dropped masks; with cluster.mode dense, the cluster stage's gallery of each class. A picture is left out
+    when its stage's fields are absent."""
     recs, pal, cache, out = data.records, io.palette(), {}, {}
 
     pixels = np.array([next((m.get("pixels", 0) for m in data.proposals.get(r["image"], []) if m["id"] == r["mask"]), 0)
@@ -179,6 +183,8 @@ def galleries(data: StageOutputs, n: int, size: int) -> dict[str, np.ndarray]:
                 [f"{caption(i)}\n{recs[i]['image'][-12:]}" for i in right], tuple(int(v) for v in c)))
         return result
 
+    if data.dense:  # the cluster stage's gallery: each class's images with most of it, its patches outlined
+        out["dense classes"] = io.read_image(Path(data.paths.cluster) / "gallery.png")
     if not recs:
         return out
     cluster = np.array([r["cluster"] for r in recs])
