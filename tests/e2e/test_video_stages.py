@@ -1,5 +1,6 @@
 """The prepare, pretrain, features and proposals stages (`python -m stages.<name>`) with motion masks on a tiny
 generated video set."""
+import json
 import shutil
 import subprocess
 import sys
@@ -62,12 +63,19 @@ def test_proposals_stage_puts_motion_masks_first_and_saliency_after(video_run):
     assert on_objects > 0.8 * moving  # motion masks lie on the objects (measured 0.96 at 64 px)
 
 
-def test_motion_on_still_images_is_a_clear_error(video_run, tmp_path):
+def test_motion_on_still_images_is_a_clear_error_and_auto_takes_ncut_there(video_run, tmp_path):
+    """[motion, ncut] on still images stops before any work, naming the setting; [auto] there is [ncut]."""
     d, params = video_run
     work = tmp_path / "still"
     shutil.copytree(d, work)
-    params = dict(params, data=dict(params["data"], name="synthetic", synth_images=8))
+    params = dict(params, data=dict(params["data"], name="synthetic", synth_images=8),
+                  proposals=dict(params["proposals"], sources=["motion", "ncut"]))
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_stage("prepare", work)
     out = subprocess.run([sys.executable, "-m", "stages.proposals"], cwd=work, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "proposals.sources' includes motion but data.name is 'synthetic'" in out.stderr
+    params["proposals"]["sources"] = ["auto"]
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_stage("proposals", work)
+    summary = json.loads((work / "data" / "04_proposals" / "summary.json").read_text())
+    assert list(summary["by_source"]) == ["ncut"]
