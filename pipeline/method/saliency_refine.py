@@ -70,7 +70,7 @@ def refine(images: Sequence[np.ndarray], maps: list[np.ndarray], cfg: SaliencyCo
         labels = [round_labels(m, cfg.threshold, cfg.ignore_band) for m in maps]
         torch.manual_seed(seed + r)
         net = build()
-        loop.fit(net, images, labels, train, seed + r, device, cfg.epochs)
+        loop.train(net, images, labels, train, seed + r, device)
         probs: list[np.ndarray | None] = [None] * len(images)
         for pred in predict.predictions(net, images, train.batch_size, device, train.amp):
             probs[pred.index] = foreground_probability(pred)
