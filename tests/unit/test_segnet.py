@@ -662,6 +662,17 @@ def refined_maps(net: torch.nn.Module, images) -> list[np.ndarray]:
     return [crf.dense_crf(im, q, section("crf")).argmax(0).astype(np.uint8) for im, q in zip(images, probs)]
 
 
+def assert_round_two_is_a_fresh_fit(net, init, images, want, cfg, epochs, rounds):
+    """Round 2 of `rounds` (whose final weights `net` holds) is exactly `fit` from the initial weights `init`, a
+    fresh optimiser, seed 0 + 1, for `epochs` on the labels `want`: the same losses and the same weights."""
+    fresh = tiny_net(2)
+    history, done = loop.fit(fresh, images, want, cfg, 0 + 1, CPU, epochs,
+                             start={"step": 0, "model": init, "opt": None, "history": []})
+    assert done and [h["loss"] for h in history] == [h["loss"] for h in rounds[1]["history"]]
+    for k, v in fresh.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[k], v, rtol=0, atol=0)
+
+
 def test_a_crf_round_retrains_from_the_initial_weights_on_the_crf_refined_maps():
     """train.rounds 1 + crf_rounds 1: round 1 trains on the labels; its 'relabel' is the dense CRF of its network's
     softmax (every pixel labelled, computed here by hand); round 2 is `fit` from the INITIAL weights on those maps
@@ -680,12 +691,7 @@ def test_a_crf_round_retrains_from_the_initial_weights_on_the_crf_refined_maps()
         np.testing.assert_array_equal(got, w)
     assert any((w != p).any() for w, p in zip(want, classes(first, images, 3)))  # the CRF changed some
     assert any((net.state_dict()[k] != v).any() for k, v in rounds[0]["weights"].items())  # round 2 retrained
-    fresh = tiny_net(2)
-    history, done = loop.fit(fresh, images, want, CRF_ROUND, 0 + 1, CPU, CRF_ROUND.epochs,
-                               start={"step": 0, "model": init, "opt": None, "history": []})
-    assert done and [h["loss"] for h in history] == [h["loss"] for h in rounds[1]["history"]]
-    for k, v in fresh.state_dict().items():
-        torch.testing.assert_close(net.state_dict()[k], v, rtol=0, atol=0)
+    assert_round_two_is_a_fresh_fit(net, init, images, want, CRF_ROUND, CRF_ROUND.epochs, rounds)
     with pytest.raises(ValueError, match="crf_rounds > 0 needs `refine`"):
         selftrain.self_train(tiny_net(2), images, labels, CRF_ROUND, 0, CPU)
 
@@ -728,12 +734,7 @@ def test_a_comus_round_trains_a_fresh_network_on_the_previous_rounds_argmax():
     assert rounds[0]["kept"] == 1.0
     for got, w in zip(rounds[0]["relabel"], want):
         np.testing.assert_array_equal(got, w)
-    fresh = tiny_net(2)
-    history, done = loop.fit(fresh, images, want, COMUS, 0 + 1, CPU, COMUS.round_epochs,
-                               start={"step": 0, "model": init, "opt": None, "history": []})
-    assert done and [h["loss"] for h in history] == [h["loss"] for h in rounds[1]["history"]]
-    for k, v in fresh.state_dict().items():
-        torch.testing.assert_close(net.state_dict()[k], v, rtol=0, atol=0)
+    assert_round_two_is_a_fresh_fit(net, init, images, want, COMUS, COMUS.round_epochs, rounds)
     # continue (the default) differs: round 2 starts from round 1's weights on its confident pixels only
     cont = tiny_net(2)
     cont.load_state_dict(init)
