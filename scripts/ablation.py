@@ -153,11 +153,12 @@ ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
                                         ["saliency", "proposals"], "network"),
     },
     # Scenes, not only objects (issue 36): every patch clustered (cluster.mode dense) by k-means of the tokens, of
-    # the tokens + colour, or of STEGO's head's codes, against the object masks of today. The CRF rows read the same
-    # runs' "network + CRF".
+    # the tokens + colour, or of STEGO's head's codes, against the default's object masks (params.yaml as it is:
+    # classic saliency on still images). The CRF rows read the same runs' "network + CRF". The objects rows on the
+    # development sets are also the README's records of the default (run with --record-results).
     "dense": {
-        "objects (today)": ({}, ["cluster", "pseudolabels"], "network"),
-        "objects (today) + CRF": ({}, ["cluster", "pseudolabels"], "network + CRF"),
+        "objects (default)": ({}, ["cluster", "pseudolabels"], "network"),
+        "objects (default) + CRF": ({}, ["cluster", "pseudolabels"], "network + CRF"),
         **{f"{row}{crf}": (dense_row(features), ["cluster", "pseudolabels"], "network" + crf)
            for row, features in (("dense k-means of tokens", "tokens"),
                                  ("dense k-means of tokens + colour", "tokens_colour"),

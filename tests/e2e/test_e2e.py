@@ -63,7 +63,7 @@ def outputs_digest(d) -> dict[str, str]:
 
 def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     d, log, _ = repo
-    for stage in ("prepare", "pretrain", "features", "proposals", "distill", "cluster", "pseudolabels", "filter",
+    for stage in ("prepare", "pretrain", "features", "saliency", "proposals", "distill", "cluster", "pseudolabels", "filter",
                   "merge", "train", "evaluate", "report"):
         assert f"Running stage '{stage}'" in log
     from benchmarks import bench

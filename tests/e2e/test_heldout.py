@@ -18,7 +18,7 @@ from test_e2e import DVC, repro_project
 from conftest import write_params
 
 pytestmark = pytest.mark.slow
-STAGES = ["prepare", "pretrain", "features", "proposals", "distill", "cluster", "pseudolabels", "filter", "merge",
+STAGES = ["prepare", "pretrain", "features", "saliency", "proposals", "distill", "cluster", "pseudolabels", "filter", "merge",
           "train"]
 # A 1-block ViT (patch 8, width 32) with random weights: the method stages' work stays tiny.
 RANDOM_TINY = {"source": "random", "overrides": {"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}}

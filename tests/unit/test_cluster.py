@@ -185,7 +185,7 @@ def test_cluster_stage_tokens_are_the_pooled_tokens_and_crop_cls_feeds_the_filte
 
     tiny = {"source": "random", "overrides": {"patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}}
     sections = dict(data={"synth_images": 10, "synth_eval_images": 0, "image_size": 64}, backbone=tiny,
-                    proposals={"refine": "none", "min_score": 0.0}, cluster={"k": 2, "n_init": 2},
+                    proposals={"sources": ["ncut"], "refine": "none", "min_score": 0.0}, cluster={"k": 2, "n_init": 2},
                     filter={"folds": 2})
     run_prepare(tmp_path, monkeypatch, **sections)
     for stage in (pretrain, features, proposals_stage, distill, cluster_stage):

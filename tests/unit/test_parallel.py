@@ -202,7 +202,7 @@ def test_the_proposals_stage_writes_the_same_bytes_with_one_and_two_workers(tmp_
     writer.close()
     out = {}
     for workers in (1, 2):
-        params = {**write_params(tmp_path, data=data), "workers": workers}
+        params = {**write_params(tmp_path, data=data, proposals={"sources": ["ncut"]}), "workers": workers}
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         stage.main()
         out[workers] = files(tmp_path / "data/04_proposals")

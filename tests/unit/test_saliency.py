@@ -187,7 +187,7 @@ def test_refinement_rounds_train_predict_and_average_into_the_maps():
 # ---------------------------------------------------------------- saliency as a proposal source
 
 def test_auto_sources_put_motion_first_on_video_and_ncut_on_stills():
-    assert propose.resolve_sources(["auto"], {"dataset": "synthetic"}) == ["ncut"]
+    assert propose.resolve_sources(["auto"], {"dataset": "synthetic"}) == ["saliency"]
     assert propose.resolve_sources(["auto"], {"dataset": "video", "videos": {}}) == ["motion", "ncut"]
     assert propose.resolve_sources(["saliency", "ncut"], {"dataset": "video", "videos": {}}) == ["saliency", "ncut"]
 
@@ -222,14 +222,15 @@ def test_saliency_and_ncut_proposals_of_one_image_the_earlier_source_wins_the_ov
 # ---------------------------------------------------------------- the stage
 
 def test_the_stage_writes_maps_cues_and_pictures_only_when_saliency_is_a_source(tmp_path, monkeypatch):
-    """The saliency stage's main() on 8 generated images: with proposals.sources [auto] (ncut on stills) it writes
-    only summary.json; with [saliency, ncut] (classic maps, rounds 0) each training image's map at its prepared
-    size, one file per cue, and the heat picture, and the map is the cues' mean."""
+    """The saliency stage's main() on 8 generated images: with proposals.sources [ncut] it writes only summary.json;
+    with [saliency, ncut] (classic maps, rounds 0) each training image's map at its prepared size, one file per
+    cue, and the heat picture, and the map is the cues' mean."""
     from conftest import run_prepare, write_params
     from pipeline import io
     from stages import saliency as stage
     small = {"synth_images": 8, "synth_eval_images": 2, "image_size": 64}
     manifest = run_prepare(tmp_path, monkeypatch, data=small)
+    write_params(tmp_path, data=small, proposals={"sources": ["ncut"]})
     stage.main()
     out = tmp_path / "data" / "03_saliency"
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
