@@ -1,15 +1,17 @@
-"""The README's results tables, printed from committed per-seed metrics (never retyped): mean ± std over seeds.
+"""The README's results table and docs/results.md's per-set tables, printed from committed per-seed metrics (never
+retyped): mean ± std over seeds.
 
     python scripts/results_table.py --record default   # after a `dvc repro` / `dvc exp run`: keep this run's metrics
-    python scripts/results_table.py                    # print the tables (every results/<set>/ folder)
-    python scripts/results_table.py --readme           # rewrite README.md between the results markers
+    python scripts/results_table.py                    # print the per-set tables (every results/<set>/ folder)
+    python scripts/results_table.py --readme           # rewrite both blocks: README.md's summary, docs/results.md's tables
 
 `--record SET` copies data/11_evaluate/metrics.json into results/SET/seed_<seed>.json together with what it was
 measured on (the prepare stage's `data` params, the seed, cluster.k and the evaluation's matching, read from
 dvc.lock), after checking that dvc.lock records exactly this metrics.json (md5): the numbers and their
 description come from the same run. The tables give every row's mIoU as mean ± sample std (ddof=1) over the
 recorded seeds of a set, the held-out evaluation split first; a set's seeds must agree on everything but the seed.
-tests/unit/test_readme.py fails when the README's block differs from this output.
+The README's summary gives one line per set: the held-out network and network + CRF beside the two baselines.
+tests/unit/test_readme.py fails when either block differs from this output.
 """
 import argparse
 import hashlib
@@ -25,6 +27,8 @@ METRICS = ROOT / "data" / "11_evaluate" / "metrics.json"
 LOCK = ROOT / "dvc.lock"
 RESULTS = ROOT / "results"
 README = ROOT / "README.md"
+DETAILS = ROOT / "docs" / "results.md"
+SUMMARY_ROWS = ("network", "network + CRF", "baseline_colour_kmeans", "baseline_feature_kmeans")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 NOT_SETS = ("ablations", "diagnostics")  # results/ folders that hold other records than a set's seeds
 
@@ -83,8 +87,8 @@ def auto_k(rec: dict) -> str:
     return f" (chose {k})" if rec["cluster.k"] == "auto" and k is not None else ""
 
 
-def set_table(folder: Path) -> str:
-    """One results/<set>/ folder -> its caption and markdown table of mIoU mean ± std per (split, label map)."""
+def set_records(folder: Path) -> tuple[list[dict], dict[tuple[str, str], list[float]]]:
+    """One results/<set>/ folder -> its seeds' records and each (split, label map)'s mIoU over them."""
     recs = [json.loads(f.read_text()) for f in sorted(folder.glob("seed_*.json"))]
     if not recs:
         raise ValueError(f"{folder}: no seed_*.json")
@@ -97,6 +101,12 @@ def set_table(folder: Path) -> str:
             if isinstance(table, dict):
                 for row, v in table.items():
                     rows.setdefault((split, row), []).append(v["miou"])
+    return recs, rows
+
+
+def set_table(folder: Path) -> str:
+    """One results/<set>/ folder -> its caption and markdown table of mIoU mean ± std per (split, label map)."""
+    recs, rows = set_records(folder)
     lines = [f"**{folder.name}**: {caption(recs[0], [r['seed'] for r in recs])}.", "",
              "| split | label map | mIoU | seeds |", "|---|---|---|---|"]
     for (split, row), values in rows.items():
@@ -104,30 +114,49 @@ def set_table(folder: Path) -> str:
     return "\n".join(lines)
 
 
-def results_table(results: Path = RESULTS) -> str:
-    """Every results/<set>/ folder's table, the default first; not results/ablations/ (scripts/ablation.py's) nor
+def set_folders(results: Path = RESULTS) -> list[Path]:
+    """Every results/<set>/ folder, the default first; not results/ablations/ (scripts/ablation.py's) nor
     results/diagnostics/ (the ceiling and oracle records: scripts/ceiling_grid.py, scripts/diagnose_table.py)."""
-    folders = sorted((f for f in results.iterdir() if f.is_dir() and f.name not in NOT_SETS),
-                     key=lambda f: (f.name != "default", f.name))
-    return "\n\n".join(set_table(f) for f in folders)
+    return sorted((f for f in results.iterdir() if f.is_dir() and f.name not in NOT_SETS),
+                  key=lambda f: (f.name != "default", f.name))
+
+
+def results_table(results: Path = RESULTS) -> str:
+    """Every set's caption and full table (docs/results.md's block)."""
+    return "\n\n".join(set_table(f) for f in set_folders(results))
+
+
+def summary_table(results: Path = RESULTS) -> str:
+    """One line per set: the held-out (eval) network, network + CRF and the two baselines, mean ± std over its
+    seeds (the README's block)."""
+    lines = ["| set | network | network + CRF | colour k-means | feature k-means | seeds |", "|---|---|---|---|---|---|"]
+    for folder in set_folders(results):
+        recs, rows = set_records(folder)
+        cells = [mean_std(rows.get(("eval", row), [])) for row in SUMMARY_ROWS]
+        lines.append(f"| {folder.name} | {' | '.join(cells)} | {', '.join(str(r['seed']) for r in recs)} |")
+    return "\n".join(lines)
 
 
 def readme_block(text: str) -> str:
-    """What README.md holds between the markers (without the newlines next to them)."""
+    """What a markdown file holds between the results markers (without the newlines next to them)."""
     if text.count(BEGIN) != 1 or text.count(END) != 1:
-        raise ValueError(f"README.md must hold {BEGIN} and {END} exactly once each")
+        raise ValueError(f"the file must hold {BEGIN} and {END} exactly once each")
     return text.split(BEGIN)[1].split(END)[0].strip("\n")
 
 
-def write_readme(readme: Path = README) -> bool:
-    """Put results_table() between the markers; True if README.md changed."""
-    text = readme.read_text()
-    new = results_table()
+def write_block(path: Path, new: str) -> bool:
+    """Put `new` between the file's results markers; True if the file changed."""
+    text = path.read_text()
     if readme_block(text) == new:
         return False
     head, rest = text.split(BEGIN)
-    readme.write_text(f"{head}{BEGIN}\n{new}\n{END}{rest.split(END, 1)[1]}")
+    path.write_text(f"{head}{BEGIN}\n{new}\n{END}{rest.split(END, 1)[1]}")
     return True
+
+
+def write_readme(readme: Path = README, details: Path = DETAILS) -> bool:
+    """README.md's summary and docs/results.md's per-set tables rewritten; True if either changed."""
+    return write_block(readme, summary_table()) | write_block(details, results_table())
 
 
 def main() -> None:
@@ -138,7 +167,7 @@ def main() -> None:
     if args.record:
         print(f"recorded {record(args.record)}")
     elif args.readme:
-        print("README.md: results block " + ("updated" if write_readme() else "already up to date"))
+        print("README.md, docs/results.md: results blocks " + ("updated" if write_readme() else "already up to date"))
     else:
         print(results_table())
 

@@ -33,11 +33,25 @@ def anchors(text: str) -> set[str]:
     return ids
 
 
-def test_results_block_is_the_committed_per_seed_metrics():
-    table, block = script.results_table(), script.readme_block(README.read_text())
-    assert block == table, ("README.md's results block differs from results/*/seed_*.json; "
-                            "run `python scripts/results_table.py --readme`")
-    assert "| eval | network |" in block and "± " in block
+def test_results_blocks_are_the_committed_per_seed_metrics():
+    fix = "run `python scripts/results_table.py --readme`"
+    assert script.readme_block(README.read_text()) == script.summary_table(), f"README.md's results differ; {fix}"
+    details = script.readme_block((ROOT / "docs" / "results.md").read_text())
+    assert details == script.results_table(), f"docs/results.md's results differ; {fix}"
+    assert "| eval | network |" in details and "| default | " in script.summary_table()
+
+
+def test_the_summary_has_one_line_per_set_with_the_eval_rows(tmp_path):
+    """Two recorded seeds of one set -> its line: eval network, network + CRF and the two baselines, mean ± std."""
+    import json
+    folder = tmp_path / "default"
+    folder.mkdir()
+    names = ("network", "network + CRF", "baseline_colour_kmeans", "baseline_feature_kmeans")
+    for seed, base in ((0, 0.2), (1, 0.4)):
+        metrics = {"eval": {n: {"miou": base + i / 10} for i, n in enumerate(names)}, "train": {"network": {"miou": 0.9}}}
+        (folder / f"seed_{seed}.json").write_text(json.dumps({"seed": seed, "data": {}, "metrics": metrics}))
+    line = script.summary_table(tmp_path).splitlines()[2]
+    assert line == "| default | 0.300 ± 0.141 | 0.400 ± 0.141 | 0.500 ± 0.141 | 0.600 ± 0.141 | 0, 1 |"
 
 
 def _run(tmp_path, metrics: dict, seed: int, md5: str | None = None):
@@ -127,3 +141,10 @@ def test_documented_presets_are_valid_params():
         assert len(sets) >= 10
         p = parse_params(apply_sets(raw, sets))
         assert p.data.name == "voc2012" and p.cluster.k == 20 and p.backbone.overrides == {}
+
+
+def test_the_readme_is_a_product_page():
+    """At most 120 lines, and nothing that reads like a lab notebook: no issue numbers, no "today"."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 120
+    assert not re.search(r"\bissues? ?#?\d+|\btoday\b|\bformer\b", text, flags=re.I)
