@@ -3,7 +3,7 @@ and the training split's masks are scored against it at its original size (pipel
 which rows and how) -> metrics.json, per_class.json, details.json, table.md and the headline confusion."""
 from pathlib import Path
 
-from pipeline import io
+from pipeline import distributed, io
 from pipeline.config import load_params
 from pipeline.evaluate import metrics, scoring
 from pipeline.report import viz
@@ -11,15 +11,19 @@ from pipeline.report import viz
 
 def main() -> None:
     p = load_params()
+    distributed.launch("stages.evaluate", p.processes, "cpu")
     out = Path(p.paths.evaluate)
     manifest = io.read_manifest(p.paths.prepare)
     splits = scoring.labelled_splits(manifest)
     if not splits:
-        io.write_json(out / "metrics.json", {"note": "no ground truth in this dataset: nothing to evaluate"})
+        if distributed.is_main():
+            io.write_json(out / "metrics.json", {"note": "no ground truth in this dataset: nothing to evaluate"})
         print("evaluate: no image has ground truth (labels/); skipped")
         return
     n_pred, names = io.cluster_k(p.paths.cluster) + 1, manifest["class_names"]
-    results, summary, extra = scoring.evaluate(p, manifest, splits, n_pred)
+    results, summary, extra = scoring.evaluate(p, manifest, splits, n_pred)  # every process: every image's scores
+    if not distributed.is_main():
+        return
     io.write_json(out / "metrics.json", {**summary, **extra, "cluster_k": n_pred - 1})  # the k used (cluster.k auto: chosen)
     io.write_json(out / "per_class.json", {split: {k: dict(zip(names, v["iou"])) for k, v in r.items()}
                                            for split, r in results.items()})
@@ -35,3 +39,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    distributed.finish()

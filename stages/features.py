@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline import io
+from pipeline import distributed, io
 from pipeline.backbone import factory as bb
 from pipeline.backbone import features
 from pipeline.config import load_params
@@ -13,11 +13,11 @@ from pipeline.config import load_params
 
 def main() -> None:
     p = load_params()
+    device = distributed.launch("stages.features", p.processes, bb.pick_device(p.features.device))
     manifest = io.read_manifest(p.paths.prepare)
     splits = {"train": (manifest["names"], Path(p.paths.features)),
               "eval": (io.eval_names(manifest), Path(p.paths.features) / "eval")}
     model = bb.from_stage(p.backbone, Path(p.paths.pretrain) / "backbone.pth", manifest["image_size"])
-    device = bb.pick_device(p.features.device)
     bar = tqdm(total=sum(len(n) for n, _ in splits.values()), desc="features", unit="img")
     for names, folder in splits.values():  # shards keep the manifest's order
         features.write_split(model, p.paths.prepare, names, folder, p.features, device, bar)
@@ -33,3 +33,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    distributed.finish()

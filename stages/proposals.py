@@ -7,13 +7,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline import io, parallel
+from pipeline import distributed, io
 from pipeline.config import load_params
 from pipeline.method import propose
 
 
 def main() -> None:
     p = load_params()
+    distributed.launch("stages.proposals", p.processes, "cpu")
     out = Path(p.paths.proposals)
     manifest = io.read_manifest(p.paths.prepare)
     sources = propose.resolve_sources(p.proposals.sources, manifest)
@@ -23,14 +24,16 @@ def main() -> None:
     work = partial(propose.propose_image, out=out, prepare=p.paths.prepare, cfg=p.proposals, motion_cfg=p.motion,
                    saliency_cfg=p.saliency, sources=sources, near=near,
                    saliency_maps=Path(p.paths.saliency) / "maps")
-    table = dict(tqdm(parallel.map_images(work, items, p.workers), total=len(manifest["names"]), desc="proposals",
+    table = dict(tqdm(distributed.map_images(work, items, p.workers), total=len(manifest["names"]), desc="proposals",
                       unit="img"))
     summary = propose.summary(table, sources)
-    io.write_json(out / "proposals.json", table)
-    io.write_json(out / "summary.json", summary)
-    print(f"proposals: {summary['proposals']} masks ({summary['by_source']}) on {len(table)} images "
-          f"({summary['images_without_proposal']} without any) -> {out}")
+    if distributed.is_main():  # every process holds the whole table; its share of the masks is written
+        io.write_json(out / "proposals.json", table)
+        io.write_json(out / "summary.json", summary)
+        print(f"proposals: {summary['proposals']} masks ({summary['by_source']}) on {len(table)} images "
+              f"({summary['images_without_proposal']} without any) -> {out}")
 
 
 if __name__ == "__main__":
     main()
+    distributed.finish()

@@ -3,13 +3,14 @@ cluster.mode dense the cluster stage's patch probabilities upsampled to the imag
 (cluster.dense_crf, the crf section), their argmax as classes 1..k."""
 from pathlib import Path
 
-from pipeline import io
+from pipeline import distributed, io
 from pipeline.config import load_params
 from pipeline.method import dense, labelmaps
 
 
 def main() -> None:
     p = load_params()
+    distributed.launch("stages.pseudolabels", p.processes, "cpu")
     names = io.read_manifest(p.paths.prepare)["names"]
     if p.cluster.mode == "dense":
         dense.write_labels(p.paths.prepare, p.paths.cluster, p.paths.pseudolabels, names,
@@ -26,3 +27,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    distributed.finish()

@@ -1,23 +1,23 @@
 """Stage train: the network on the training split's merged pseudo-labels, its self-training and CRF rounds
 (selftrain.py), the network as a bundle with its model card in data/10_train/model/ (bundle.py, card.py), every
 round's predictions of both splits at the original sizes, with crf.predictions also network + dense CRF (predict.py).
-Resumes from checkpoints/, runs under torchrun with train.gpus > 1 (distributed.py); seconds spent -> timings.json."""
+Resumes from checkpoints/, runs under torchrun with processes > 1 (distributed.py); seconds spent -> timings.json."""
 import time
 from pathlib import Path
 
 import torch
 
-from pipeline import io
+from pipeline import distributed, io
 from pipeline.backbone import factory as bb
 from pipeline.config import load_params
-from pipeline.train import bundle, card, checkpoint, crf, distributed, predict, selftrain
+from pipeline.train import bundle, card, checkpoint, crf, predict, selftrain
 from pipeline.train.live import TrainLog
 from pipeline.train.models import build_model
 
 
 def main() -> None:
     p = load_params()
-    device = distributed.launch("stages.train", p.train.gpus, p.train.device)
+    device = distributed.launch("stages.train", p.processes, bb.pick_device(p.train.device))
     rank, world_size = distributed.world()
     if p.train.threads:
         torch.set_num_threads(p.train.threads)

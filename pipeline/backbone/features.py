@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import io
+from pipeline import distributed, io
 from pipeline.backbone import factory as bb
 from pipeline.config import FeaturesConfig
 
@@ -97,15 +97,21 @@ def per_image(model: nn.Module, images: Sequence[np.ndarray], batch_size: int, d
 
 def write_split(model: nn.Module, prepare_dir: str | Path, names: list[str], folder: str | Path, cfg: FeaturesConfig,
                 device: torch.device, bar: tqdm) -> None:
-    """The features of the prepared images `names` -> ragged shards in `folder` (io.ShardWriter, cfg.shard_size
-    images a shard), in the names' order. The images are read WINDOW batches at a time and batched by size inside
-    that window (`per_image`), so memory stays bounded; `bar` advances by the images of each window."""
-    writer = io.ShardWriter(folder, cfg.shard_size)
-    chunk = max(cfg.batch_size, 1) * WINDOW
-    for start in range(0, len(names), chunk):
-        window = names[start:start + chunk]
-        grids = per_image(model, io.read_image_list(prepare_dir, window), cfg.batch_size, device, cfg.precision)
-        for name, arrays in zip(window, grids):
-            writer.add(name, arrays)
-        bar.update(len(window))
-    writer.close()
+    """The features of the prepared images `names` -> ragged shards in `folder` (cfg.shard_size images a shard,
+    io.write_shard), in the names' order. Under torch.distributed each process embeds its `shard` of the shards and
+    rank 0 writes the index once every process has written its own: the files do not depend on the number of
+    processes. A shard's images are read WINDOW batches at a time and batched by size inside that window
+    (`per_image`), so memory stays bounded; `bar` advances by the images of each window."""
+    shards = [names[i:i + cfg.shard_size] for i in range(0, len(names), cfg.shard_size)]
+    chunk, mine = max(cfg.batch_size, 1) * WINDOW, []
+    for s in distributed.shard(range(len(shards)), *distributed.world()):
+        grids: list[dict[str, np.ndarray]] = []
+        for start in range(0, len(shards[s]), chunk):
+            window = shards[s][start:start + chunk]
+            grids += per_image(model, io.read_image_list(prepare_dir, window), cfg.batch_size, device, cfg.precision)
+            bar.update(len(window))
+        mine.append((io.write_shard(folder, s, shards[s], grids), list(grids[0])))
+        grids = []  # one shard in memory at a time
+    written = distributed.gather(mine)
+    if distributed.is_main():
+        io.write_index(folder, written[0][1] if written else [], [entry for entry, _ in written])

@@ -252,7 +252,7 @@ class TrainConfig(_Section):
     rounds: Pos; round_epochs: Pos; relabel_threshold: Scale  # self-training
     self_training: Literal["continue", "comus"]; first_round: Literal["all", "core"]
     crf_rounds: NonNeg  # retrainings on the CRF-refined predictions (the crf section), after the rounds
-    gpus: Literal["auto"] | Pos; workers: NonNeg; amp: bool; checkpoint_every: Pos
+    workers: NonNeg; amp: bool; checkpoint_every: Pos
 
     @model_validator(mode="after")
     def _model_name_fits_the_model(self):
@@ -298,6 +298,7 @@ class Params(_Section):
     """The whole params.yaml, one attribute per section (+ `paths`, which is no parameter)."""
 
     seed: NonNeg; workers: NonNeg  # workers: processes of the per-image stages (0 = every core)
+    processes: Literal["auto"] | Pos  # torchrun processes of the stages with per-image work (auto: one per GPU)
     data: DataConfig; video: VideoConfig; backbone: BackboneConfig; pretrain: PretrainConfig
     features: FeaturesConfig; saliency: SaliencyConfig; proposals: ProposalsConfig; motion: MotionConfig; distill: DistillConfig
     cluster: ClusterConfig; filter: FilterConfig; merge: MergeConfig; train: TrainConfig; crf: CRFConfig

@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from tqdm import tqdm
 
-from pipeline import io, parallel
+from pipeline import distributed, io
 from pipeline.config import Params, Paths
 from pipeline.evaluate import baselines, mask_ap, metrics
 
@@ -171,7 +171,7 @@ def evaluate(p: Params, manifest: dict, splits: dict[str, list[str]], n_pred: in
                         feature=feature, masks=masks, components=not coco)
         items = ((n, grids.get(n) if grids is not None else None,  # the token grid: one shard held at a time
                   {key: mask_scores(tables[key], n) for key in masks}) for n in names)
-        for name, r in zip(names, tqdm(parallel.map_images(score, items, p.workers), total=len(names),
+        for name, r in zip(names, tqdm(distributed.map_images(score, items, p.workers), total=len(names),
                                        desc=f"evaluate {split}", unit="img")):
             tally.add(name, r)
         results[split] = tally.results(p.evaluate.match)

@@ -4,6 +4,8 @@ A shard is one uncompressed .npz holding, for every key, ALL its images' arrays 
 1-d array `<key>`, and their shapes as `<key>.shapes` (n, ndim) int64: arrays of different shapes (feature grids of
 images of different sizes) share one file and one read, and each image's array is a view of that buffer (no copy).
 index.json: {"layout": "ragged", "keys": [...], "shards": [{"file", "names"}, ...]}, images in writing order.
+Shard i is `shard_<i:03d>.npz`, so shards written apart (one process each, `write_shard`) and indexed once
+(`write_index`) are the files one ShardWriter writes.
 """
 from __future__ import annotations
 
@@ -37,14 +39,30 @@ def unpack_ragged(flat: np.ndarray, shapes: np.ndarray) -> list[np.ndarray]:
     return [flat[e - n:e].reshape(tuple(int(v) for v in s)) for e, n, s in zip(ends, sizes, shapes)]
 
 
+def write_shard(folder: str | Path, index: int, names: list[str], arrays: list[dict[str, np.ndarray]]) -> dict:
+    """Shard `index` of a folder: the images `names` and their arrays (one {key: array} per image, the same keys)
+    -> folder/shard_<index:03d>.npz -> its index entry {"file", "names"}."""
+    fname = f"shard_{index:03d}.npz"
+    entries = {}
+    for k in arrays[0] if arrays else []:  # the first image's key order is the file's entry order
+        entries[k], entries[k + SHAPES] = pack_ragged([np.asarray(a[k]) for a in arrays])
+    write_npz(Path(folder) / fname, **entries)
+    return {"file": fname, "names": list(names)}
+
+
+def write_index(folder: str | Path, keys: list[str], shards: list[dict]) -> None:
+    """folder/index.json for the shards' entries (`write_shard`'s, in order) holding arrays of `keys`."""
+    write_json(Path(folder) / "index.json", {"layout": "ragged", "keys": sorted(keys), "shards": shards})
+
+
 class ShardWriter:
     """Streams per-image arrays (any shapes; float16 features as the caller gives them) into shards of
     `shard_size` images, so memory stays bounded. See the layout above."""
 
     def __init__(self, folder: str | Path, shard_size: int) -> None:
         self.folder, self.shard_size = Path(folder), shard_size
-        self.buffer: dict[str, list[np.ndarray]] = {}
         self.names: list[str] = []
+        self.arrays: list[dict[str, np.ndarray]] = []
         self.shards: list[dict] = []
         self.keys: list[str] = []
 
@@ -54,26 +72,20 @@ class ShardWriter:
         if any(k.endswith(SHAPES) for k in arrays):
             raise ValueError(f"ShardWriter.add({name!r}): a key may not end in {SHAPES!r}")
         self.names.append(name)
+        self.arrays.append(arrays)
         self.keys = sorted(arrays)
-        for k, v in arrays.items():
-            self.buffer.setdefault(k, []).append(np.asarray(v))
         if len(self.names) == self.shard_size:
             self._flush()
 
     def _flush(self) -> None:
         if not self.names:
             return
-        fname = f"shard_{len(self.shards):03d}.npz"
-        entries = {}
-        for k, v in self.buffer.items():
-            entries[k], entries[k + SHAPES] = pack_ragged(v)
-        write_npz(self.folder / fname, **entries)
-        self.shards.append({"file": fname, "names": self.names})
-        self.buffer, self.names = {}, []
+        self.shards.append(write_shard(self.folder, len(self.shards), self.names, self.arrays))
+        self.names, self.arrays = [], []
 
     def close(self) -> None:
         self._flush()
-        write_json(self.folder / "index.json", {"layout": "ragged", "keys": self.keys, "shards": self.shards})
+        write_index(self.folder, self.keys, self.shards)
 
 
 def _read_shard(path: Path, key: str) -> list[np.ndarray]:

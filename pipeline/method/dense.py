@@ -24,7 +24,7 @@ from sklearn.cluster import KMeans
 
 from tqdm import tqdm
 
-from pipeline import io, parallel
+from pipeline import distributed, io
 from pipeline.config import ClusterConfig, CRFConfig
 from pipeline.method import stego
 from pipeline.method.merge import TokenSample
@@ -176,5 +176,5 @@ def write_labels(prepare: str | Path, cluster_dir: str | Path, out: str | Path, 
     probs = io.ShardArrays(Path(cluster_dir) / "dense", PROBS, names)
     items = ((n, probs.get(n)) for n in names)
     write = partial(_write_label, Path(prepare), Path(out), crf)
-    for _ in tqdm(parallel.map_images(write, items, workers), total=len(names), desc="pseudolabels", unit="img"):
+    for _ in tqdm(distributed.map_images(write, items, workers), total=len(names), desc="pseudolabels", unit="img"):
         pass

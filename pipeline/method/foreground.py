@@ -64,7 +64,7 @@ def select(features: str | Path, distill: str | Path, records: list[dict], max_t
     """The filter stage's mask records ({"image", "mask", "kept", ...}; each gets its "index" in the list), the
     features and the distill stage's mask maps, read shard by shard -> the Foreground: every image's mask grid
     (merge.mask_grid), the mask index of every foreground patch and the foreground tokens in a TokenSample of
-    max_tokens (seeded; all of them when they fit)."""
+    max_tokens (seeded; all of them when they fit, else a log line says so)."""
     by_image: dict[str, list[dict]] = {}
     for i, r in enumerate(records):
         r["index"] = i
@@ -84,4 +84,7 @@ def select(features: str | Path, distill: str | Path, records: list[dict], max_t
             patch_mask.append(grid[grid > 0] - 1)
         tokens = tok = None  # one shard in memory at a time
     mask_of_patch = np.concatenate(patch_mask) if patch_mask else np.zeros(0, np.int64)
+    if not sample.complete:
+        print(f"merge: {sample.total} foreground tokens > merge.max_tokens_in_memory = {max_tokens}: parts fitted on "
+              "a seeded sample of that many", flush=True)
     return Foreground(Path(features), names, mask_grids, mask_of_patch, sample, by_image)

@@ -27,3 +27,13 @@ def community_rows(prepare: str | Path, fg: Foreground, res: leopart.Communities
                                     fg.mask_grids[m].shape, cell, io.palette()[c], 48) for m, cell in fg.locate(idx)]
             rows.append((f"class {c}: community {comms[0]}{folded}\n{int((cls == c).sum())} patches", tiles))
     return rows
+
+
+def save_communities(path: str | Path, prepare: str | Path, fg: Foreground, res: leopart.Communities,
+                     model: leopart.PartModel | None, per_class: int, algorithm: str, seed: int) -> None:
+    """merge.method leopart's picture -> `path`: the part graph coloured by class beside each class's
+    `community_rows` (the merge stage's communities.png)."""
+    rows = community_rows(prepare, fg, res, model, per_class)
+    viz.save_communities(Path(path), res.graph, res.community_kept[res.part_community], rows,
+                         f"{res.n_parts} parts, {res.graph.number_of_edges()} edges, {algorithm}: "
+                         f"{res.communities_found} communities, {res.communities_kept} kept (colour: class)", seed)

@@ -1,6 +1,7 @@
 """The label maps of the pseudolabels, filter and merge stages, written the one way: each image's mask map (the
 distill stage's) with every mask given a class, as an indexed-palette PNG and an overlay; image by image over
-`workers` processes (pipeline/parallel.py: the files do not depend on the count)."""
+`workers` processes (pipeline/parallel.py) in each torchrun process, each its share of the images
+(pipeline/distributed.py): the files do not depend on either count."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import io, parallel
+from pipeline import distributed, io
 
 
 def render_labels(mask_map: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -53,7 +54,7 @@ def write_rendered_labels(prepare_dir: str | Path, masks_dir: str | Path, out: s
     written to out/labels/<name>.png and out/overlays/. `render` must pickle (a module-level function) when
     workers != 1; `total` (the number of items) is for the progress bar."""
     write = partial(_write_one, Path(prepare_dir), Path(masks_dir), Path(out), render)
-    for _ in tqdm(parallel.map_images(write, items, workers), total=total, desc=desc, unit="img"):
+    for _ in tqdm(distributed.map_images(write, items, workers), total=total, desc=desc, unit="img"):
         pass
 
 
@@ -69,8 +70,9 @@ def _write_one(prepare_dir: Path, masks_dir: Path, out: Path, render: Callable[.
 def pass_on(src: str | Path, out: str | Path, names: list[str], stage: str, why: str) -> None:
     """A label-map folder's labels/<name>.png and overlays/<name>.jpg -> the same files under `out`, byte for byte,
     and a log line "<stage>: <why>: the labels pass on unchanged" (the filter and merge stages of cluster.mode
-    dense, and merge.method none)."""
-    for name in names:
+    dense, and merge.method none); under torch.distributed each process copies its `shard` of the names."""
+    for name in distributed.shard(names, *distributed.world()):
         for sub, ext in (("labels", "png"), ("overlays", "jpg")):
             io.write_bytes(Path(out) / sub / f"{name}.{ext}", (Path(src) / sub / f"{name}.{ext}").read_bytes())
-    print(f"{stage}: {why}: the labels of {src} pass on unchanged -> {out}", flush=True)
+    if distributed.is_main():
+        print(f"{stage}: {why}: the labels of {src} pass on unchanged -> {out}", flush=True)

@@ -20,7 +20,7 @@ from pipeline import io
 from pipeline.config import CRFConfig, TrainConfig
 
 # train settings that change speed, not the result: a run may resume with others
-SPEED_ONLY = {"device", "threads", "gpus", "workers", "checkpoint_every"}
+SPEED_ONLY = {"device", "threads", "workers", "checkpoint_every"}
 
 
 def file_digest(path: str | Path) -> str:

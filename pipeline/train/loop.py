@@ -18,7 +18,7 @@ from pipeline.config import TrainConfig
 from pipeline.io import IGNORE
 from pipeline.train import optim
 from pipeline.train.data import PairDataset, batch_plan, default_crop
-from pipeline.train.distributed import sync_batchnorm, world
+from pipeline.distributed import sync_batchnorm, world
 
 
 def pixel_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

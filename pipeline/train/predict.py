@@ -21,7 +21,7 @@ from pipeline.backbone import factory as bb
 from pipeline import io
 from pipeline.train import crf
 from pipeline.train.data import Take, shapes_of
-from pipeline.train.distributed import shard, world
+from pipeline.distributed import shard, world
 from pipeline.train.optim import amp_dtype
 
 # (key, image (H, W, 3) uint8, probabilities (C, H, W) float32) items -> (key, refined (C, H, W)) in the same order:
@@ -116,7 +116,7 @@ def write_predictions(model: nn.Module, rounds: list[dict], splits: Sequence[tup
     folder = Path(folder)
     rank, world_size = world()
     final = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    mine = [(names, shard(len(names), rank, world_size), images) for names, images in splits]
+    mine = [(names, shard(range(len(names)), rank, world_size), images) for names, images in splits]
     todo = [([names[i] for i in idx], Take(images, idx)) for names, idx, images in mine]
     for rd in rounds:
         last = rd is rounds[-1]

@@ -18,7 +18,7 @@ from pipeline.config import TrainConfig
 from pipeline.io import IGNORE
 from pipeline.train import checkpoint
 from pipeline.train.data import Take, steps_per_epoch
-from pipeline.train.distributed import shard, world
+from pipeline.distributed import shard, world
 from pipeline.train.loop import epoch_summary, fit
 from pipeline.train.predict import Refiner, predictions
 
@@ -71,7 +71,7 @@ def write_round_maps(model: nn.Module, images: Sequence[np.ndarray], batch_size:
     torch.distributed every process writes its share (the folder must be one they all see) and waits for the
     others. -> the share of labelled (not 255) pixels over every image of every process."""
     rank, world_size = world()
-    mine = shard(len(images), rank, world_size)
+    mine = shard(range(len(images)), rank, world_size)
     folder = Path(folder)
     counts = torch.zeros(2, dtype=torch.int64)  # labelled pixels, pixels
     for pr in predictions(model, Take(images, mine), batch_size, device, amp, refine=refine):

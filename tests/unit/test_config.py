@@ -84,6 +84,19 @@ def test_workers_is_a_top_level_count_of_processes(value, pattern):
         parse_params(raw)
 
 
+@pytest.mark.parametrize("value,pattern", [(0, r"'processes' is 0; allowed values: auto or an integer >= 1"),
+                                           (True, r"'processes' is True; allowed values: auto or an integer >= 1"),
+                                           ("two", r"'processes' is 'two'; allowed values: auto or an integer >= 1")])
+def test_processes_is_a_top_level_count_of_torchrun_processes_or_auto(value, pattern):
+    raw = raw_params()
+    assert parse_params(raw).processes == raw["processes"] == "auto"  # the default: one per GPU, 1 without
+    raw["processes"] = value
+    with pytest.raises(ConfigError, match=pattern):
+        parse_params(raw)
+    raw["processes"] = 3
+    assert parse_params(raw).processes == 3
+
+
 def test_int_is_accepted_where_a_float_is_expected():
     raw = raw_params()
     raw["filter"]["keep"] = 1
@@ -154,8 +167,6 @@ def test_an_int_field_takes_no_bool_float_or_string(value):
     # a bad choice
     ("pretrain.inpainting.mask", "square",
      r"'pretrain\.inpainting\.mask' is 'square'; allowed values: central, random_block, random_region"),
-    ("train.gpus", 0, r"'train\.gpus' is 0; allowed values: auto or an integer >= 1"),
-    ("train.gpus", True, r"'train\.gpus' is True; allowed values: auto or an integer >= 1"),
     ("pretrain.multitask.tasks", {"rotation": 1.0},
      r"'pretrain\.multitask\.tasks' is 'rotation'; allowed values: deepcluster, context, jigsaw, colorization"),
     ("pretrain.temporal_order.span", 2, r"'pretrain\.temporal_order\.span' is 2; must be 0 or >= 4"),
