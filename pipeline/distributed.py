@@ -18,6 +18,7 @@ import sys
 from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
@@ -42,11 +43,13 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
-def shard(items: S, rank: int, world_size: int) -> S:
+def shard(items: S | Iterable[T], rank: int, world_size: int) -> S | Iterator[T]:
     """The share of `items` that process `rank` of `world_size` handles: every world_size-th item from item `rank`
-    (items[rank::world_size], a range for a range). The shares are disjoint, cover `items`, differ in length by at
-    most one and keep the items' order."""
-    return items[rank::world_size]
+    (a sequence: items[rank::world_size], a range for a range; a stream: those items drawn lazily). The shares are
+    disjoint, cover `items`, differ in length by at most one and keep the items' order."""
+    if isinstance(items, Sequence):
+        return items[rank::world_size]
+    return islice(items, rank, None, world_size)
 
 
 def processes(setting: int | str) -> int:
@@ -101,6 +104,18 @@ def gather(mine: list[Any]) -> list[Any]:
     return unshard(parts)
 
 
+def all_reduce_sum(counts: np.ndarray) -> np.ndarray:
+    """Integer counts (any shape) -> their sum over every process, int64 (exact, in any order), in every process.
+    Outside torch.distributed: the counts themselves."""
+    counts = np.asarray(counts, np.int64)
+    if world()[1] == 1:
+        return counts
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.from_numpy(counts.copy()).to(on)
+    dist.all_reduce(t)
+    return t.cpu().numpy()
+
+
 def map_images(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
     """fn(item) for this process's `shard` of `items` (over `local_workers(workers)` pool processes,
     parallel.map_images), then every item's result in input order, in every process: fn's per-image files are
@@ -110,7 +125,7 @@ def map_images(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterat
     if size == 1:
         yield from parallel.map_images(fn, items, local_workers(workers))
         return
-    yield from gather(list(parallel.map_images(fn, islice(items, rank, None, size), local_workers(workers))))
+    yield from gather(list(parallel.map_images(fn, shard(items, rank, size), local_workers(workers))))
 
 
 def barrier() -> None:

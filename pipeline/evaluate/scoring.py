@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from tqdm import tqdm
 
-from pipeline import distributed, io
+from pipeline import distributed, io, parallel
 from pipeline.config import Params, Paths
 from pipeline.evaluate import baselines, mask_ap, metrics
 
@@ -135,6 +135,29 @@ class Tally:
         if r["instances"] is not None:
             self.instances.append((name, *r["instances"]))
 
+    def all_reduce(self, names: list[str]) -> None:
+        """Under torch.distributed, each process having added its `distributed.shard` of a split's images (`names`,
+        in that order): the confusion matrices and every other count all-reduced (integer sums, exact in any order),
+        the detections and instances of every process gathered in image order -> every process holds the tally of
+        every image, what one process adding them all holds. Nothing outside torch.distributed."""
+        if distributed.world()[1] == 1:
+            return
+        confs, kept = list(self.confs.values()), list(self.kept)
+        parts = [c.matrix for c in confs] + [np.array([c.images for c in confs]), np.array([self.kept[k] for k in kept]),
+                                             np.array([self.pixels])] + list(self.fg.values())
+        flat = distributed.all_reduce_sum(np.concatenate([np.ravel(a) for a in parts]))
+        summed = np.split(flat, np.cumsum([np.size(a) for a in parts])[:-1])
+        for c, m, n in zip(confs, summed, summed[len(confs)]):
+            c.matrix, c.images = m.reshape(c.matrix.shape), int(n)
+        self.kept = {k: int(v) for k, v in zip(kept, summed[len(confs) + 1])}
+        self.pixels = int(summed[len(confs) + 2][0])
+        self.fg = dict(zip(self.fg, summed[len(confs) + 3:]))
+        instances = {i[0]: i for i in self.instances}
+        every = distributed.gather([(n, {k: d[n] for k, d in self.detections.items()}, instances.get(n))
+                                    for n in names])
+        self.detections = {k: {n: dets[k] for n, dets, _ in every} for k in self.detections}
+        self.instances = [i for _, _, i in every if i is not None]
+
     def results(self, match: metrics.Match) -> dict[str, dict]:
         """{row: Confusion.result(match)}."""
         return {key: conf.result(match) for key, conf in self.confs.items()}
@@ -169,11 +192,13 @@ def evaluate(p: Params, manifest: dict, splits: dict[str, list[str]], n_pred: in
         tally = Tally(list(sources[split]), list(BASELINES) if split == "eval" else [], n_pred, n_gt, list(masks))
         score = partial(score_image, prep=prep, sources=sources[split], n_pred=n_pred, n_gt=n_gt, colour=colour,
                         feature=feature, masks=masks, components=not coco)
+        mine = distributed.shard(names, *distributed.world())  # this process's images; all of them in one
         items = ((n, grids.get(n) if grids is not None else None,  # the token grid: one shard held at a time
-                  {key: mask_scores(tables[key], n) for key in masks}) for n in names)
-        for name, r in zip(names, tqdm(distributed.map_images(score, items, p.workers), total=len(names),
-                                       desc=f"evaluate {split}", unit="img")):
+                  {key: mask_scores(tables[key], n) for key in masks}) for n in mine)
+        for name, r in zip(mine, tqdm(parallel.map_images(score, items, distributed.local_workers(p.workers)),
+                                      total=len(mine), desc=f"evaluate {split}", unit="img")):
             tally.add(name, r)
+        tally.all_reduce(mine)
         results[split] = tally.results(p.evaluate.match)
         summary[split] = tally.summary(results[split])
         if masks:
