@@ -62,7 +62,7 @@ def test_sharded_stages_write_the_same_bytes_on_one_process_two_processes_and_tw
         stage(one, name)
     want = {name: digests(one, folder) for name, folder in OUTPUTS.items()}
     assert len([f for f in want["features"] if f.startswith("shard_")]) == 4  # 4 training shards to share
-    assert want["evaluate"]["metrics.json"] and "labels/synth_0000.png" in want["merge"]
+    assert want["evaluate"]["metrics.json"] and "labels/synth_00000.png" in want["merge"]
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     for run, processes in (("two_processes", 2), ("two_nodes", 1)):
         work = tmp_path / run
