@@ -82,7 +82,7 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     assert metrics["cluster_k"] == TINY["cluster"]["k"]
     # distill.method none: the masks are the proposals, so are their AP50 (instances: ground truth's components)
     # and foreground IoU
-    assert metrics["proposals_mask_ap50"] == metrics["distill_mask_ap50"] == 0.4325  # TODO lead: AP50 value (0.4325)
+    assert metrics["proposals_mask_ap50"] == metrics["distill_mask_ap50"] == 0.5692
     assert metrics["proposals_fg_iou"] == metrics["distill_fg_iou"] == 0.81
     assert len(json.loads((d / "data/06_cluster/clusters.json").read_text())["masks"]) == PROPOSALS
     assert "Foreground IoU on the training split" in (d / "data/11_evaluate/table.md").read_text()
