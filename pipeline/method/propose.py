@@ -18,8 +18,8 @@ from pipeline.report import viz
 def resolve_sources(sources: list[str], manifest: dict) -> list[str]:
     """proposals.sources and the prepare stage's manifest -> the list of sources, earlier ranking first: [auto] is
     [motion, ncut] on a video dataset (motion's masks of what moves are the better ones there), [saliency] on
-    still images (classic saliency needs no weights and beats the cut on photos: docs/stages.md#saliency-classic-maps-and-their-refinement);
-    any other list is returned as it is."""
+    still images (classic saliency needs no weights and beats the cut on photos: docs/stages.md, "Saliency:
+    classic maps and their refinement"); any other list is returned as it is."""
     if sources != ["auto"]:
         return list(sources)
     return ["motion", "ncut"] if "videos" in manifest else ["saliency"]
