@@ -152,7 +152,7 @@ def oracle(root: Path, workdir: Path, noise: float, seed: int, shard_size: int) 
             shutil.copytree(root / name, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("params.yaml", "dvc.yaml"):
         shutil.copy(root / name, workdir / name)
-    for name in ("01_prepare", "02_pretrain", "03_features"):
+    for name in ("01_prepare", "02_pretrain", "03_features", "03_saliency"):  # saliency reads images, not features
         shutil.copytree(root / "data" / name, workdir / "data" / name)
     write_oracle_features(workdir, noise, seed, shard_size)
     for stage in stages_between(workdir / "dvc.yaml", "proposals", "evaluate"):

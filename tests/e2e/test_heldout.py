@@ -236,7 +236,7 @@ def test_label_isolation_prepare_through_train_are_byte_identical_without_the_gr
     for name in STAGES[1:]:
         stage(second, name)
     want, got = stage_outputs(first), stage_outputs(second)
-    assert {p.split("/")[1] for p in want} == {"02_pretrain", "03_features", "04_proposals", "05_distill", "06_cluster",
+    assert {p.split("/")[1] for p in want} == {"02_pretrain", "03_features", "03_saliency", "04_proposals", "05_distill", "06_cluster",
                                                "07_pseudolabels", "08_filter", "09_merge", "10_train"}
     assert any(p.startswith("data/10_train/predictions/labels/synth_eval_") for p in want)  # the held-out split too
     assert list(got) == list(want)

@@ -63,8 +63,8 @@ def test_proposals_stage_puts_motion_masks_first_and_saliency_after(video_run):
     assert on_objects > 0.8 * moving  # motion masks lie on the objects (measured 0.96 at 64 px)
 
 
-def test_motion_on_still_images_is_a_clear_error_and_auto_takes_ncut_there(video_run, tmp_path):
-    """[motion, ncut] on still images stops before any work, naming the setting; [auto] there is [ncut]."""
+def test_motion_on_still_images_is_a_clear_error_and_auto_takes_saliency_there(video_run, tmp_path):
+    """[motion, ncut] on still images stops before any work, naming the setting; [auto] there is [saliency]."""
     d, params = video_run
     work = tmp_path / "still"
     shutil.copytree(d, work)
@@ -76,6 +76,7 @@ def test_motion_on_still_images_is_a_clear_error_and_auto_takes_ncut_there(video
     assert out.returncode != 0 and "proposals.sources' includes motion but data.name is 'synthetic'" in out.stderr
     params["proposals"]["sources"] = ["auto"]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_stage("saliency", work)
     run_stage("proposals", work)
     summary = json.loads((work / "data" / "04_proposals" / "summary.json").read_text())
-    assert list(summary["by_source"]) == ["ncut"]
+    assert list(summary["by_source"]) == ["saliency"]
