@@ -46,6 +46,26 @@ def test_boundary_connectivity_of_a_3x3_grid_matches_the_hand_computed_values():
     assert w_bg[4] < 0.01 and (np.delete(w_bg, 4) > 0.98).all()
 
 
+def test_the_border_is_one_background_whatever_its_colours():
+    """The top row of the border 30 Lab units from the rest of it (L 80 against 50), the centre at L 20: the border
+    superpixels are linked at zero cost, so their geodesics to each other are 0 and the centre's to each of them is
+    its distance to the nearest one (30, through its left, right or bottom neighbour, not 60 through the top one):
+    BndCon is then as for a border of one colour, 8 / sqrt(8 + e) on the border and 8 e / sqrt(1 + 8 e) at the
+    centre, e = exp(-30^2 / (2 10^2))."""
+    sp = grid_superpixels([20.0, 0, 0], [50.0, 0, 0])
+    lab = sp.lab.copy()
+    lab[[0, 1, 2]] = [80.0, 0, 0]
+    sp = saliency.Superpixels(sp.labels, lab, sp.centres, sp.border, sp.edges)
+    geo = saliency.geodesic(sp, saliency.colour_distances(sp))
+    border = [0, 1, 2, 3, 5, 6, 7, 8]
+    np.testing.assert_allclose(geo[np.ix_(border, border)], 0.0, atol=1e-9)
+    np.testing.assert_allclose(geo[4, border], 30.0, rtol=1e-9)
+    e = np.exp(-900 / 200)
+    want = np.full(9, 8 / np.sqrt(8 + e))
+    want[4] = 8 * e / np.sqrt(1 + 8 * e)
+    np.testing.assert_allclose(saliency.boundary_connectivity(geo, sp.border, 10.0), want, rtol=1e-9)
+
+
 def test_least_squares_step_equals_a_direct_solve_of_the_stacked_residuals():
     """The linear system against numpy's lstsq on the residuals sqrt(w_bg) s, sqrt(w_fg) (s - 1) and
     sqrt(w_ij) (s_i - s_j), whose squared sum is the RBD cost."""
