@@ -65,8 +65,9 @@ DEFAULT20 = {"train": {"decoder": "fused", "decoder_dim": 64, "epochs": 45, "bat
 
 # the saliency maps refined by 2 rounds of a network (their records ran with saliency.rounds 2 as params.yaml's value)
 REFINED = {"proposals": {"sources": ["saliency"]}, "saliency": {"rounds": 2}}
-# one cue, RBD, instead of the mean of RBD's and MBD+'s maps
-RBD_ONLY = {"proposals": {"sources": ["saliency"]}, "saliency": {"rounds": 0, "cues": ["rbd"]}}
+# RBD's border superpixels linked at zero cost, with MBD+ (the mean of both maps) or alone
+ZERO = {"proposals": {"sources": ["saliency"]}, "saliency": {"rounds": 0, "border_link": "zero"}}
+RBD_ZERO = {"proposals": {"sources": ["saliency"]}, "saliency": {"rounds": 0, "border_link": "zero", "cues": ["rbd"]}}
 
 
 def dense_row(features: str) -> dict:
@@ -153,8 +154,10 @@ ABLATIONS: dict[str, dict[str, tuple[dict, list[str], str]]] = {
                                         ["saliency", "proposals"], "network"),
         "classic saliency, then ncut": ({"proposals": {"sources": ["saliency", "ncut"]}, "saliency": {"rounds": 0}},
                                         ["saliency", "proposals"], "network"),
-        "classic saliency, rbd only": (RBD_ONLY, ["saliency", "proposals"], "network"),
-        "classic saliency, rbd only + CRF": (RBD_ONLY, ["saliency", "proposals"], "network + CRF"),
+        "classic saliency, border at zero cost": (ZERO, ["saliency", "proposals"], "network"),
+        "classic saliency, border at zero cost + CRF": (ZERO, ["saliency", "proposals"], "network + CRF"),
+        "rbd alone, border at zero cost": (RBD_ZERO, ["saliency", "proposals"], "network"),
+        "rbd alone, border at zero cost + CRF": (RBD_ZERO, ["saliency", "proposals"], "network + CRF"),
     },
     # Scenes, not only objects (issue 36): every patch clustered (cluster.mode dense) by k-means of the tokens, of
     # the tokens + colour, or of STEGO's head's codes, against the default's object masks (params.yaml as it is:

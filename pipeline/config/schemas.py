@@ -168,7 +168,7 @@ class ProposalsConfig(_Section):
 class SaliencyConfig(_Section):
     """Classic saliency (pipeline/method/saliency.py) and its refinement by a network (saliency_refine.py)."""
     cues: list[Literal["rbd", "mbd"]]; superpixels: int = Field(ge=2); compactness: PosF  # cues: each once
-    sigma_clr: PosF; sigma_bndcon: PosF; sigma_spa: PosF; mu: NonNegF  # RBD
+    sigma_clr: PosF; sigma_bndcon: PosF; sigma_spa: PosF; mu: NonNegF; border_link: Literal["colour", "zero"]  # RBD
     mbd_passes: Pos; border_strip: Share; smooth_alpha: NonNegF  # MBD+
     threshold: Literal["otsu", "twice_mean"]; min_area: Share  # the maps -> proposals
     rounds: NonNeg; epochs: Pos; momentum: Unit; ignore_band: Unit; crf: bool  # the refinement (rounds 0: none)

@@ -3,7 +3,7 @@
 - **RBD** (Zhu, Liang, Wei, Sun, "Saliency Optimization from Robust Background Detection", CVPR 2014): SLIC
   superpixels (scikit-image) on the image; geodesic distances between superpixels on their adjacency graph, edge
   weight the Euclidean distance of their mean CIE-Lab colours, the superpixels on the image border linked to each
-  other at zero cost (scipy's shortest paths); boundary connectivity BndCon(p) = Len_bnd(p) / sqrt(Area(p)) with
+  other (scipy's shortest paths); boundary connectivity BndCon(p) = Len_bnd(p) / sqrt(Area(p)) with
   Area(p) = sum_q exp(-geo(p, q)^2 / (2 sigma_clr^2)) and Len_bnd the same sum over border superpixels; background
   probability w_bg = 1 - exp(-BndCon^2 / (2 sigma_bndcon^2)); background-weighted contrast
   wCtr(p) = sum_q d_app(p, q) exp(-d_spa(p, q)^2 / (2 sigma_spa^2)) w_bg(q); then the paper's least-squares step:
@@ -22,10 +22,10 @@ departs, and why:
   what the paper reports. d_app in the contrast and the smoothness is the Lab distance of the mean colours, as in
   the paper (pyimgsaliency uses the geodesic one). Smoothness on adjacent superpixels only (the release also
   links neighbours' neighbours). Border superpixels: those touching the outermost pixel ring, linked to each other
-  at zero cost, so a superpixel's geodesic distance to every border superpixel is its distance to the border as a
-  whole; the release links them at their colour distance less a clip value. On the 200 Weizmann horses (original
-  size, Otsu threshold) the zero-cost links give RBD a pooled foreground IoU of 0.56, the colour-distance links
-  0.49 (the release's clip, a per-image quantile of the edge weights, is left out with its other dynamic knobs).
+  at their colour distance (`border_link: colour`, as the release, less its clip value, a per-image quantile of the
+  edge weights left out with its other dynamic knobs) or at zero cost (`zero`), so that a superpixel's geodesic
+  distance to every border superpixel is its distance to the border as a whole. On the 200 Weizmann horses
+  (original size, Otsu threshold on RBD's map alone) zero gives a pooled foreground IoU of 0.56, colour 0.49.
 - MBD: FastMBD's raster scans replaced by row and column sweeps (each sweep one numpy operation per row or
   column, all pixels of it at once), repeated `mbd_passes` times: the same relaxation of the barrier distance, in
   another visiting order, so fast in numpy. Left out of MB+: the centre bias (a photographer's prior that would
@@ -100,15 +100,18 @@ def colour_distances(sp: Superpixels) -> np.ndarray:
     return np.sqrt(((sp.lab[:, None] - sp.lab[None]) ** 2).sum(-1))
 
 
-def geodesic(sp: Superpixels, d_app: np.ndarray) -> np.ndarray:
+def geodesic(sp: Superpixels, d_app: np.ndarray, border_link: str) -> np.ndarray:
     """(n, n) float64 shortest-path lengths on the adjacency graph (edge weight d_app), the border superpixels
-    linked pairwise at zero cost (RBD: the border is one connected background, whatever its colours)."""
+    linked pairwise (RBD: the border is one connected background) at their colour distance (border_link "colour")
+    or at zero cost ("zero": a superpixel is then equally far from every border superpixel, whatever their
+    colours)."""
     b = np.flatnonzero(sp.border)
     bi, bj = np.meshgrid(b, b, indexing="ij")
     keep = bi < bj
     i = np.concatenate([sp.edges[:, 0], bi[keep]])
     j = np.concatenate([sp.edges[:, 1], bj[keep]])
-    w = np.concatenate([d_app[sp.edges[:, 0], sp.edges[:, 1]], np.zeros(int(keep.sum()))])
+    links = d_app[bi[keep], bj[keep]] if border_link == "colour" else np.zeros(int(keep.sum()))
+    w = np.concatenate([d_app[sp.edges[:, 0], sp.edges[:, 1]], links])
     w += 1e-12  # a zero weight would read as no edge in a sparse matrix
     graph = coo_matrix((w, (i, j)), shape=(sp.n, sp.n)).tocsr()
     return shortest_path(graph, method="D", directed=False)
@@ -159,7 +162,8 @@ def rbd(image: np.ndarray, cfg: SaliencyConfig) -> np.ndarray:
     if sp.n < 2:
         return np.zeros(image.shape[:2])
     d_app = colour_distances(sp)
-    w_bg = background_probability(boundary_connectivity(geodesic(sp, d_app), sp.border, cfg.sigma_clr),
+    w_bg = background_probability(boundary_connectivity(geodesic(sp, d_app, cfg.border_link), sp.border,
+                                                        cfg.sigma_clr),
                                   cfg.sigma_bndcon)
     w_fg = scaled(weighted_contrast(d_app, sp.centres, w_bg, cfg.sigma_spa))
     s = optimise(w_bg, w_fg, sp.edges, d_app, cfg.sigma_clr, cfg.mu)

@@ -76,7 +76,7 @@ def test_motion_on_still_images_is_a_clear_error_and_auto_takes_saliency_there(v
     assert out.returncode != 0 and "proposals.sources' includes motion but data.name is 'synthetic'" in out.stderr
     params["proposals"]["sources"] = ["auto"]
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run_stage("saliency", work)
-    run_stage("proposals", work)
+    for stage in ("features", "saliency", "proposals"):  # the still images' own features and maps
+        run_stage(stage, work)
     summary = json.loads((work / "data" / "04_proposals" / "summary.json").read_text())
     assert list(summary["by_source"]) == ["saliency"]

@@ -34,7 +34,7 @@ def test_boundary_connectivity_of_a_3x3_grid_matches_the_hand_computed_values():
     border BndCon = 8 / sqrt(8 + e), centre BndCon = 8 e / sqrt(1 + 8 e)."""
     sp = grid_superpixels([80.0, 0, 0], [50.0, 0, 0])
     assert sp.border.tolist() == [True] * 4 + [False] + [True] * 4
-    geo = saliency.geodesic(sp, saliency.colour_distances(sp))
+    geo = saliency.geodesic(sp, saliency.colour_distances(sp), "colour")
     np.testing.assert_allclose(geo[4, [0, 1, 2, 3, 5, 6, 7, 8]], 30.0, rtol=1e-9)
     np.testing.assert_allclose(geo[0, [1, 2, 3, 5, 6, 7, 8]], 0.0, atol=1e-9)
     e = np.exp(-900 / 200)
@@ -46,17 +46,21 @@ def test_boundary_connectivity_of_a_3x3_grid_matches_the_hand_computed_values():
     assert w_bg[4] < 0.01 and (np.delete(w_bg, 4) > 0.98).all()
 
 
-def test_the_border_is_one_background_whatever_its_colours():
-    """The top row of the border 30 Lab units from the rest of it (L 80 against 50), the centre at L 20: the border
-    superpixels are linked at zero cost, so their geodesics to each other are 0 and the centre's to each of them is
-    its distance to the nearest one (30, through its left, right or bottom neighbour, not 60 through the top one):
+def test_border_links_at_zero_cost_make_the_border_one_background_whatever_its_colours():
+    """The top row of the border 30 Lab units from the rest of it (L 80 against 50), the centre at L 20. Linked at
+    zero cost, the border superpixels' geodesics to each other are 0 and the centre's to each of them is its
+    distance to the nearest one (30, through its left, right or bottom neighbour, not 60 through the top one):
     BndCon is then as for a border of one colour, 8 / sqrt(8 + e) on the border and 8 e / sqrt(1 + 8 e) at the
-    centre, e = exp(-30^2 / (2 10^2))."""
+    centre, e = exp(-30^2 / (2 10^2)). Linked at their colour distance, the top row is 30 from the rest."""
     sp = grid_superpixels([20.0, 0, 0], [50.0, 0, 0])
     lab = sp.lab.copy()
     lab[[0, 1, 2]] = [80.0, 0, 0]
     sp = saliency.Superpixels(sp.labels, lab, sp.centres, sp.border, sp.edges)
-    geo = saliency.geodesic(sp, saliency.colour_distances(sp))
+    colour = saliency.geodesic(sp, saliency.colour_distances(sp), "colour")
+    np.testing.assert_allclose(colour[0, [1, 2]], 0.0, atol=1e-9)
+    np.testing.assert_allclose(colour[0, [3, 5, 6, 7, 8]], 30.0, rtol=1e-9)
+    np.testing.assert_allclose(colour[4, [0, 1, 2]], 60.0, rtol=1e-9)  # 30 to the lower border, 30 up to the top
+    geo = saliency.geodesic(sp, saliency.colour_distances(sp), "zero")
     border = [0, 1, 2, 3, 5, 6, 7, 8]
     np.testing.assert_allclose(geo[np.ix_(border, border)], 0.0, atol=1e-9)
     np.testing.assert_allclose(geo[4, border], 30.0, rtol=1e-9)
