@@ -2,7 +2,7 @@
 
     python benchmarks/bench_predict.py                          # a tiny random bundle, 64 photos of 480x640
     python benchmarks/bench_predict.py --count 1000 --size 128x128,360x480 --out benchmarks/results_predict.json
-    python benchmarks/bench_predict.py --model data/10_train/model --count 1000 --size 480x640 --device cuda
+    python benchmarks/bench_predict.py --model data/11_bundle --count 1000 --size 480x640 --device cuda
     python benchmarks/bench_predict.py --count 4 --size 4000x6000 # large photos: the upsampled logits' peak
 
 Each size is its own process (`python -m pipeline predict`; wait4's max RSS of that child is its peak resident
