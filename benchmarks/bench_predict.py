@@ -4,6 +4,7 @@
     python benchmarks/bench_predict.py --count 1000 --size 128x128,360x480 --out benchmarks/results_predict.json
     python benchmarks/bench_predict.py --model data/11_bundle --count 1000 --size 480x640 --device cuda
     python benchmarks/bench_predict.py --count 4 --size 4000x6000 # large photos: the upsampled logits' peak
+    python benchmarks/bench_predict.py --table benchmarks/results_predict.json   # a saved run's table
 
 Each size is its own process (`python -m pipeline predict`; wait4's max RSS of that child is its peak resident
 memory alone), on `count` generated JPEGs of that size in a temporary folder. Without --model it measures a bundle
@@ -71,6 +72,15 @@ def machine() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+HEADER = "| images | size | device | crf | wall s | images/s | peak RSS MB |\n|---|---|---|---|---|---|---|"
+
+
+def table_row(r: dict) -> str:
+    """One measured row -> its line of the Markdown table under HEADER."""
+    return (f"| {r['images']} | {r['size']} | {r['device']} | {'yes' if r['crf'] else 'no'} | {r['wall s']:.1f} | "
+            f"{r['images/s']:.2f} | {r['peak RSS MB']:.0f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="", help="a bundle folder (default: params.yaml's architecture, random)")
@@ -81,10 +91,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", default="", help="predict's --batch-size (default: the bundle's)")
     ap.add_argument("--crf", action="store_true", help="also the dense CRF")
     ap.add_argument("--out", default="", help="write the rows and the machine as JSON here")
+    ap.add_argument("--table", default="", metavar="JSON", help="print the table of a saved --out file, run nothing")
     args = ap.parse_args(argv)
+    if args.table:
+        saved = json.loads(Path(args.table).read_text())
+        print(f"{saved['machine']['cpu']}, {saved['machine']['cores']} cores, OMP_NUM_THREADS="
+              f"{saved['machine']['omp_num_threads']}, {saved['date']}\n{HEADER}")
+        print("\n".join(table_row(r) for r in saved["rows"]))
+        return
     rows = []
-    print("| images | size | device | crf | wall s | images/s | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+    print(HEADER)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = Path(args.model) if args.model else tmp / "model"
@@ -100,8 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             seconds, peak = run_predict(model, images, tmp / f"out_{h}x{w}", extra)
             rows.append({"images": args.count, "size": f"{h}x{w}", "device": args.device, "crf": args.crf,
                          "wall s": seconds, "images/s": args.count / seconds, "peak RSS MB": peak / 2**20})
-            print(f"| {args.count} | {h}x{w} | {args.device} | {'yes' if args.crf else 'no'} | {seconds:.1f} | "
-                  f"{args.count / seconds:.2f} | {peak / 2**20:.0f} |", flush=True)
+            print(table_row(rows[-1]), flush=True)
     if args.out:
         result = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                   "model": args.model or "params.yaml's architecture, random weights", "rows": rows}

@@ -284,11 +284,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipeline.report.i
     ap.add_argument("names", nargs="+", metavar="IMAGE_NAME", help="image name(s) as in data/01_prepare/images, without .png")
     ap.add_argument("-o", "--out", default="", help="output PNG (one image) or folder (several); default journey_<name>.png here")
     ap.add_argument("--params", default="params.yaml", help="params file whose paths to read (default params.yaml)")
-    ap.add_argument("--names", default=io.NAMES, help=f"class names, one 'id: name' a line (default {io.NAMES})")
+    ap.add_argument("--names", dest="names_file", default=io.NAMES,
+                    help=f"class names, one 'id: name' a line (default {io.NAMES})")
     args = ap.parse_args(argv)
     try:
         paths = load_params(args.params).paths
-        data = StageOutputs(paths, args.names)
+        data = StageOutputs(paths, args.names_file)
         data.check_names(args.names)
         for name in args.names:
             if args.out and len(args.names) == 1 and args.out.endswith(".png"):
