@@ -1,8 +1,7 @@
 """Stage train: the network on the training split's merged pseudo-labels, its self-training and CRF rounds
-(selftrain.py), the network as a bundle in data/10_train/model/ (bundle.py; the bundle stage adds the class names
-and the model card), every round's predictions of both splits at the original sizes, with crf.predictions also
-network + dense CRF (predict.py). Resumes from checkpoints/, runs under torchrun with processes > 1
-(distributed.py); seconds spent -> timings.json."""
+(selftrain.py), the network as a bundle in data/10_train/model/ (bundle.py; the bundle stage adds names and card),
+every round's predictions of both splits at the original sizes, with crf.predictions also network + dense CRF
+(predict.py). Resumes from checkpoints/, runs under torchrun with processes > 1; seconds spent -> timings.json."""
 import time
 from pathlib import Path
 
