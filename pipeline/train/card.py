@@ -54,8 +54,9 @@ def held_out_text(metrics: dict, match: str, n_eval: int) -> str:
         why = metrics.get("note", "the run has no held-out split with ground truth")
         return f"No held-out metrics: {why} (data/11_evaluate/metrics.json)."
     table = "\n".join(f"| {k} | {v['miou']:.3f} | {v['pixel_acc']:.3f} |" for k, v in rows.items())
+    images = f"{n_eval} image{'s' * (n_eval != 1)}"
     return f"""Scored by the evaluate stage of the same run on its held-out split (`eval` in
-data/11_evaluate/metrics.json: {n_eval} images with ground truth, none of them trained on). Each predicted id is
+data/11_evaluate/metrics.json: {images} with ground truth, none of them trained on). Each predicted id is
 Hungarian-matched by {match} to one ground-truth class over the whole split; scores at the images' original size.
 
 | label map | mIoU | pixel acc |

@@ -256,3 +256,15 @@ def test_a_param_change_reruns_exactly_the_dependent_stages(repo):
     assert json.loads((d / "data/11_evaluate/metrics.json").read_text())["cluster_k"] == k
     merged = np.stack([io.read_label(f) for f in sorted((d / "data/09_merge/labels").glob("*.png"))])
     assert merged[merged != 255].max() <= k
+
+
+def test_naming_a_class_reruns_only_the_bundle_and_report(repo):
+    """names.yaml is a dep of the bundle and report stages only: naming a class never retrains."""
+    d, _, _ = repo
+    (d / "names.yaml").write_text("1: disc\n")
+    log = run(["dvc", "repro"], d)
+    stages = yaml.safe_load((d / "dvc.yaml").read_text())["stages"]
+    assert {s for s in stages if f"Running stage '{s}'" in log} == {"bundle", "report"}
+    assert io.read_json(d / "data/11_bundle/classes.json")["1"] == "disc"
+    assert "| 1 | disc | ![class 1](classes/1.png) |" in (d / "data/11_bundle/README.md").read_text()
+    assert "<th>1</th><td>disc</td>" in (d / "data/12_report/report.html").read_text()

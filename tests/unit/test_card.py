@@ -65,5 +65,5 @@ def test_the_bundle_stage_names_the_classes_and_holds_the_held_out_metrics(tmp_p
     assert sorted(p.name for p in (out / "classes").iterdir()) == ["2.png"]  # only class 2 in the pseudo-labels
     text = (out / "README.md").read_text()
     assert "| network | 0.500 | 0.750 |" in text and "| 2 | road | ![class 2](classes/2.png) |" in text
-    assert "1 images with ground truth" in text.replace("\n", " ")  # e of the held-out e, f has ground truth
+    assert "1 image with ground truth" in text.replace("\n", " ")  # e of the held-out e, f has ground truth
     assert "Hungarian-matched by iou" in text.replace("\n", " ")  # params.yaml's evaluate.match
