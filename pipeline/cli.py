@@ -114,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
                                    "size, in OUT/labels/, overlays in OUT/overlays/; unreadable files are listed in "
                                    "OUT/skipped.csv with the reason and the run goes on (exit status 1). Images "
                                    "already predicted in OUT are kept (a rerun resumes) unless --force.")
-    p.add_argument("model", metavar="MODEL", help="a bundle folder (the train stage's data/10_train/model)")
+    p.add_argument("model", metavar="MODEL", help="a bundle folder (the bundle stage's data/11_bundle)")
     p.add_argument("images", nargs="+", metavar="IMAGES",
                    help=f"image folders (searched recursively) or files; suffixes {' '.join(io.IMAGE_EXTS)}")
     p.add_argument("out", metavar="OUT", help="output folder")

@@ -1,6 +1,7 @@
-"""Stage report: one static page to look at every stage (data/12_report/report.html, images embedded), the
-journey picture of the images in report.journey_images, cluster / community / filter galleries, and the tables
-that dvc plots draws (mIoU per label map, confusion)."""
+"""Stage report: one static page to look at every stage (data/12_report/report.html, images embedded): each class
+with its gallery and name (names.yaml, which the page says how to edit), the journey picture of the images in
+report.journey_images, cluster / community / filter galleries, and the tables that dvc plots draws (mIoU per label
+map, confusion)."""
 from pathlib import Path
 
 from pipeline import io
@@ -12,10 +13,11 @@ from pipeline.report import page as report
 def main() -> None:
     p = load_params()
     out = Path(p.paths.report)
-    data = inspect.StageOutputs(p.paths)
+    data = inspect.StageOutputs(p.paths, io.NAMES)
     names = p.report.journey_images or data.manifest["names"][:p.report.journey_count]
     data.check_names(names)
     sections, plots = inspect.evaluation_sections(data, p.report.confusion_rows)
+    sections.insert(0, inspect.classes_section(data))
     for key, rows in plots.items():
         io.write_json(out / "plots" / f"{key}.json", rows)
     curves = inspect.read_curves(Path(p.paths.train) / "live" / "plots" / "metrics")

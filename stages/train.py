@@ -1,7 +1,7 @@
 """Stage train: the network on the training split's merged pseudo-labels, its self-training and CRF rounds
-(selftrain.py), the network as a bundle with its model card in data/10_train/model/ (bundle.py, card.py), every
-round's predictions of both splits at the original sizes, with crf.predictions also network + dense CRF (predict.py).
-Resumes from checkpoints/, runs under torchrun with processes > 1 (distributed.py); seconds spent -> timings.json."""
+(selftrain.py), the network as a bundle in data/10_train/model/ (bundle.py; the bundle stage adds names and card),
+every round's predictions of both splits at the original sizes, with crf.predictions also network + dense CRF
+(predict.py). Resumes from checkpoints/, runs under torchrun with processes > 1; seconds spent -> timings.json."""
 import time
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import torch
 from pipeline import distributed, io
 from pipeline.backbone import factory as bb
 from pipeline.config import load_params
-from pipeline.train import bundle, card, checkpoint, crf, predict, selftrain
+from pipeline.train import bundle, checkpoint, crf, predict, selftrain
 from pipeline.train.live import TrainLog
 from pipeline.train.models import build_model
 
@@ -41,7 +41,7 @@ def main() -> None:
     fit_s, tick = time.perf_counter() - tick, time.perf_counter()
     log.end(rounds)
     if rank == 0:
-        card.write_bundle(out / "model", model, bundle.run_config(p, classes, size), p.data, images, labels)
+        bundle.write(out / "model", model, bundle.run_config(p, classes, size))
         io.write_json(out / "history.json", selftrain.history(rounds))
     splits = [(names, images), (eval_names, io.LazyImages(p.paths.prepare, eval_names))]
     predict.write_predictions(model, rounds, splits, io.original_sizes(p.paths.prepare, manifest, names + eval_names),

@@ -41,11 +41,12 @@ def run_stage(name: str, cwd) -> str:
 
 
 def repro_project(d: Path, sections: dict) -> str:
-    """The project's code, dvc.yaml and models/ copied into `d` with params.yaml's `sections` updated (dict values
-    merged key by key), made a git + dvc repository and committed; `dvc repro` there -> its log."""
+    """The project's code, dvc.yaml, names.yaml and models/ copied into `d` with params.yaml's `sections` updated
+    (dict values merged key by key), made a git + dvc repository and committed; `dvc repro` there -> its log."""
     for name in ("pipeline", "stages", "models"):
         shutil.copytree(ROOT / name, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
+    for name in ("dvc.yaml", "names.yaml"):
+        shutil.copy(ROOT / name, d / name)
     write_params(d, **sections)
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
         run(cmd, d)

@@ -11,4 +11,6 @@ class Paths:
     proposals: str = "data/04_proposals"; distill: str = "data/05_distill"; cluster: str = "data/06_cluster"
     pseudolabels: str = "data/07_pseudolabels"
     filter: str = "data/08_filter"; merge: str = "data/09_merge"; train: str = "data/10_train"
-    evaluate: str = "data/11_evaluate"; report: str = "data/12_report"
+    evaluate: str = "data/11_evaluate"
+    bundle: str = "data/11_bundle"  # beside evaluate: the trained network with its held-out metrics, to use and share
+    report: str = "data/12_report"

@@ -36,9 +36,10 @@ class StageOutputs:
     """The stages' tables, read once: the manifest, the scores of the masks the cluster stage took (the distill
     stage's; `proposals`) and, when the distill stage replaced them by a detector's, of the proposals themselves
     (`raw_proposals`), per-mask records of the latest stage that wrote them (merge > filter > cluster), evaluate's
-    matching. Images and label maps are read per image."""
+    matching, and the classes' names (`names_file`, the project's names.yaml: io.class_names). Images and label maps
+    are read per image."""
 
-    def __init__(self, paths: Paths) -> None:
+    def __init__(self, paths: Paths, names_file: str | Path) -> None:
         self.paths = paths
         self.manifest = io.read_manifest(paths.prepare)
         self.proposals: dict[str, list[dict]] = io.read_json(Path(paths.distill) / "proposals.json")
@@ -67,6 +68,7 @@ class StageOutputs:
         self.dense = clusters.get("mode") == "dense"  # cluster.mode dense: no masks; classes 1..k on every patch
         self.n_pred = len(self.mapping) if self.mapping else 1 + max(
             (r["cluster"] + 1 for r in self.records), default=clusters["k"] if self.dense else 0)
+        self.names = io.class_names(names_file, self.n_pred)
 
     def check_names(self, names: list[str]) -> None:
         """Raise InputError naming the images that are not in the prepared dataset."""
@@ -135,7 +137,7 @@ def journey(data: StageOutputs, name: str) -> np.ndarray:
                                    at_size(data.label_map(Path(p.train) / "predictions" / "labels", name),
                                            image.shape[:2]), gt, data.raw_proposals_of(name),
                                    data.saliency_heat(name))
-    legend = report.class_legend(data.n_pred, data.mapping, data.manifest.get("class_names"))
+    legend = report.class_legend(data.names, data.mapping, data.manifest.get("class_names"))
     if gt is not None and data.mapping is not None:  # ground-truth classes no prediction was matched to
         pal = io.palette()
         for g, gname in enumerate(data.manifest["class_names"]):
@@ -250,6 +252,19 @@ def evaluation_sections(data: StageOutputs, confusion_total: int) -> tuple[list[
     return sections, plots
 
 
+def classes_section(data: StageOutputs) -> Section:
+    """The Classes section: each class id with its name, the ground-truth class evaluate matched it to, and the
+    bundle stage's gallery of it (data/11_bundle/classes/<id>.png), and how to name it."""
+    folder = Path(data.paths.bundle) / "classes"
+    galleries = {c: (folder / f"{c}.png").read_bytes() for c in data.names if (folder / f"{c}.png").is_file()}
+    gt = data.manifest.get("class_names")
+    matched = {c: gt[g] for c, g in enumerate(data.mapping or []) if gt and g >= 0}
+    return ("Classes", f"each class the network predicts, with the training images holding most of it in the merged "
+            f"pseudo-labels; name a class by adding 'id: name' (e.g. '1: horse') to {io.NAMES} in the project root "
+            "and running dvc repro: the bundle (data/11_bundle) and this page take the names",
+            report.classes_html(data.names, galleries, matched))
+
+
 def read_curves(live_plots: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """dvclive's plots/metrics folder (<name>.tsv with columns step and <name>, nested folders allowed)
     -> {relative name: (steps, values)}, sorted by name; {} when the folder does not exist."""
@@ -269,10 +284,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m pipeline.report.i
     ap.add_argument("names", nargs="+", metavar="IMAGE_NAME", help="image name(s) as in data/01_prepare/images, without .png")
     ap.add_argument("-o", "--out", default="", help="output PNG (one image) or folder (several); default journey_<name>.png here")
     ap.add_argument("--params", default="params.yaml", help="params file whose paths to read (default params.yaml)")
+    ap.add_argument("--names", dest="names_file", default=io.NAMES,
+                    help=f"class names, one 'id: name' a line (default {io.NAMES})")
     args = ap.parse_args(argv)
     try:
         paths = load_params(args.params).paths
-        data = StageOutputs(paths)
+        data = StageOutputs(paths, args.names_file)
         data.check_names(args.names)
         for name in args.names:
             if args.out and len(args.names) == 1 and args.out.endswith(".png"):

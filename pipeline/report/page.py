@@ -40,18 +40,30 @@ def typical_members(values: np.ndarray, groups: np.ndarray, group: int, n: int, 
     return most, least
 
 
-def class_legend(n_pred: int, mapping: list[int] | None, gt_names: list[str] | None) -> list[tuple[str, np.ndarray]]:
-    """Legend entries (label, (3,) uint8 colour) for classes 0..n_pred-1 in the project palette, each with the
-    ground-truth class it was matched to when `mapping` (pred -> gt index, -1 unmatched) is given, ignore last."""
+def class_legend(names: dict[int, str], mapping: list[int] | None,
+                 gt_names: list[str] | None) -> list[tuple[str, np.ndarray]]:
+    """Legend entries (label, (3,) uint8 colour) for classes 0..len(names)-1 ({id: name}, io.class_names) in the
+    project palette, each with the ground-truth class it was matched to when `mapping` (pred -> gt index, -1
+    unmatched) is given, ignore last."""
     pal = io.palette()
     out = []
-    for c in range(n_pred):
-        label = "0 background" if c == 0 else f"{c} cluster {c}"
+    for c in range(len(names)):
+        label = f"{c} {names[c]}"
         if mapping is not None and gt_names is not None and c < len(mapping):
             label += f" ~ {gt_names[mapping[c]]}" if mapping[c] >= 0 else " (unmatched)"
         out.append((label, pal[c]))
     out.append((f"{io.IGNORE} ignored", pal[io.IGNORE]))
     return out
+
+
+def classes_html(names: dict[int, str], galleries: dict[int, bytes], matched: dict[int, str]) -> str:
+    """The report's Classes section: a table row per class id ({id: name}) with its name, the ground-truth class
+    it was matched to where `matched` has it, and its gallery (PNG bytes; "(no pixels)" without one)."""
+    rows = "".join(f"<tr><th>{c}</th><td>{html.escape(n)}</td><td>{html.escape(matched.get(c, ''))}</td><td>"
+                   + (img_tag(galleries[c], f"class {c}") if c in galleries else "(no pixels)") + "</td></tr>"
+                   for c, n in sorted(names.items()))
+    return ('<table id="classes"><thead><tr><th>id</th><th>name</th><th>matched ground truth</th><th>gallery</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table>")
 
 
 def gt_in_prediction_colours(gt: np.ndarray, mapping: list[int], n_pred: int) -> np.ndarray:

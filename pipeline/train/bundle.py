@@ -1,11 +1,13 @@
-"""The trained network as a self-describing folder, the train stage's data/10_train/model/:
+"""The trained network as a self-describing folder: the train stage's data/10_train/model/, and the bundle stage's
+data/11_bundle/ (the same network with its named classes and model card):
 
 - model.safetensors: the whole network's state dict (backbone included);
 - config.json: everything needed to rebuild and feed it (`BundleConfig`): the network's kind and settings, the
   prepare stage's resize rule and size, the normalisation, the classes and their palette, the dense CRF's settings,
   unseg's version and the hash of the params that trained it;
-- classes.json: class id -> name (`background`, `class_1`, ... until a person names them, see `read_names`);
-- README.md: the model card (pipeline/train/card.py), where the train stage writes one.
+- classes.json: class id -> name (`background`, `class_1`, ... until a person names them in names.yaml,
+  `io.class_names`);
+- README.md and classes/<id>.png: the model card (pipeline/train/card.py), in the bundle stage's folder.
 
 config.json + model.safetensors + README.md is a valid Hugging Face model repository: `huggingface-cli upload`
 publishes the folder as it is. Loading reads only this folder: no params.yaml, no data/, no network.
@@ -19,7 +21,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -92,31 +93,6 @@ def run_config(p: Params, num_classes: int, image_size: int) -> BundleConfig:
         unseg_version=unseg_version(), params_hash=params_hash(p))
 
 
-def default_names(num_classes: int) -> dict[int, str]:
-    """{0: 'background', 1: 'class_1', ...}: the names of classes nobody has named yet."""
-    return {i: "background" if i == 0 else f"class_{i}" for i in range(num_classes)}
-
-
-def read_names(path: str | Path, num_classes: int) -> dict[int, str]:
-    """names.yaml ({id: name}, any subset of the ids) -> {id: name} of the ids it names; BundleError naming the
-    file for an id out of range or a name that is not a non-empty string."""
-    path = Path(path)
-    try:
-        given = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise BundleError(f"{path}: not a readable names file ({type(e).__name__}: {e})") from e
-    if not isinstance(given, dict):
-        raise BundleError(f"{path}: must map class ids to names, e.g. '1: sky', got {type(given).__name__}")
-    names = {}
-    for k, v in given.items():
-        if not isinstance(k, int) or not 0 <= k < num_classes:
-            raise BundleError(f"{path}: class id {k!r} is not one of 0..{num_classes - 1}")
-        if not isinstance(v, str) or not v.strip():
-            raise BundleError(f"{path}: class {k}'s name must be a non-empty string, got {v!r}")
-        names[k] = v.strip()
-    return names
-
-
 def build(cfg: BundleConfig) -> nn.Module:
     """The config -> its network with fresh weights (no download: pretrained weights are the bundle's)."""
     def stage_backbone() -> nn.Module:
@@ -129,13 +105,13 @@ def build(cfg: BundleConfig) -> nn.Module:
 
 
 def write(folder: str | Path, model: nn.Module, cfg: BundleConfig, names: dict[int, str] | None = None) -> None:
-    """The network, its config and class names (default: `default_names`) -> folder/model.safetensors,
+    """The network, its config and class names (default: `io.default_names`) -> folder/model.safetensors,
     config.json, classes.json, each written atomically."""
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     io.write_bytes(folder / "model.safetensors", save_safetensors(state, metadata={"format": "pt"}))
     io.write_json(folder / "config.json", cfg.model_dump(mode="json"))
-    names = names or default_names(cfg.num_classes)
+    names = names or io.default_names(cfg.num_classes)
     io.write_json(folder / "classes.json", {str(i): names[i] for i in range(cfg.num_classes)})
 
 
@@ -145,7 +121,7 @@ def read_config(folder: str | Path) -> BundleConfig:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise BundleError(f"{path}: not found; a model bundle is a folder with config.json, model.safetensors and "
-                          "classes.json (the train stage writes data/10_train/model/)")
+                          "classes.json (dvc repro writes data/11_bundle/)")
     try:
         return BundleConfig.model_validate_json(path.read_bytes())
     except ValidationError as e:

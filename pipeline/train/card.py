@@ -1,6 +1,7 @@
 """The bundle's model card, README.md (Hugging Face's model card: YAML front matter, then Markdown): what the network
-was fitted on, its classes with a gallery image each (classes/<id>.png: the training images holding most of the
-class in the merged pseudo-labels it learnt from, the class drawn on them), and how to load it."""
+was fitted on, the held-out metrics the evaluate stage measured on it (split and matching), its classes by name
+with a gallery image each (classes/<id>.png: the training images holding most of the class in the merged
+pseudo-labels it learnt from, the class drawn on them), and how to load it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,8 +45,28 @@ def class_gallery(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], sh
     return np.concatenate(tiles, axis=1)
 
 
-def card_text(cfg: BundleConfig, names: dict[int, str], data: DataConfig, n_images: int, shown: set[int]) -> str:
-    """The model card's Markdown."""
+def held_out_text(metrics: dict, match: str, n_eval: int) -> str:
+    """evaluate's metrics.json ({split: {label map: {miou, pixel_acc, ...}}}), evaluate.match and the number of
+    held-out images with ground truth -> the card's Markdown of the held-out split's network rows (network, its
+    rounds, network + CRF)."""
+    rows = {k: v for k, v in metrics.get("eval", {}).items() if k.startswith("network")}
+    if not rows:
+        why = metrics.get("note", "the run has no held-out split with ground truth")
+        return f"No held-out metrics: {why} (data/11_evaluate/metrics.json)."
+    table = "\n".join(f"| {k} | {v['miou']:.3f} | {v['pixel_acc']:.3f} |" for k, v in rows.items())
+    images = f"{n_eval} image{'s' * (n_eval != 1)}"
+    return f"""Scored by the evaluate stage of the same run on its held-out split (`eval` in
+data/11_evaluate/metrics.json: {images} with ground truth, none of them trained on). Each predicted id is
+Hungarian-matched by {match} to one ground-truth class over the whole split; scores at the images' original size.
+
+| label map | mIoU | pixel acc |
+|---|---|---|
+{table}"""
+
+
+def card_text(cfg: BundleConfig, names: dict[int, str], data: DataConfig, n_images: int, shown: set[int],
+              held_out: str) -> str:
+    """The model card's Markdown; held_out: `held_out_text`."""
     rows = "\n".join(f"| {i} | {names[i]} | " + (f"![class {i}](classes/{i}.png)" if i in shown else "(no pixels)")
                      + " |" for i in range(cfg.num_classes))
     source = data.name + (f" ({data.root})" if data.root and data.name not in ("synthetic", "synthetic_video") else "")
@@ -65,14 +86,14 @@ classes (background and {cfg.num_classes - 1} discovered ones) learnt from the m
 
 ## Held-out metrics
 
-The evaluate stage scores this network on the held-out split after the train stage wrote this folder:
-`data/11_evaluate/metrics.json` and `table.md` of the same run (the `network` and `network + CRF` rows,
-Hungarian-matched mIoU at the original size).
+{held_out}
 
 ## Classes
 
 Each class's gallery: the training images holding most of it in the pseudo-labels, the class drawn on them. Name
-them in `classes.json` (or pass a `names.yaml` of `id: name` lines to `unseg predict --names`).
+a class by its id in the project's `names.yaml` (`1: horse`, one `id: name` a line) and run `dvc repro`: the
+bundle stage writes the names into `classes.json` and this card. `unseg predict --names names.yaml` names them for
+one run.
 
 | id | name | gallery |
 |---|---|---|
@@ -97,12 +118,12 @@ Images are resized by the rule in `config.json` (`resize`: short side `image_siz
 """
 
 
-def write_bundle(folder: str | Path, model: nn.Module, cfg: BundleConfig, data: DataConfig,
-                 images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> None:
-    """The bundle (`bundle.write`) with its model card: README.md and classes/<id>.png from the training images and
-    the pseudo-labels the network was fitted on."""
+def write_bundle(folder: str | Path, model: nn.Module, cfg: BundleConfig, names: dict[int, str], data: DataConfig,
+                 images: Sequence[np.ndarray], labels: Sequence[np.ndarray], held_out: str) -> None:
+    """The bundle (`bundle.write`, with `names`) and its model card: README.md and classes/<id>.png from the
+    training images and the pseudo-labels the network was fitted on; held_out: `held_out_text`."""
     folder = Path(folder)
-    bundle.write(folder, model, cfg)
+    bundle.write(folder, model, cfg, names)
     shares = class_shares(labels, cfg.num_classes)
     shown = set()
     for c in range(cfg.num_classes):
@@ -110,5 +131,5 @@ def write_bundle(folder: str | Path, model: nn.Module, cfg: BundleConfig, data: 
         if tile is not None:
             io.write_image(folder / "classes" / f"{c}.png", tile)
             shown.add(c)
-    text = card_text(cfg, bundle.default_names(cfg.num_classes), data, len(images), shown)
+    text = card_text(cfg, names, data, len(images), shown, held_out)
     io.write_bytes(folder / "README.md", text.encode())

@@ -67,11 +67,11 @@ class Segmenter:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", names: str | Path | None = None) -> Segmenter:
-        """A bundle folder (data/10_train/model/) -> a Segmenter on `device` ('auto': CUDA when present, 'cpu',
+        """A bundle folder (data/11_bundle/) -> a Segmenter on `device` ('auto': CUDA when present, 'cpu',
         'cuda'); names: a names.yaml ({id: name}) that overrides classes.json's names."""
         model, config, classes = bundle.load(path)
         if names is not None:
-            classes = {**classes, **bundle.read_names(names, config.num_classes)}
+            classes = {**classes, **io.read_names(names, config.num_classes)}
         return cls(model, config, classes, device)
 
     def save(self, path: str | Path) -> None:

@@ -64,7 +64,7 @@ def outputs_digest(d) -> dict[str, str]:
 def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     d, log, _ = repo
     for stage in ("prepare", "pretrain", "features", "saliency", "proposals", "distill", "cluster", "pseudolabels", "filter",
-                  "merge", "train", "evaluate", "report"):
+                  "merge", "train", "evaluate", "bundle", "report"):
         assert f"Running stage '{stage}'" in log
     from benchmarks import bench
     timing = bench.train_timing(d / "data/10_train")  # timings.json: how long fitting and predicting took
@@ -96,6 +96,11 @@ def test_repro_runs_every_stage_and_writes_masks_and_metrics(repo):
     shown = run(["dvc", "metrics", "show", "--json"], d)
     assert "network" in shown
     assert (d / "data/12_report/report.html").is_file() and (d / "data/12_report/journey/synth_00000.png").is_file()
+    assert '<table id="classes">' in (d / "data/12_report/report.html").read_text()
+    card = (d / "data/11_bundle/README.md").read_text()  # the model card holds this run's held-out scores
+    for row in ("network", "network + CRF"):
+        assert f"| {row} | {metrics['eval'][row]['miou']:.3f} | {metrics['eval'][row]['pixel_acc']:.3f} |" in card
+    assert "16 images with ground truth" in card.replace("\n", " ")
     plots = json.loads(run(["dvc", "plots", "show", "--json"], d))
     assert any(k.endswith("train/loss.tsv") for k in plots["data"]), plots
 
@@ -197,6 +202,8 @@ def test_the_bundle_predicts_the_held_out_images_byte_for_byte_as_the_train_stag
 
 
 def test_unseg_predict_in_a_fresh_process_without_params_writes_the_stages_predictions(repo, tmp_path):
+    """`unseg predict data/11_bundle` (the bundle stage's folder, as a user types it) writes the train stage's maps
+    and overlays byte for byte."""
     import subprocess
     import sys
 
@@ -205,7 +212,7 @@ def test_unseg_predict_in_a_fresh_process_without_params_writes_the_stages_predi
     d, _, _ = repo
     files = [str(f) for f in held_out_files(d)]
     for extra, folder in (([], ""), (["--crf"], "crf")):
-        out = subprocess.run([sys.executable, "-m", "pipeline", "predict", str(d / "data/10_train/model"), *files,
+        out = subprocess.run([sys.executable, "-m", "pipeline", "predict", str(d / "data/11_bundle"), *files,
                               str(tmp_path / (folder or "net")), *extra], cwd=tmp_path, env=ENV, capture_output=True,
                              text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
@@ -237,8 +244,8 @@ def test_a_param_change_reruns_exactly_the_dependent_stages(repo):
     run(["git", "commit", "-qm", "lock"], d)
     log = run(["dvc", "exp", "run", "-S", "cluster.k=auto", "-S", "cluster.k_max=5"], d)
     ran = {s for s in ("prepare", "pretrain", "features", "proposals", "distill", "cluster", "pseudolabels", "filter",
-                       "merge", "train", "evaluate", "report") if f"Running stage '{s}'" in log}
-    assert ran == {"cluster", "pseudolabels", "filter", "merge", "train", "evaluate", "report"}
+                       "merge", "train", "evaluate", "bundle", "report") if f"Running stage '{s}'" in log}
+    assert ran == {"cluster", "pseudolabels", "filter", "merge", "train", "evaluate", "bundle", "report"}
     # cluster.k auto: the chosen k is clusters.json's "k", and every later stage uses that many classes
     clusters = json.loads((d / "data/06_cluster/clusters.json").read_text())
     k = clusters["k"]
@@ -249,3 +256,15 @@ def test_a_param_change_reruns_exactly_the_dependent_stages(repo):
     assert json.loads((d / "data/11_evaluate/metrics.json").read_text())["cluster_k"] == k
     merged = np.stack([io.read_label(f) for f in sorted((d / "data/09_merge/labels").glob("*.png"))])
     assert merged[merged != 255].max() <= k
+
+
+def test_naming_a_class_reruns_only_the_bundle_and_report(repo):
+    """names.yaml is a dep of the bundle and report stages only: naming a class never retrains."""
+    d, _, _ = repo
+    (d / "names.yaml").write_text("1: disc\n")
+    log = run(["dvc", "repro"], d)
+    stages = yaml.safe_load((d / "dvc.yaml").read_text())["stages"]
+    assert {s for s in stages if f"Running stage '{s}'" in log} == {"bundle", "report"}
+    assert io.read_json(d / "data/11_bundle/classes.json")["1"] == "disc"
+    assert "| 1 | disc | ![class 1](classes/1.png) |" in (d / "data/11_bundle/README.md").read_text()
+    assert "<th>1</th><td>disc</td>" in (d / "data/12_report/report.html").read_text()

@@ -162,7 +162,7 @@ def test_vocdevkit_runs_the_whole_dag_fitting_on_train_and_scoring_val_at_the_or
     from pipeline import io
 
     d, log = voc_repo
-    for s in STAGES + ["evaluate", "report"]:
+    for s in STAGES + ["evaluate", "bundle", "report"]:
         assert f"Running stage '{s}'" in log
     manifest = io.read_manifest(d / "data/01_prepare")
     assert manifest["names"] == list(VOC_TRAIN) and manifest["eval_names"] == list(VOC_VAL)

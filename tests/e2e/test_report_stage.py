@@ -19,8 +19,9 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def _fake_project(d, journey_images=("b",)):
-    """Every file the report stage reads, for 3 images of 32 px with 2 proposals each, metrics with 5 rows;
-    journey_images None keeps params.yaml's own report.journey_images."""
+    """Every file the report stage reads, for 3 images of 32 px with 2 proposals each, metrics with 5 rows, class 2
+    named in names.yaml, bundle galleries of classes 1 and 2; journey_images None keeps params.yaml's own
+    report.journey_images."""
     rng = np.random.default_rng(0)
     names = ["a", "b", "c"]
     shutil.copy(ROOT / "params.yaml", d / "params.yaml")
@@ -67,6 +68,9 @@ def _fake_project(d, journey_images=("b",)):
     io.write_json(data / "11_evaluate/details.json", {s: {r: {"mapping": [0, 2, 1], "confusion": conf} for r in rows}
                                                       for s, rows in splits.items()})
     viz.save_confusion(data / "11_evaluate/confusion.png", np.array(conf), ["p0", "p1", "p2"], ["b", "d", "s"], "c")
+    (d / "names.yaml").write_text("2: round thing\n")
+    for c in (1, 2):
+        io.write_image(data / "11_bundle/classes" / f"{c}.png", np.full((8, 16, 3), 40 * c, np.uint8))
     return data
 
 
@@ -84,7 +88,11 @@ def test_report_stage_writes_page_journeys_galleries_and_plot_tables(built):
     page = (built / "report.html").read_text()
     assert "network round 2 (eval)" in page and "merge (train)" in page and 'id="metrics"' in page
     assert "src=\"http" not in page and "src=\"file" not in page  # self-contained
-    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 1 + 1 + 1 + 3  # conf, curves, journey, 3 galleries
+    # 2 class galleries, confusion, curves, journey, 3 galleries
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 2 + 1 + 1 + 1 + 3
+    classes = re.search(r'<table id="classes">.*?</table>', page, re.S).group(0)
+    assert "<th>0</th><td>background</td><td>background</td><td>(no pixels)</td>" in classes
+    assert "<th>2</th><td>round thing</td><td>disc</td><td><img" in classes and "names.yaml" in page
     assert [r["label_map"] for r in json.loads((built / "plots/miou.json").read_text())] == [
         "network (eval)", "network round 2 (eval)", "pseudolabels (train)", "filter (train)", "merge (train)",
         "network (train)"]
@@ -122,7 +130,7 @@ def test_report_renders_table_and_every_image_in_headless_chromium(built, tmp_pa
     dom = out.stdout
     assert out.returncode == 0 and "<table" in dom, out.stderr[-2000:]
     n_img = len(re.findall(r"<img ", dom))
-    assert n_img == 6 and f'data-images-ok="{n_img}"' in dom, re.findall(r"<body[^>]*>", dom)
+    assert n_img == 8 and f'data-images-ok="{n_img}"' in dom, re.findall(r"<body[^>]*>", dom)
     metrics_table = re.search(r'<table id="metrics">.*?</table>', dom, re.S).group(0)
     assert metrics_table.count("<tr>") == 1 + 6  # header, 2 evaluation-split rows, 4 training-split rows
     assert "network round 2 (eval)" in metrics_table and "merge (train)" in metrics_table

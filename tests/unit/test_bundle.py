@@ -62,14 +62,3 @@ def test_weights_that_do_not_fit_the_config_and_missing_files_are_named(tmp_path
         bundle.load(tmp_path)
     with pytest.raises(BundleError, match=r"config\.json: not found"):
         bundle.load(tmp_path / "nothing")
-
-
-def test_names_yaml_names_some_classes_and_rejects_bad_ids(tmp_path):
-    (tmp_path / "names.yaml").write_text("1: sky\n2: ' road '\n")
-    assert bundle.read_names(tmp_path / "names.yaml", 3) == {1: "sky", 2: "road"}
-    (tmp_path / "bad.yaml").write_text("3: sea\n")
-    with pytest.raises(BundleError, match=r"bad\.yaml: class id 3 is not one of 0\.\.2"):
-        bundle.read_names(tmp_path / "bad.yaml", 3)
-    (tmp_path / "empty_name.yaml").write_text("1: ''\n")
-    with pytest.raises(BundleError, match=r"class 1's name must be a non-empty string"):
-        bundle.read_names(tmp_path / "empty_name.yaml", 3)

@@ -164,3 +164,23 @@ def test_write_maps_writes_each_label_map_and_its_overlay_at_the_map_size(tmp_pa
     io.write_image(tmp_path / "want.jpg", want)
     assert (tmp_path / "out/overlays/a.jpg").read_bytes() == (tmp_path / "want.jpg").read_bytes()
     assert io.colorize(lab)[2, 2].tolist() == [128, 0, 0] and io.colorize(lab)[0, 0].tolist() == [0, 0, 0]
+
+
+def test_names_yaml_names_some_classes_and_rejects_bad_ids(tmp_path):
+    (tmp_path / "names.yaml").write_text("1: sky\n2: ' road '\n")
+    assert io.read_names(tmp_path / "names.yaml", 3) == {1: "sky", 2: "road"}
+    assert io.class_names(tmp_path / "names.yaml", 4) == {0: "background", 1: "sky", 2: "road", 3: "class_3"}
+    (tmp_path / "bad.yaml").write_text("3: sea\n")
+    with pytest.raises(io.InputError, match=r"bad\.yaml: class id 3 is not one of 0\.\.2"):
+        io.read_names(tmp_path / "bad.yaml", 3)
+    (tmp_path / "empty_name.yaml").write_text("1: ''\n")
+    with pytest.raises(io.InputError, match=r"class 1's name must be a non-empty string"):
+        io.read_names(tmp_path / "empty_name.yaml", 3)
+    with pytest.raises(io.InputError, match=r"missing\.yaml: not a readable names file"):
+        io.read_names(tmp_path / "missing.yaml", 3)
+
+
+def test_the_projects_names_yaml_names_no_class_yet():
+    from conftest import ROOT
+
+    assert io.read_names(ROOT / io.NAMES, 255) == {}

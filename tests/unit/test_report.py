@@ -1,6 +1,7 @@
 """The report stage's library: colours, galleries, the journey panels and figure, tables, curves."""
 import numpy as np
 
+from pipeline import io
 from pipeline.method import merge
 from pipeline.report import inspect, viz
 from pipeline.report import page as report
@@ -98,13 +99,23 @@ def test_journey_panels_say_what_each_stage_did_to_each_mask():
 def test_journey_figure_shows_the_legend_colours():
     lab = np.zeros((32, 32), np.uint8)
     lab[8:24, 8:24] = 1
-    legend = report.class_legend(3, [0, 2, 1], ["background", "disc", "square"])
-    assert [name for name, _ in legend] == ["0 background ~ background", "1 cluster 1 ~ square",
-                                            "2 cluster 2 ~ disc", "255 ignored"]
+    names = {**io.default_names(3), 2: "round thing"}  # names.yaml named class 2
+    legend = report.class_legend(names, [0, 2, 1], ["background", "disc", "square"])
+    assert [name for name, _ in legend] == ["0 background ~ background", "1 class_1 ~ square",
+                                            "2 round thing ~ disc", "255 ignored"]
     pic = report.journey_figure([report.Panel("a", viz.colorize(lab))], legend, "t")
     colours = {tuple(c) for c in pic.reshape(-1, 3)}
     for _, c in legend[1:3]:
         assert tuple(int(v) for v in c) in colours
+
+
+def test_classes_section_shows_each_id_with_its_name_match_and_gallery():
+    html = report.classes_html({0: "background", 1: "class_1", 2: "horse & rider"}, {1: report.png_bytes(
+        np.zeros((4, 4, 3), np.uint8))}, {1: "horse"})
+    rows = html.split("<tr>")[2:]
+    assert len(rows) == 3 and rows[0].startswith("<th>0</th><td>background</td><td></td><td>(no pixels)")
+    assert rows[1].startswith('<th>1</th><td>class_1</td><td>horse</td><td><img alt="class 1" src="data:image/png')
+    assert "<td>horse &amp; rider</td>" in rows[2] and "(no pixels)" in rows[2]
 
 
 def test_read_curves_reads_dvclive_tsv(tmp_path):

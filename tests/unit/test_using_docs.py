@@ -1,4 +1,4 @@
-"""docs/using.md's examples run as written: the Python API on a bundle in data/10_train/model, and the ONNX
+"""docs/using.md's examples run as written: the Python API on a bundle in data/11_bundle, and the ONNX
 wrapper on an exported model."""
 import re
 import shutil
@@ -19,8 +19,8 @@ def python_blocks() -> list[str]:
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """A folder with a bundle at data/10_train/model and a photo.jpg, as the examples expect."""
-    tiny_bundle(tmp_path / "data" / "10_train" / "model", image_size=32)
+    """A folder with a bundle at data/11_bundle and a photo.jpg, as the examples expect."""
+    tiny_bundle(tmp_path / "data" / "11_bundle", image_size=32)
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (45, 70, 3)).astype(np.uint8)).save(tmp_path / "photo.jpg")
     monkeypatch.chdir(tmp_path)
@@ -36,7 +36,7 @@ def test_the_python_example_runs(project, capsys):
 
 def test_the_onnx_wrapper_runs_on_an_exported_model(project):
     pytest.importorskip("onnxruntime")
-    assert cli.main(["export", "data/10_train/model", "--format", "onnx", "model.onnx"]) == cli.DONE
+    assert cli.main(["export", "data/11_bundle", "--format", "onnx", "model.onnx"]) == cli.DONE
     scope: dict = {}
     exec(compile(python_blocks()[1], "docs/using.md", "exec"), scope)
     assert tuple(scope["labels"].shape) == (45, 70)
