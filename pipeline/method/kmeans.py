@@ -3,13 +3,13 @@ merge's part over-clustering: `TokenSample` draws a bounded seeded sample of the
 by scikit-learn or faiss (cluster.backend), and `assign` gives every row its nearest centre, chunk by chunk.
 
 Both backends run `n_init` seeded starts from k-means++ centres (scikit-learn's greedy k-means++; the faiss starts
-seeded seed, seed + 1, ...), stop a start by scikit-learn's rule (centres moved less than TOL x the mean feature
-variance, or `max_iter` iterations) and keep the start of the lowest inertia; faiss fills an empty cluster by
-splitting a large one. Where we depart from faiss's defaults: faiss starts from k rows drawn at random (on
-well-separated blobs that merged two of six and split another in 5 starts: k-means++ does not), always runs its
-`niter` iterations, and subsamples to 256 rows per centre, switched off here so that the sample is `TokenSample`'s,
-the same for both backends. On well-separated data both
-give the same partition (tests/unit/test_kmeans.py); their fit times at 1M x 384: benchmarks/bench_kmeans.py.
+seeded seed, seed + 1, ...) and keep the start of the lowest inertia. Where they differ: scikit-learn stops a start
+when its centres moved less than TOL x the mean feature variance; faiss has no such rule and runs exactly `max_iter`
+Lloyd iterations (calling faiss once per iteration to add the rule made a 1M-row fit several times slower here),
+and fills an empty cluster by splitting a large one. Where we depart from faiss's defaults: faiss starts from k rows
+drawn at random (on well-separated blobs that merged two of six and split another in 5 starts: k-means++ does not),
+and subsamples to 256 rows per centre, switched off here so that the sample is `TokenSample`'s, the same for both
+backends. On well-separated data both give the same partition (tests/unit/test_kmeans.py); their fit times at 1M x 384: benchmarks/bench_kmeans.py.
 
 Infomap crashes (segfault) in a process that loaded faiss after scikit-learn, so cluster.backend faiss with merge's
 infomap is refused on load (pipeline/config/schemas.py)."""
@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
 Backend = Literal["sklearn", "faiss"]
-TOL = 1e-4  # a start has converged when its centres moved less than this x the mean feature variance (scikit-learn's)
+TOL = 1e-4  # scikit-learn: a start has converged when its centres moved less than this x the mean feature variance
 MAX_ITER = 300  # Lloyd iterations of each start of the cluster stage's k-means (scikit-learn's default)
 ASSIGN_CHUNK = 65536  # rows per distance block in `assign`: 65536 x k float32 at a time
 
@@ -85,37 +85,22 @@ def sample_rows(x: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def fit(x: np.ndarray, k: int, n_init: int, max_iter: int, seed: int, backend: Backend) -> np.ndarray:
-    """(N, D) rows (a sample) -> (k, D) float32 centres of the best of n_init seeded k-means starts, by `backend`;
-    each start stops after max_iter Lloyd iterations or when its centres moved less than TOL (`faiss_start`)."""
+    """(N, D) rows (a sample) -> (k, D) float32 centres of the best of n_init seeded k-means starts, by `backend`
+    (scikit-learn: each start stops at TOL or after max_iter Lloyd iterations; faiss: exactly max_iter)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if backend == "sklearn":
         km = KMeans(k, n_init=n_init, max_iter=max_iter, tol=TOL, random_state=seed).fit(x)
         return km.cluster_centers_.astype(np.float32)
     import faiss  # imported only when chosen: an optional accelerator beside scikit-learn
-    tol = TOL * float(np.var(x, axis=0).mean())  # scikit-learn's rule: TOL x the mean variance of the features
     best, best_obj = None, np.inf
     for start in range(n_init):
-        centres, obj = faiss_start(faiss, x, k, max_iter, tol, seed + start)
-        if obj < best_obj:
-            best, best_obj = centres, obj
-    return best
-
-
-def faiss_start(faiss, x: np.ndarray, k: int, max_iter: int, tol: float, seed: int) -> tuple[np.ndarray, float]:
-    """One faiss k-means start: (N, D) float32 rows -> ((k, D) float32 centres, inertia of the last assignment).
-    From k-means++ centres (seeded), one faiss Lloyd iteration at a time until the summed squared move of the
-    centres is at most `tol` or max_iter iterations ran: scikit-learn's stopping rule (faiss itself has none)."""
-    centres = kmeans_plusplus(x, k, random_state=seed)[0].astype(np.float32)
-    obj = np.inf
-    for _ in range(max_iter):
-        km = faiss.Kmeans(x.shape[1], k, niter=1, seed=seed, verbose=False,
+        init = kmeans_plusplus(x, k, random_state=seed + start)[0].astype(np.float32)
+        km = faiss.Kmeans(x.shape[1], k, niter=max_iter, seed=seed + start, verbose=False,
                           max_points_per_centroid=len(x) // k + 1, min_points_per_centroid=1)
-        km.train(x, init_centroids=centres)
-        new = np.asarray(km.centroids, np.float32).reshape(k, x.shape[1])
-        moved, centres, obj = float(((new - centres) ** 2).sum()), new, float(km.obj[-1])
-        if moved <= tol:
-            break
-    return centres, obj
+        km.train(x, init_centroids=init)
+        if km.obj[-1] < best_obj:
+            best, best_obj = np.asarray(km.centroids, np.float32).reshape(k, x.shape[1]), float(km.obj[-1])
+    return best
 
 
 def assign(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
