@@ -1,9 +1,13 @@
 """pipeline/method/kmeans.py: the bounded seeded sample, the two backends, the chunked assignment, and the stages'
 k-means (cluster, merge's parts) fitted on a sample and run on faiss."""
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from conftest import raw_params, section
+from conftest import ROOT, raw_params, section
 from pipeline.config import ConfigError, parse_params
 from pipeline.method import cluster, kmeans, leopart
 from pipeline.method.vectors import unit_rows
@@ -24,27 +28,48 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
 
 
+def in_child(code: str):
+    """`code`, which sets `out` (JSON-able), run in a fresh Python beside this file -> out. Every faiss call of these
+    tests runs so: a pytest process that loaded faiss after scikit-learn segfaults in the next test that runs
+    Infomap (tests/unit/test_merge.py)."""
+    script = ("import json, sys\n"
+              f"sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT / 'tests' / 'unit')!r}]\n"
+              "import numpy as np\n"
+              "from test_kmeans import separated_blobs\n"
+              "from conftest import section\n"
+              "from pipeline.method import cluster, kmeans, leopart\n"
+              f"{code}\nprint(json.dumps(out))")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.splitlines()[-1])
+
+
 def test_faiss_and_sklearn_give_the_same_partition_of_well_separated_blobs():
     x, blob = separated_blobs()
-    labels = {b: kmeans.assign(x, kmeans.fit(x, 6, 5, 50, 0, b)) for b in ("sklearn", "faiss")}
-    assert same_partition(labels["sklearn"], blob) and same_partition(labels["faiss"], blob)
-    assert same_partition(labels["sklearn"], labels["faiss"])
-    assert not same_partition(labels["faiss"], np.roll(blob, 1))  # the check itself tells partitions apart
+    sk = kmeans.assign(x, kmeans.fit(x, 6, 5, 50, 0, "sklearn"))
+    fa = np.array(in_child("x, _ = separated_blobs()\n"
+                           "out = kmeans.assign(x, kmeans.fit(x, 6, 5, 50, 0, 'faiss')).tolist()"))
+    assert same_partition(sk, blob) and same_partition(fa, blob) and same_partition(sk, fa)
+    assert not same_partition(fa, np.roll(blob, 1))  # the check itself tells partitions apart
 
 
 def test_fit_gives_k_centres_and_is_seeded_for_both_backends():
     x, _ = separated_blobs(k=4, per=40)
-    for backend in ("sklearn", "faiss"):
-        a, b = (kmeans.fit(x, 4, 2, 20, 3, backend) for _ in range(2))
-        assert a.shape == (4, 32) and a.dtype == np.float32
-        np.testing.assert_array_equal(a, b)
+    a, b = (kmeans.fit(x, 4, 2, 20, 3, "sklearn") for _ in range(2))
+    assert a.shape == (4, 32) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    fa = in_child("x, _ = separated_blobs(k=4, per=40)\n"
+                  "a, b = (kmeans.fit(x, 4, 2, 20, 3, 'faiss') for _ in range(2))\n"
+                  "out = [a.shape, str(a.dtype), bool((a == b).all())]")
+    assert fa == [[4, 32], "float32", True]
 
 
 def test_faiss_fits_on_every_row_it_is_given():
     """Faiss subsamples to 256 rows per centre by default; kmeans.fit turns that off, so the sample is
     TokenSample's alone: two centres fitted on 600 rows (more than 2 x 256) are the means of their blobs."""
     x, blob = separated_blobs(k=2, per=300)
-    centres = kmeans.fit(x, 2, 1, 20, 0, "faiss")
+    centres = np.array(in_child("x, _ = separated_blobs(k=2, per=300)\n"
+                                "out = kmeans.fit(x, 2, 1, 20, 0, 'faiss').tolist()"), np.float32)
     want = np.stack([x[blob == b].mean(0) for b in range(2)])
     order = np.argsort(kmeans.assign(want, centres))
     np.testing.assert_allclose(centres[order], want, atol=1e-6)
@@ -72,13 +97,18 @@ def test_sample_rows_are_all_rows_when_they_fit_and_else_a_seeded_subset_in_orde
     assert s.tolist() != kmeans.sample_rows(x, 5, 1).tolist()
 
 
-@pytest.mark.parametrize("backend", ["sklearn", "faiss"])
-def test_cluster_fitted_on_a_sample_assigns_every_embedding(backend):
-    """cluster.fit_sample below the number of masks: k-means sees 120 of the 900, every one gets its blob's label."""
+def test_cluster_fitted_on_a_sample_assigns_every_embedding():
+    """cluster.fit_sample below the number of masks: k-means sees 120 of the 900, every one gets its blob's label
+    (scikit-learn here, faiss in a child process)."""
     x, blob = separated_blobs()
-    labels, centres, dist = cluster.cluster_embeddings(x, section("cluster", k=6, fit_sample=120, backend=backend), 0)
+    labels, centres, dist = cluster.cluster_embeddings(x, section("cluster", k=6, fit_sample=120), 0)
     assert labels.shape == (900,) and same_partition(labels, blob)
     assert np.allclose(np.linalg.norm(centres, axis=1), 1, atol=1e-5) and (dist < 0.01).all()
+    fa = in_child("x, _ = separated_blobs()\n"
+                  "labels, centres, dist = cluster.cluster_embeddings(x, section('cluster', k=6, fit_sample=120, "
+                  "backend='faiss'), 0)\n"
+                  "out = [labels.tolist(), float(dist.max())]")
+    assert same_partition(np.array(fa[0]), blob) and fa[1] < 0.01
 
 
 def test_leopart_parts_on_faiss_give_the_communities_of_sklearn():
@@ -87,11 +117,16 @@ def test_leopart_parts_on_faiss_give_the_communities_of_sklearn():
     from test_merge import images_of, toy_looks
     feats, grids, _ = toy_looks()
     cfg = section("merge", method="leopart", parts=6, pca_dim=8, edge_threshold=0.02, algorithm="louvain")
-    got = {b: leopart.communities_as_classes(feats, images_of(feats), grids, cfg, k=3, seed=0, backend=b)[0]
-           for b in ("sklearn", "faiss")}
-    assert same_partition(got["sklearn"].part_of_patch, got["faiss"].part_of_patch)
-    assert same_partition(got["sklearn"].class_of_patch, got["faiss"].class_of_patch)
-    assert len(set(got["faiss"].class_of_patch.tolist())) == 3
+    sk = leopart.communities_as_classes(feats, images_of(feats), grids, cfg, k=3, seed=0, backend="sklearn")[0]
+    fa = in_child("from test_merge import images_of, toy_looks\n"
+                  "feats, grids, _ = toy_looks()\n"
+                  "cfg = section('merge', method='leopart', parts=6, pca_dim=8, edge_threshold=0.02, "
+                  "algorithm='louvain')\n"
+                  "got = leopart.communities_as_classes(feats, images_of(feats), grids, cfg, k=3, seed=0, "
+                  "backend='faiss')[0]\n"
+                  "out = [got.part_of_patch.tolist(), got.class_of_patch.tolist()]")
+    assert same_partition(sk.part_of_patch, np.array(fa[0])) and same_partition(sk.class_of_patch, np.array(fa[1]))
+    assert len(set(fa[1])) == 3
 
 
 def test_backend_faiss_with_infomap_is_a_config_error_naming_both_keys():
