@@ -354,7 +354,7 @@ def scaling_child(n: int, seed: int = 0) -> dict:
     t0 = time.perf_counter()
     feats = np.concatenate(tokens_fg)
     mop = np.concatenate(mask_of_patch)
-    merge.refine(feats, tokens_fg, grids, mop, labels + 1, p.merge, p.seed)
+    merge.refine(feats, tokens_fg, grids, mop, labels + 1, p.merge, p.seed, p.cluster.backend)
     t["merge"] = time.perf_counter() - t0
     return {"images": n, "masks": int(len(emb)), "fg patches": int(len(feats)), "kept": int(kept.sum()),
             **{f"{k} s": v for k, v in t.items()},

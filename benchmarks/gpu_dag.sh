@@ -3,6 +3,7 @@
 # wall time and peak RSS at 1,000 and 10,000 training images (+5% held out), then the DINO step time with per-image
 # and batched crops. Run from the repository root:
 #     bash benchmarks/gpu_dag.sh OUTDIR [SIZES...]          # default sizes: 1000 10000
+#     RECIPE=vits448 bash benchmarks/gpu_dag.sh OUTDIR 1000 # docs/scale.md's recipe: 448 px, merge.parts 150, k 20
 # Writes OUTDIR/dag.json (benchmarks/bench.py's JSON: "stages" rows) and OUTDIR/pretrain.json.
 # Machines without the project's requirements (the lent GPU machine has torch and timm but no dvclive, pydantic or
 # pycocotools): those two from wheels in .whl/ (pip download ... -d .whl pydantic pydantic-core annotated-types
@@ -48,6 +49,9 @@ fi
 nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 sets="backbone.name=vit_small_patch16_224 backbone.source=random backbone.overrides={} data.image_size=224 \
 workers=0 features.batch_size=128 train.batch_size=64 train.workers=8 crf.predictions=false"
+if [ "${RECIPE:-default}" = vits448 ]; then
+    sets="$sets data.image_size=448 merge.parts=150 cluster.k=20 features.batch_size=64 train.batch_size=16"
+fi
 for n in $sizes; do
     # shellcheck disable=SC2086
     $py -m benchmarks.bench --sections stages --stage-sizes "$n" --train-epochs 1 --stage-eval-share 0.05 \

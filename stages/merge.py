@@ -24,7 +24,8 @@ def main() -> None:
     fg = foreground.select(p.paths.features, p.paths.distill, records, c.max_tokens_in_memory, p.seed)
     if c.method == "leopart":
         k = io.cluster_k(p.paths.cluster)
-        res, model = leopart.communities_as_classes(fg.sample.rows(), fg.tokens(), fg.mask_grids, c, k, p.seed)
+        res, model = leopart.communities_as_classes(fg.sample.rows(), fg.tokens(), fg.mask_grids, c, k, p.seed,
+                                                    p.cluster.backend)
         summary = leopart.label_records(records, res, fg.mask_of_patch, c, k)
         mask_cls = np.array([r["merged_class"] if r["kept"] else io.IGNORE for r in records], np.int64)
         labelmaps.write_rendered_labels(p.paths.prepare, p.paths.distill, out,
@@ -38,7 +39,8 @@ def main() -> None:
                 f"{res.communities_kept} kept as classes; {summary['masks_split']} kept masks split")
     else:
         class_now = np.array([r["cluster"] + 1 for r in records], np.int64)
-        res = merge.refine(fg.sample.rows(), fg.tokens(), fg.mask_grids, fg.mask_of_patch, class_now, c, p.seed)
+        res = merge.refine(fg.sample.rows(), fg.tokens(), fg.mask_grids, fg.mask_of_patch, class_now, c, p.seed,
+                           p.cluster.backend)
         summary = merge.label_records(records, res)
         labelmaps.write_mask_labels(p.paths.prepare, p.paths.distill, out, fg.names, labelmaps.classes_by_image(
             records, [r["merged_class"] if r["kept"] else io.IGNORE for r in records]), "merge", p.workers)

@@ -197,13 +197,14 @@ class DistillConfig(_Section):
 
 class ClusterConfig(_Section):
     k: Pos | Literal["auto"]; method: Literal["kmeans", "spectral"]; n_init: Pos; gallery_per_cluster: Pos
+    backend: Literal["sklearn", "faiss"]; fit_sample: int = Field(ge=100)  # k-means here and in merge's parts
     k_rule: Literal["davies_bouldin", "silhouette", "eigengap"]; k_min: Pos; k_max: Pos  # k auto only
     embedding: Literal["tokens", "crop_cls"]  # crop_cls: the keys below; crop_size is checked against the patch in Params
     crop_size: Crop; crop_margin: float = Field(ge=0, le=1); crop_background: Literal["keep", "grey"]
     crop_token: Literal["cls", "mean"]; crop_batch_size: Pos; whiten_dim: NonNeg; device: Device
     mode: Literal["objects", "dense"]  # dense: every patch clustered (pipeline/method/dense.py); see Params
     dense_features: Literal["tokens", "tokens_colour", "stego"]; dense_colour_weight: NonNegF
-    dense_sample: int = Field(ge=100); dense_alpha: PosF; dense_crf: bool
+    dense_alpha: PosF; dense_crf: bool
     stego_dim: Pos; stego_steps: Pos; stego_batch: int = Field(ge=2); stego_lr: PosF  # dense_features stego only
     stego_samples: Pos; stego_knn: Pos; stego_negatives: NonNeg; stego_images: int = Field(ge=2)
     stego_intra_weight: NonNegF; stego_inter_weight: NonNegF; stego_neg_weight: NonNegF
@@ -330,6 +331,13 @@ class Params(_Section):
         return require(self, self.merge.method != "leopart" or self.merge.parts > k, "merge.parts",
                        self.merge.parts, f"must be > {what} = {k} when merge.method is leopart "
                        "(the parts over-cluster the classes, which are communities of parts)")
+
+    @model_validator(mode="after")
+    def _faiss_without_infomap(self):  # faiss-cpu 1.15 and infomap 2.x in one process: infomap segfaults (measured)
+        return require(self, self.cluster.backend != "faiss" or self.merge.method != "leopart"
+                       or self.merge.algorithm != "infomap", "cluster.backend", self.cluster.backend,
+                       "cannot run with merge.algorithm 'infomap' (merge.method leopart): infomap crashes in a process "
+                       "that loaded faiss; set merge.algorithm louvain, or cluster.backend sklearn")
 
     @model_validator(mode="after")
     def _dense_mode_has_no_masks(self):

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 from scipy.sparse.csgraph import laplacian
-from sklearn.cluster import KMeans, SpectralClustering
+from sklearn.cluster import SpectralClustering
 from sklearn.metrics import davies_bouldin_score, silhouette_score
 from sklearn.neighbors import kneighbors_graph
 
 from pipeline import io
 from pipeline.config import ClusterConfig
+from pipeline.method import kmeans
 from pipeline.method.vectors import unit_rows
 from pipeline.report import viz
 
@@ -51,7 +52,7 @@ def choose_k(emb: np.ndarray, cfg: ClusterConfig, seed: int) -> tuple[int, dict[
     """cluster.k auto: the number of classes from the embeddings (M, D) alone, by cfg.k_rule over
     k_min..min(k_max, M - 1) -> (k, {k tried: its score}).
 
-    - davies_bouldin: k-means (cfg.n_init starts) for each k; the lowest Davies-Bouldin index (mean over clusters of
+    - davies_bouldin: k-means (`kmeans_labels`) for each k; the lowest Davies-Bouldin index (mean over clusters of
       the worst ratio of summed spreads to centre distance) wins: compact, well separated clusters.
     - silhouette: the same k-means; the highest mean cosine silhouette wins.
     - eigengap: the k after which the normalised Laplacian's eigenvalues jump most (score: lambda_(k+1) - lambda_k,
@@ -68,7 +69,7 @@ def choose_k(emb: np.ndarray, cfg: ClusterConfig, seed: int) -> tuple[int, dict[
         return max(ks, key=lambda k: scores[k]), scores
     scores = {}
     for k in ks:
-        labels = KMeans(k, n_init=cfg.n_init, random_state=seed).fit_predict(emb)
+        labels = kmeans_labels(emb, k, cfg, seed)
         if len(np.unique(labels)) < 2:  # identical embeddings: no structure to score
             scores[k] = float("nan")
         elif cfg.k_rule == "silhouette":
@@ -79,12 +80,21 @@ def choose_k(emb: np.ndarray, cfg: ClusterConfig, seed: int) -> tuple[int, dict[
     return (max(finite, key=lambda k: scores[k]) if finite else ks[0]), scores
 
 
+def kmeans_labels(emb: np.ndarray, k: int, cfg: ClusterConfig, seed: int) -> np.ndarray:
+    """Embeddings (M, D) -> (M,) int64 labels in 0..k-1: k-means (cfg.backend, cfg.n_init seeded starts) fitted on a
+    seeded sample of at most cfg.fit_sample of them (all of them when they fit), every embedding then assigned to its
+    nearest centre."""
+    sample = kmeans.sample_rows(emb, cfg.fit_sample, seed)
+    centres = kmeans.fit(sample, k, cfg.n_init, kmeans.MAX_ITER, seed, cfg.backend)
+    return kmeans.assign(emb, centres)
+
+
 def cluster_embeddings(emb: np.ndarray, cfg: ClusterConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Embeddings (M, D) -> (labels (M,) int64 in 0..k-1, centres (k, D) unit-norm, cosine distance to own centre (M,)).
     cfg.k must be a number here (the stage resolves auto with `choose_k` first)."""
     check_enough_masks(len(emb), cfg.k)
     if cfg.method == "kmeans":
-        labels = KMeans(cfg.k, n_init=cfg.n_init, random_state=seed).fit_predict(emb)
+        labels = kmeans_labels(emb, cfg.k, cfg, seed)
     else:
         nn = min(10, len(emb) - 1)
         labels = SpectralClustering(cfg.k, affinity="nearest_neighbors", n_neighbors=nn, random_state=seed,

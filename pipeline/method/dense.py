@@ -1,12 +1,12 @@
 """Dense mode (cluster.mode dense): every patch of every training image is clustered into cluster.k classes, for
 scenes whose classes are stuff (road, sky, wall) rather than salient objects; there is no background class.
 
-What is clustered (cluster.dense_features): the unit patch tokens (`tokens`); the unit tokens beside each patch's
-mean colour (`tokens_colour`, weighted by cluster.dense_colour_weight); or the unit codes of STEGO's head trained on
-the tokens (`stego`, pipeline/method/stego.py). K-means (cluster.n_init starts) is fitted on a seeded sample of at
-most cluster.dense_sample patches (merge.TokenSample) and every image's patches are then assigned shard by shard,
-so memory stays bounded. Each image's class probabilities are softmax(cluster.dense_alpha x cosine to each centre)
-on its patch grid (STEGO's cluster probe with its alpha), written as (k, h, w) float16 shards; the pseudolabels
+What is clustered (cluster.dense_features): the unit patch tokens (`tokens`); the unit tokens beside each patch's mean
+colour (`tokens_colour`, weighted by cluster.dense_colour_weight); or the unit codes of STEGO's head trained on the
+tokens (`stego`, pipeline/method/stego.py). K-means (cluster.backend, cluster.n_init starts) is fitted on a seeded
+sample of at most cluster.fit_sample patches (kmeans.TokenSample) and every image's patches are then assigned shard by
+shard, so memory stays bounded. Each image's class probabilities are softmax(cluster.dense_alpha x cosine to each
+centre) on its patch grid (STEGO's cluster probe with its alpha), written as (k, h, w) float16 shards; the pseudolabels
 stage upsamples them to the image (bilinear), refines them by the dense CRF on the image (cluster.dense_crf, the crf
 section's settings, as STEGO does) and writes the argmax as classes 1..k (0, background, is never given).
 """
@@ -20,14 +20,11 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.cluster import KMeans
-
 from tqdm import tqdm
 
 from pipeline import distributed, io
 from pipeline.config import ClusterConfig, CRFConfig
-from pipeline.method import stego
-from pipeline.method.merge import TokenSample
+from pipeline.method import kmeans, stego
 from pipeline.method.vectors import unit_rows
 from pipeline.report import viz
 from pipeline.train.crf import dense_crf
@@ -59,12 +56,13 @@ def patch_rows(tokens: np.ndarray, image: np.ndarray | None, cfg: ClusterConfig,
     return x
 
 
-def fit_centres(sample: np.ndarray, k: int, n_init: int, seed: int) -> np.ndarray:
-    """(S, F) rows -> (k, F) float32 unit centres of k-means (n_init starts, seeded) on their unit vectors."""
+def fit_centres(sample: np.ndarray, k: int, n_init: int, seed: int, backend: kmeans.Backend) -> np.ndarray:
+    """(S, F) rows -> (k, F) float32 unit centres of k-means (`backend`, n_init seeded starts) on their unit
+    vectors."""
     if len(sample) < k:
         raise ValueError(f"params: 'cluster.k' is {k} but the training split has only {len(sample)} patches")
-    km = KMeans(k, n_init=n_init, random_state=seed).fit(unit_rows(sample.astype(np.float32)))
-    return unit_rows(km.cluster_centers_.astype(np.float32))
+    centres = kmeans.fit(unit_rows(sample.astype(np.float32)), k, n_init, kmeans.MAX_ITER, seed, backend)
+    return unit_rows(centres)
 
 
 def probabilities(rows: np.ndarray, centres: np.ndarray, grid: tuple[int, int], alpha: float) -> np.ndarray:
@@ -129,10 +127,10 @@ def cluster_dense(features: str | Path, prepare: str | Path, out: str | Path, cf
     every image's (k, h, w) probabilities -> out/dense/ shards (key PROBS, cfg's shard size of the features)."""
     head, losses = stego_head(features, cfg, seed) if cfg.dense_features == "stego" else (None, [])
     colour = cfg.dense_features == "tokens_colour"
-    sample = TokenSample(cfg.dense_sample, seed)
+    sample = kmeans.TokenSample(cfg.fit_sample, seed)
     for _, tok, image in _images(features, prepare, colour):
         sample.add(patch_rows(tok, image, cfg, head))
-    centres = fit_centres(sample.rows(), k, cfg.n_init, seed)
+    centres = fit_centres(sample.rows(), k, cfg.n_init, seed, cfg.backend)
     shard_size = max(len(s["names"]) for s in io.read_json(Path(features) / "index.json")["shards"])
     writer, sizes, shares = io.ShardWriter(Path(out) / "dense", shard_size), np.zeros(k, np.int64), {}
     for name, tok, image in _images(features, prepare, colour):

@@ -9,7 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from pipeline import io
-from pipeline.method import merge, proposals
+from pipeline.method import kmeans, merge, proposals
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Foreground:
     names: list[str]  # every image, in shard order
     mask_grids: list[np.ndarray]  # per image (h, w) int64: mask index + 1 of the kept mask a patch belongs to, 0 = none
     mask_of_patch: np.ndarray  # (P,) mask index (into the records) of every foreground patch
-    sample: merge.TokenSample  # the foreground tokens: all of them when they fit
+    sample: kmeans.TokenSample  # the foreground tokens: all of them when they fit
     by_image: dict[str, list[dict]]  # each image's mask records
 
     @property
@@ -70,7 +70,7 @@ def select(features: str | Path, distill: str | Path, records: list[dict], max_t
         r["index"] = i
         by_image.setdefault(r["image"], []).append(r)
     names, mask_grids, patch_mask = [], [], []
-    sample = merge.TokenSample(max_tokens, seed)
+    sample = kmeans.TokenSample(max_tokens, seed)
     for shard_names, tokens in io.iter_shards(features, "tokens"):
         for name, tok in zip(shard_names, tokens):
             recs = sorted(by_image.get(name, []), key=lambda r: r["mask"])

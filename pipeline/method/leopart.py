@@ -5,8 +5,9 @@ parts; a part graph counts how often parts lie within 1-2 patches of each other 
 finds communities of parts, folded to cluster.k classes; each foreground patch takes its part's community's class.
 Where we depart from Leopart (MkuuWaUjinga/leopart): fitted on the training split's foreground only, counted on the
 patch grid with exact offsets, background no node, one Infomap with merge.trials trials, isolated parts communities of
-their own, communities beyond cluster.k folded by similarity; parts fitted on a bounded sample (merge.TokenSample)
-and every image's patches assigned one image at a time. Step by step, with reasons: docs/leopart.md."""
+their own, communities beyond cluster.k folded by similarity; parts fitted on a bounded sample (kmeans.TokenSample,
+k-means by cluster.backend) and every image's patches assigned one image at a time. Step by step, with reasons:
+docs/leopart.md."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,13 +15,12 @@ from typing import Iterable
 
 import networkx as nx
 import numpy as np
-from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from pipeline.config import MergeConfig
-from pipeline.method import merge
+from pipeline.method import kmeans, merge
 from pipeline.method.vectors import unit_rows
 
 DIRECTIONS = ((0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1))  # (dy, dx): the 8 king's moves
@@ -34,10 +34,10 @@ def fit_projection(feats: np.ndarray, dim: int) -> Pipeline:
     return make_pipeline(StandardScaler(), pca, Normalizer()).fit(feats.astype(np.float64))
 
 
-def fit_spherical_kmeans(x: np.ndarray, parts: int, seed: int) -> KMeans:
-    """(P, d) unit vectors -> k-means on them into min(parts, P) parts (100 iterations, 5 seeded restarts, as
-    Leopart's faiss call; its `predict` assigns further vectors)."""
-    return KMeans(min(parts, len(x)), n_init=5, max_iter=100, random_state=seed).fit(x)
+def fit_spherical_kmeans(x: np.ndarray, parts: int, seed: int, backend: kmeans.Backend) -> np.ndarray:
+    """(P, d) unit vectors -> (min(parts, P), d) float32 centres of k-means on them (`backend`, 100 iterations, 5
+    seeded restarts, as Leopart's faiss call; `kmeans.assign` assigns further vectors)."""
+    return kmeans.fit(x, min(parts, len(x)), 5, 100, seed, backend)
 
 
 @dataclass(frozen=True)
@@ -45,18 +45,18 @@ class PartModel:
     """The projection and the spherical k-means parts fitted on a sample of foreground patches."""
 
     projection: Pipeline  # fit_projection's
-    kmeans: KMeans
+    centres: np.ndarray  # (parts, d) float32: fit_spherical_kmeans's
 
     @property
     def n_parts(self) -> int:
-        return int(self.kmeans.n_clusters)
+        return len(self.centres)
 
     def __call__(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, D) features -> (n,) int64 nearest part and (n, d) float32 unit vectors."""
         if len(feats) == 0:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         x = self.projection.transform(feats.astype(np.float64)).astype(np.float32)
-        return self.kmeans.predict(x).astype(np.int64), x
+        return kmeans.assign(x, self.centres), x
 
     @property
     def dim(self) -> int:
@@ -64,12 +64,12 @@ class PartModel:
         return int(self.projection[1].n_components_)
 
 
-def fit_part_model(sample: np.ndarray, cfg: MergeConfig, seed: int) -> PartModel:
+def fit_part_model(sample: np.ndarray, cfg: MergeConfig, seed: int, backend: kmeans.Backend) -> PartModel:
     """(S, D) foreground patch features (a seeded sample) -> the projection (cfg.pca_dim) and cfg.parts spherical
-    k-means parts fitted on them."""
+    k-means parts (by `backend`) fitted on them."""
     proj = fit_projection(sample, cfg.pca_dim)
     return PartModel(proj, fit_spherical_kmeans(proj.transform(sample.astype(np.float64)).astype(np.float32),
-                                                cfg.parts, seed))
+                                                cfg.parts, seed, backend))
 
 
 def image_cooccurrence(part_map: np.ndarray, n_parts: int, distances: tuple[int, ...] = DISTANCES) -> np.ndarray:
@@ -232,9 +232,10 @@ class Communities:
 
 
 def communities_as_classes(sample: np.ndarray, feats_of_images: Iterable[np.ndarray], part_maps_of: list[np.ndarray],
-                           cfg: MergeConfig, k: int, seed: int) -> tuple[Communities, PartModel | None]:
+                           cfg: MergeConfig, k: int, seed: int,
+                           backend: kmeans.Backend) -> tuple[Communities, PartModel | None]:
     """Leopart end to end, in bounded memory. sample (S, D): a seeded sample of the foreground patch features
-    (merge.TokenSample; all of them when they fit); feats_of_images: each image's foreground features (n_i, D), in
+    (kmeans.TokenSample; all of them when they fit); feats_of_images: each image's foreground features (n_i, D), in
     the order of part_maps_of, from an iterable that reads them image by image; part_maps_of: per image an (h, w)
     int grid whose > 0 cells are those patches, in image then row-major order (the merge stage's mask grids)
     -> the projection and parts (cfg.pca_dim, cfg.parts, seeded) fitted on the sample, every patch projected and
@@ -244,7 +245,7 @@ def communities_as_classes(sample: np.ndarray, feats_of_images: Iterable[np.ndar
     if len(sample) == 0:
         empty = np.zeros(0, np.int64)
         return Communities(0, empty, nx.Graph(), empty, empty, empty, np.zeros((0, 1))), None
-    model = fit_part_model(sample, cfg, seed)
+    model = fit_part_model(sample, cfg, seed, backend)
     part_sum = np.zeros((model.n_parts, model.dim))
     chunks = [np.zeros(0, np.int64)]
     for feats in feats_of_images:

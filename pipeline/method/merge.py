@@ -1,8 +1,8 @@
 """Leopart-style refinement: over-cluster foreground patches into parts, merge parts into communities
 on a part graph (co-occurrence in masks + spatial adjacency, Louvain in networkx), relabel masks.
 
-Bounded memory (merge.max_tokens_in_memory): the parts are fitted on a `TokenSample` of the foreground tokens (all
-of them when they fit) and every image's tokens are then assigned to them one image at a time (`refine`)."""
+Bounded memory (merge.max_tokens_in_memory): the parts are fitted on a `kmeans.TokenSample` of the foreground tokens
+(all of them when they fit) and every image's tokens are then assigned to them one image at a time (`refine`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,75 +10,20 @@ from typing import Iterable
 
 import networkx as nx
 import numpy as np
-from sklearn.cluster import MiniBatchKMeans
-
 from pipeline.config import MergeConfig
+from pipeline.method import kmeans
 from pipeline.method.vectors import unit_rows
 
 
-class TokenSample:
-    """A seeded uniform sample, without replacement, of at most `size` rows of a stream of (n_i, D) arrays (the
-    foreground tokens of image after image): every row draws a random key from default_rng(seed), in stream order,
-    and the `size` rows of the smallest keys are kept (pruned whenever 2 * size are held), so memory holds at most
-    about 2 * size rows, never the stream. When the stream has at most `size` rows, `complete` is True and `rows()`
-    is their concatenation, exactly."""
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.total = size, 0
-        self.rng = np.random.default_rng(seed)
-        self.parts: list[np.ndarray] = []
-        self.keys: list[np.ndarray] = []
-        self.positions: list[np.ndarray] = []
-        self.held = 0
-
-    def add(self, rows: np.ndarray) -> None:
-        """The next (n, D) rows of the stream."""
-        self.parts.append(rows)
-        self.keys.append(self.rng.random(len(rows)))
-        self.positions.append(np.arange(self.total, self.total + len(rows)))
-        self.total += len(rows)
-        self.held += len(rows)
-        if self.held > 2 * self.size:
-            self._prune()
-
-    def _prune(self) -> None:
-        rows, keys, pos = np.concatenate(self.parts), np.concatenate(self.keys), np.concatenate(self.positions)
-        keep = np.sort(np.argsort(keys, kind="stable")[:self.size])  # the smallest keys, in stream order
-        self.parts, self.keys, self.positions = [rows[keep]], [keys[keep]], [pos[keep]]
-        self.held = len(keep)
-
-    @property
-    def complete(self) -> bool:
-        """Whether the sample is the whole stream (at most `size` rows came)."""
-        return self.total <= self.size
-
-    def rows(self) -> np.ndarray:
-        """(min(size, total), D): the sample, in stream order (the whole stream, concatenated, when `complete`)."""
-        if not self.parts:
-            return np.zeros((0, 0), np.float32)
-        if self.held > self.size:
-            self._prune()
-        return np.concatenate(self.parts) if len(self.parts) > 1 else self.parts[0]
-
-    def positions_kept(self) -> np.ndarray:
-        """(min(size, total),) the stream positions of the sampled rows, ascending."""
-        if self.held > self.size:
-            self._prune()
-        return np.concatenate(self.positions) if self.positions else np.zeros(0, np.int64)
+def fit_parts(sample: np.ndarray, parts: int, seed: int, backend: kmeans.Backend) -> np.ndarray:
+    """(S, D) foreground patch features (a sample of them) -> (min(parts, S), D) float32 part centres of k-means
+    (`backend`, 3 seeded starts, 100 iterations) on their unit vectors, for `predict_parts`."""
+    return kmeans.fit(unit_rows(sample.astype(np.float32)), min(parts, len(sample)), 3, 100, seed, backend)
 
 
-def fit_parts(sample: np.ndarray, parts: int, seed: int) -> MiniBatchKMeans:
-    """(S, D) foreground patch features (a sample of them) -> mini-batch k-means (n_init 3, batch 2048, seeded)
-    fitted on their unit vectors, min(parts, S) parts, for `predict_parts`."""
-    return MiniBatchKMeans(min(parts, len(sample)), n_init=3, random_state=seed,
-                           batch_size=2048).fit(unit_rows(sample.astype(np.float32)))
-
-
-def predict_parts(model: MiniBatchKMeans, feats: np.ndarray) -> np.ndarray:
+def predict_parts(centres: np.ndarray, feats: np.ndarray) -> np.ndarray:
     """(n, D) foreground patch features (one image's) -> (n,) int64 id of each one's nearest part (unit vectors)."""
-    if len(feats) == 0:
-        return np.zeros(0, np.int64)
-    return model.predict(unit_rows(feats.astype(np.float32))).astype(np.int64)
+    return kmeans.assign(unit_rows(feats.astype(np.float32)), centres)
 
 
 def mask_grid(frac: np.ndarray, mask_index: np.ndarray, kept: np.ndarray) -> np.ndarray:
@@ -204,20 +149,22 @@ class Refined:
 
 
 def refine(sample: np.ndarray, feats_of_images: Iterable[np.ndarray], mask_grids: list[np.ndarray],
-           mask_of_patch: np.ndarray, mask_class: np.ndarray, cfg: MergeConfig, seed: int) -> Refined:
+           mask_of_patch: np.ndarray, mask_class: np.ndarray, cfg: MergeConfig, seed: int,
+           backend: kmeans.Backend) -> Refined:
     """Leopart's refinement end to end, in bounded memory.
 
-    sample (S, D): a seeded sample of the foreground patch features (`TokenSample`; all of them when they fit);
+    sample (S, D): a seeded sample of the foreground patch features (`kmeans.TokenSample`; all of them when they fit);
     feats_of_images: every image's foreground features (n_i, D), image by image in the order of mask_grids, from an
     iterable that reads them; mask_grids: per image (h, w) int (mask index + 1, 0 = background) whose > 0 cells are
     the P foreground patches, in image then row-major order; mask_of_patch (P,) mask index; mask_class (M,) current
-    class of each mask -> cfg.parts parts fitted on the sample, every patch assigned to its nearest part, the part
-    graph, Louvain communities, community classes by majority vote, masks relabelled where cfg.min_agreement holds.
-    No foreground patch (P = 0: no kept mask covers half a patch) gives one empty part and no relabelling."""
+    class of each mask -> cfg.parts parts fitted on the sample (k-means by `backend`), every patch assigned to its
+    nearest part, the part graph, Louvain communities, community classes by majority vote, masks relabelled where
+    cfg.min_agreement holds. No foreground patch (P = 0: no kept mask covers half a patch) gives one empty part and
+    no relabelling."""
     parts = [np.zeros(0, np.int64)]
     if len(sample):
-        model = fit_parts(sample, cfg.parts, seed)
-        parts += [predict_parts(model, f) for f in feats_of_images]
+        centres = fit_parts(sample, cfg.parts, seed, backend)
+        parts += [predict_parts(centres, f) for f in feats_of_images]
     parts = np.concatenate(parts)
     if len(parts) != len(mask_of_patch):
         raise ValueError(f"refine: {len(parts)} foreground features for {len(mask_of_patch)} patches")

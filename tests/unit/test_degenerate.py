@@ -64,7 +64,7 @@ def test_no_foreground_patch_to_merge_leaves_every_mask_class_unchanged():
     # two images, two masks (classes 1 and 3) that cover no patch by half: no foreground patch, no feature
     grids = [np.zeros((4, 4), np.int64), np.zeros((3, 5), np.int64)]
     res = merge.refine(np.zeros((0, 8), np.float32), [np.zeros((0, 8), np.float32)] * 2, grids, np.zeros(0, np.int64),
-                       np.array([1, 3]), section("merge", parts=10), seed=0)
+                       np.array([1, 3]), section("merge", parts=10), 0, "sklearn")
     assert res.n_parts == 1  # one empty part, so the graph and Louvain still have a node
     assert [g.tolist() for g in res.part_grids] == [[[-1] * 4] * 4, [[-1] * 5] * 3]
     assert list(res.graph.nodes) == [0] and res.graph.number_of_edges() == 0

@@ -33,7 +33,7 @@ def two_region_set(root, n=3, side=32, patch=8, dim=16):
 @pytest.mark.parametrize("crf", [True, False])
 def test_dense_pseudolabels_of_a_two_region_image_are_the_two_regions(tmp_path, features, crf):
     prepare, feats, left = two_region_set(tmp_path)
-    cfg = section("cluster", mode="dense", k=2, dense_features=features, n_init=2, dense_sample=100, stego_steps=20,
+    cfg = section("cluster", mode="dense", k=2, dense_features=features, n_init=2, fit_sample=100, stego_steps=20,
                   stego_batch=2, stego_samples=3, stego_knn=1)
     res = dense.cluster_dense(feats, prepare, tmp_path / "cluster", cfg, 2, seed=0, per_class=2)
     assert sorted(res.sizes) == [24, 24]  # 3 images x 16 patches, half each
@@ -101,7 +101,7 @@ def test_dense_stages_cluster_to_merge_in_process(tmp_path, monkeypatch):
     io.write_json(work / "data/01_prepare/manifest.json", {"names": names, "eval_names": []})
     (work / "data").mkdir(exist_ok=True)
     feats.rename(work / "data/03_features")
-    write_params(work, cluster={"mode": "dense", "k": 2, "n_init": 2, "dense_sample": 100}, merge={"method": "none"},
+    write_params(work, cluster={"mode": "dense", "k": 2, "n_init": 2, "fit_sample": 100}, merge={"method": "none"},
                  crf={"workers": 1})
     monkeypatch.chdir(work)
     for stage in (cluster, pseudolabels, filter_stage, merge):

@@ -3,7 +3,7 @@ import pytest
 
 from conftest import raw_params, section, write_params
 from pipeline.config import ConfigError, parse_params
-from pipeline.method import leopart, merge
+from pipeline.method import kmeans, leopart, merge
 
 
 def test_part_graph_counts_cooccurrence_and_adjacency():
@@ -36,14 +36,14 @@ def test_community_class_is_the_majority_and_masks_relabel_on_agreement():
 
 def fit_and_assign(x: np.ndarray, parts: int) -> np.ndarray:
     """Parts fitted on every row of x (seed 0), then every row assigned to its nearest part."""
-    return merge.predict_parts(merge.fit_parts(x, parts, seed=0), x)
+    return merge.predict_parts(merge.fit_parts(x, parts, 0, "sklearn"), x)
 
 
 def test_parts_fitted_on_the_rows_give_part_ids_in_range():
     x = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
     parts = fit_and_assign(x, 7)
     assert parts.shape == (200,) and parts.min() == 0 and parts.max() == 6
-    assert merge.predict_parts(merge.fit_parts(x, 7, seed=0), x[:0]).tolist() == []  # an image without foreground
+    assert merge.predict_parts(merge.fit_parts(x, 7, 0, "sklearn"), x[:0]).tolist() == []  # an image without foreground
 
 
 def three_blobs() -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +99,7 @@ def test_refine_moves_a_mask_to_the_class_of_the_masks_whose_parts_it_shares():
     mask_of_patch = np.concatenate([g0.ravel(), g1.ravel()]) - 1
     cfg = section("merge", parts=2, resolution=1.0, min_agreement=0.5, weight_cooccur=1.0, weight_adjacent=0.0)
     res = merge.refine(feats, [feats[:8], feats[8:]], [g0, g1], mask_of_patch, np.array([1, 2, 1, 2]), cfg,
-                       seed=0)
+                       0, "sklearn")
     assert res.n_parts == 2 and res.part_community[0] != res.part_community[1]  # A parts and B parts apart
     assert res.new_class.tolist() == [1, 2, 1, 1]
     assert res.mask_community_share.tolist() == [1.0, 1.0, 1.0, 1.0]
@@ -214,7 +214,7 @@ def test_leopart_splits_a_kmeans_class_that_holds_two_kinds():
     mask_cluster = np.array([0, 0, 0, 0, 1, 1])  # k-means put kinds A and B together in class 0, C in class 1
     for algorithm in ("infomap", "louvain"):
         cfg = section("merge", method="leopart", parts=6, pca_dim=8, edge_threshold=0.02, algorithm=algorithm)
-        res, _ = leopart.communities_as_classes(feats, images_of(feats), grids, cfg, k=3, seed=0)
+        res, _ = leopart.communities_as_classes(feats, images_of(feats), grids, cfg, k=3, seed=0, backend="sklearn")
         assert res.n_parts == 6 and res.communities_found == 3 and res.communities_kept == 3, algorithm
         cls, share, split, by_cluster = leopart.mask_classes(res.class_of_patch, mask_of_patch, mask_cluster, 3)
         assert cls[0] == cls[1] != cls[2] == cls[3] != cls[4] == cls[5] != cls[0], (algorithm, cls)
@@ -228,7 +228,7 @@ def test_leopart_folds_communities_beyond_k_and_keeps_the_largest():
     grids = grids + [np.where(g > 0, g + 6, 0) for g in grids[:2]]
     # Louvain: Infomap is told cluster.k as its preferred number of modules (as Leopart) and then joins two kinds
     cfg = section("merge", method="leopart", parts=6, pca_dim=8, edge_threshold=0.02, algorithm="louvain")
-    res, _ = leopart.communities_as_classes(feats, images_of(feats), grids, cfg, k=2, seed=0)
+    res, _ = leopart.communities_as_classes(feats, images_of(feats), grids, cfg, k=2, seed=0, backend="sklearn")
     assert res.communities_found == 3 and res.communities_kept == 2
     assert res.community_patches.tolist() == [32, 16, 16] and res.community_kept[:2].tolist() == [0, 1]
     cls = res.class_of_patch
@@ -238,7 +238,7 @@ def test_leopart_folds_communities_beyond_k_and_keeps_the_largest():
 def test_leopart_with_no_foreground_patch_finds_nothing():
     res, model = leopart.communities_as_classes(np.zeros((0, 8), np.float32), [np.zeros((0, 8), np.float32)],
                                                 [np.zeros((2, 2), np.int64)], section("merge", method="leopart"), k=2,
-                                                seed=0)
+                                                seed=0, backend="sklearn")
     assert res.n_parts == 0 and res.communities_found == 0 and res.class_of_patch.tolist() == [] and model is None
     assert res.class_means().shape[0] == 0
 
@@ -357,59 +357,37 @@ def test_foreground_holds_the_kept_masks_patches_and_finds_each_patchs_image_and
 
 # ---------------------------------------------------------------- bounded memory (merge.max_tokens_in_memory)
 
-def test_token_sample_is_the_whole_stream_when_it_fits_and_else_a_seeded_uniform_subset_held_in_bounds():
-    rng = np.random.default_rng(3)
-    stream = [rng.normal(size=(n, 4)).astype(np.float16) for n in (5, 0, 17, 9, 30, 2)]  # 63 rows
-    whole = merge.TokenSample(63, seed=0)
-    for rows in stream:
-        whole.add(rows)
-    assert whole.complete and whole.total == 63
-    np.testing.assert_array_equal(whole.rows(), np.concatenate(stream))  # exactly the concatenation, in order
-    held, draws = [], []
-    for seed in (0, 0, 1):
-        sample = merge.TokenSample(10, seed)
-        for rows in stream:
-            sample.add(rows)
-            held.append(sample.held)
-        assert not sample.complete and sample.total == 63
-        pos = sample.positions_kept()
-        assert len(pos) == 10 and (np.diff(pos) > 0).all()  # 10 distinct rows, in stream order
-        np.testing.assert_array_equal(sample.rows(), np.concatenate(stream)[pos])
-        draws.append(pos.tolist())
-    assert draws[0] == draws[1] != draws[2]  # seeded
-    assert max(held) <= 2 * 10 + 30  # pruned to 10 whenever more than 20 are held (plus the image being added)
-
-
 def test_refine_on_the_whole_sample_assigns_image_by_image_and_a_small_sample_keeps_the_blobs_apart():
     """refine: parts fitted on a sample, tokens assigned image by image. With every token as the sample, each blob
-    splits into two parts of its own; one mask per patch joins all parts in one community; with a 30-token sample
-    of the 150 the three blobs still get parts of their own."""
+    gets parts of its own (1, 3 and 2 of the 6); one mask per patch joins all parts in one community; with a
+    30-token sample of the 150 the three blobs still get parts of their own."""
     x, blob = three_blobs()
     grids = [np.arange(1, 51).reshape(5, 10) + 50 * i for i in range(3)]  # 3 images, 50 patches, one mask per patch
     mask_of_patch = np.arange(150)
     cls = blob + 1
     cfg = section("merge", parts=6, min_agreement=0.5)
-    got = merge.refine(x, (x[50 * i:50 * (i + 1)] for i in range(3)), grids, mask_of_patch, cls, cfg, 0)
+    got = merge.refine(x, (x[50 * i:50 * (i + 1)] for i in range(3)), grids, mask_of_patch, cls, cfg, 0, "sklearn")
     parts = np.concatenate([g.ravel() for g in got.part_grids])
-    assert parts[:12].tolist() == [0, 1, 4, 2, 3, 3, 2, 0, 0, 4, 4, 1] and got.n_parts == 6
-    assert {b: sorted(set(parts[blob == b].tolist())) for b in range(3)} == {0: [1, 4], 1: [2, 3], 2: [0, 5]}
+    assert parts[:12].tolist() == [2, 1, 1, 3, 5, 5, 3, 2, 2, 1, 1, 1] and got.n_parts == 6
+    assert {b: sorted(set(parts[blob == b].tolist())) for b in range(3)} == {0: [1], 1: [0, 3, 5], 2: [2, 4]}
     assert got.part_community.tolist() == [0] * 6 and got.community_class.tolist() == [1]
     assert got.new_class.tolist() == [1] * 150 and got.mask_community_share.tolist() == [1.0] * 150
-    sample = merge.TokenSample(30, 0)
+    sample = kmeans.TokenSample(30, 0)
     for i in range(3):
         sample.add(x[50 * i:50 * (i + 1)])
-    small = merge.refine(sample.rows(), (x[50 * i:50 * (i + 1)] for i in range(3)), grids, mask_of_patch, cls, cfg, 0)
+    small = merge.refine(sample.rows(), (x[50 * i:50 * (i + 1)] for i in range(3)), grids, mask_of_patch, cls, cfg, 0,
+                         "sklearn")
     parts = np.concatenate([g[g >= 0] for g in small.part_grids])
     assert all(len(set(blob[parts == q].tolist())) == 1 for q in set(parts.tolist()))  # no part mixes two blobs
     with pytest.raises(ValueError, match="149 foreground features for 150 patches"):
-        merge.refine(x, [x[:149]], grids, mask_of_patch, cls, cfg, 0)
+        merge.refine(x, [x[:149]], grids, mask_of_patch, cls, cfg, 0, "sklearn")
 
 
 def test_leopart_on_the_whole_sample_assigns_image_by_image_and_a_small_sample_still_splits_the_kinds():
     feats, grids, mask_of_patch = toy_looks()
     cfg = section("merge", method="leopart", parts=6, pca_dim=8, edge_threshold=0.02, algorithm="louvain")
     images = images_of(feats)
-    got, model = leopart.communities_as_classes(feats, images, grids, cfg, k=3, seed=0)
+    got, model = leopart.communities_as_classes(feats, images, grids, cfg, k=3, seed=0, backend="sklearn")
     assert model.n_parts == 6 and model.dim == 8
     assert got.part_of_patch.tolist() == [2, 5] * 8 + [0, 3] * 8 + [1, 4] * 8  # each column's look: a part
     assert got.class_of_patch.tolist() == [3] * 16 + [1] * 16 + [2] * 16
@@ -420,14 +398,14 @@ def test_leopart_on_the_whole_sample_assigns_image_by_image_and_a_small_sample_s
     np.testing.assert_array_equal(got.part_sum, want)  # each part's sum of its patches' unit vectors
     np.testing.assert_allclose(np.linalg.norm(got.part_sum, axis=1),
                                [7.36981, 7.32363, 7.43753, 6.96595, 6.76052, 7.08653], atol=1e-5)
-    sample = merge.TokenSample(20, 0)
+    sample = kmeans.TokenSample(20, 0)
     for f in images:
         sample.add(f)
-    small, _ = leopart.communities_as_classes(sample.rows(), images, grids, cfg, k=3, seed=0)
+    small, _ = leopart.communities_as_classes(sample.rows(), images, grids, cfg, k=3, seed=0, backend="sklearn")
     cls, _, _, _ = leopart.mask_classes(small.class_of_patch, mask_of_patch, np.array([0, 0, 0, 0, 1, 1]), 3)
     assert cls[0] == cls[1] != cls[2] == cls[3] != cls[4] == cls[5] != cls[0], cls
     with pytest.raises(ValueError, match="40 foreground features for the 48 foreground cells"):
-        leopart.communities_as_classes(feats, images[:5], grids, cfg, k=3, seed=0)
+        leopart.communities_as_classes(feats, images[:5], grids, cfg, k=3, seed=0, backend="sklearn")
 
 
 def test_projection_is_standardised_pca_to_unit_length():

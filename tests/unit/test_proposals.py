@@ -307,7 +307,7 @@ def test_the_per_image_method_runs_on_a_non_square_grid():
     tall[5:9, 1:5] = 2
     res = merge.refine(np.concatenate([f[grid > 0], tall_f[tall > 0]]), [f[grid > 0], tall_f[tall > 0]], [grid, tall],
                        np.concatenate([grid[grid > 0], tall[tall > 0]]) - 1, np.array([1, 1]),
-                       section("merge", parts=2), 0)
+                       section("merge", parts=2), 0, "sklearn")
     assert [g.shape for g in res.part_grids] == [(6, 10), (10, 6)]
     assert np.array_equal(res.part_grids[0] >= 0, truth) and np.array_equal(res.part_grids[1] >= 0, tall > 0)
     assert viz.mask_tile(image, mask_map == 1, np.array([255, 0, 0]), 32).shape == (32, 32, 3)
