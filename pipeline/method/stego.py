@@ -155,8 +155,8 @@ def sample_patches(grid: np.ndarray, n: int, gen: torch.Generator) -> torch.Tens
 def train_head(grids: list[np.ndarray], dim: int, steps: int, batch: int, lr: float, samples: int, knn: int,
                negatives: int, w: LossWeights, seed: int, log_every: int = 0) -> tuple[Head, list[float]]:
     """Per-image token grids (h_i, w_i, D), at least 2 -> a trained Head (random init from `seed`, centred on the
-    grids' mean token, eval mode) and the loss of every step. Each step draws `batch` images, samples**2 patches of each and of one of each image's
-    `knn` nearest images, and takes one Adam step (lr) on `batch_loss`."""
+    grids' mean token, eval mode) and the loss of every step. Each step draws `batch` images, samples**2 patches
+    of each and of one of each image's `knn` nearest images, and takes one Adam step (lr) on `batch_loss`."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     head = Head(torch.from_numpy(mean_token(grids)), dim)
