@@ -243,7 +243,10 @@ def dense_maps_figure(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
     """cluster.mode dense: per image (name, image (H, W, 3) uint8, patch class map (H, W) uint8, pseudo-label
     (H, W) uint8), one row: the image, the patch classes over it, the pseudo-label over it; a legend of class
     colours underneath -> (H', W', 3) uint8."""
-    fig, axes = plt.subplots(max(len(rows), 1), 3, figsize=(6.6, 2.0 * max(len(rows), 1) + 0.9), squeeze=False)
+    n, legend_rows = max(len(rows), 1), (len(legend) + 3) // 4
+    top, bottom = 0.45, 0.2 + 0.18 * legend_rows  # inches for the title, and for the legend
+    height = 1.8 * n + top + bottom
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, height), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for r, (name, image, patches, pseudo) in enumerate(rows):
@@ -253,10 +256,9 @@ def dense_maps_figure(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
             ax.set_title(head, fontsize=7.5)
     handles = [Patch(facecolor=np.asarray(c) / 255.0, edgecolor="black", linewidth=0.5, label=l) for l, c in legend]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.4 / (2.0 * max(len(rows), 1) + 0.9),
-                        bottom=0.9 / (2.0 * max(len(rows), 1) + 0.9) * (1 + len(legend) // 4) / 2, wspace=0.04,
-                        hspace=0.25)
+    fig.suptitle(title, fontsize=9, y=1 - 0.12 / height)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - top / height, bottom=bottom / height, wspace=0.04,
+                        hspace=0.3)
     return figure_to_rgb(fig)
 
 
