@@ -1,7 +1,7 @@
 """Stage report: one static page to look at every stage (data/12_report/report.html, images embedded): each class
 with its gallery and name (names.yaml, which the page says how to edit), the journey picture of the images in
-report.journey_images, cluster / community / filter galleries, and the tables that dvc plots draws (mIoU per label
-map, confusion)."""
+report.journey_images (with cluster.mode dense also their cluster maps), cluster / community / filter galleries
+(dense: a gallery per class), and the tables that dvc plots draws (mIoU per label map, confusion)."""
 from pathlib import Path
 
 from pipeline import io
@@ -32,10 +32,16 @@ def main() -> None:
     sections.append(("An image's journey", "proposal (-> distilled, with distill.method maskrcnn) -> cluster -> "
                      "pseudo-label -> filter -> merge -> network; "
                      "`python -m pipeline.report.inspect NAME` draws any other image", "".join(body)))
+    if data.dense:
+        png = report.png_bytes(inspect.dense_maps(data, names))
+        io.write_bytes(out / "dense_maps.png", png)
+        sections.append(("Dense cluster maps", "cluster.mode dense: the images of the journeys, each patch's class "
+                         "and the pseudo-label", report.img_tag(png, "dense cluster maps")))
     for key, pic in inspect.galleries(data, p.report.gallery_size, p.report.tile_size).items():
         png = report.png_bytes(pic)
         io.write_bytes(out / "galleries" / f"{key}.png", png)
-        sections.append((f"Gallery: {key}", "", report.img_tag(png, f"{key} gallery")))
+        caption = inspect.GALLERY_CAPTIONS.get(key, "")
+        sections.append((f"Gallery: {key}", caption, report.img_tag(png, f"{key} gallery")))
     io.write_bytes(out / "report.html", report.render_html("unseg report", sections).encode())
     print(f"report: {len(sections)} sections, {len(names)} journeys -> {out / 'report.html'}")
 

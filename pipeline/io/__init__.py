@@ -7,8 +7,9 @@ from pipeline.io.files import (InputError, atomic_open, read_json, read_npz, wri
                                write_npz)
 from pipeline.io.images import (IGNORE, IMAGE_EXTS, LABEL_MODES, image_shape, palette, pil_to_rgb, read_image,
                                 read_label, write_gray, write_image, write_label)
-from pipeline.io.layouts import (LazyImages, LazyLabels, cluster_k, eval_names, list_images, original_sizes,
-                                 read_image_list, read_images, read_label_list, read_labels, read_manifest)
+from pipeline.io.layouts import (DENSE_PROBS, LazyImages, LazyLabels, cluster_k, dense_probs, eval_names,
+                                 list_images, original_sizes, read_image_list, read_images, read_label_list,
+                                 read_labels, read_manifest)
 from pipeline.io.maps import colorize, overlay, write_maps
 from pipeline.io.names import NAMES, class_names, default_names, read_names
 from pipeline.io.shards import (SHAPES, ShardArrays, ShardWriter, iter_shards, pack_ragged, read_shards, unpack_ragged,
@@ -16,7 +17,8 @@ from pipeline.io.shards import (SHAPES, ShardArrays, ShardWriter, iter_shards, p
 
 __all__ = ["InputError", "atomic_open", "read_json", "read_npz", "write_bytes", "write_csv", "write_json", "write_npz",
            "IGNORE", "IMAGE_EXTS", "LABEL_MODES", "image_shape", "palette", "pil_to_rgb", "read_image", "read_label", "write_image",
-           "write_gray", "write_label", "LazyImages", "LazyLabels", "cluster_k", "eval_names", "list_images", "original_sizes",
-           "read_image_list", "read_images", "read_label_list", "read_labels", "read_manifest", "colorize", "overlay",
-           "write_maps", "NAMES", "class_names", "default_names", "read_names", "SHAPES", "ShardArrays", "ShardWriter", "iter_shards", "pack_ragged", "read_shards", "write_index",
+           "write_gray", "write_label", "DENSE_PROBS", "LazyImages", "LazyLabels", "cluster_k", "dense_probs", "eval_names",
+           "list_images", "original_sizes", "read_image_list", "read_images", "read_label_list", "read_labels", "read_manifest",
+           "colorize", "overlay", "write_maps", "NAMES", "class_names", "default_names", "read_names", "SHAPES",
+           "ShardArrays", "ShardWriter", "iter_shards", "pack_ragged", "read_shards", "write_index",
            "write_shard", "unpack_ragged"]

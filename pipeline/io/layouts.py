@@ -1,5 +1,6 @@
 """The stages' file layouts: the prepared dataset (data/01_prepare: manifest.json, images/<name>.png, gt/), label
-map folders (<folder>/<name>.png), the cluster stage's class count; read whole or lazily, one image at a time.
+map folders (<folder>/<name>.png), the cluster stage's class count and dense class probabilities; read whole or
+lazily, one image at a time.
 """
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import numpy as np
 
 from pipeline.io.files import InputError, read_json
 from pipeline.io.images import IMAGE_EXTS, image_shape, read_image, read_label
+from pipeline.io.shards import ShardArrays
+
+DENSE_PROBS = "probs"  # the key of the per-image (k, h, w) class probabilities in the cluster stage's dense/ shards
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -46,6 +50,12 @@ def cluster_k(cluster_dir: str | Path) -> int:
     """The number of object classes the cluster stage made (cluster.k, or the k it chose when cluster.k is auto):
     clusters.json's "k". Background is one more class (0)."""
     return int(read_json(Path(cluster_dir) / "clusters.json")["k"])
+
+
+def dense_probs(cluster_dir: str | Path, names: list[str] | None = None) -> ShardArrays:
+    """cluster.mode dense: the cluster stage's (k, h, w) float16 class probabilities of each training image on its
+    patch grid (cluster_dir/dense/ shards, key DENSE_PROBS), of `names` (None: all), read a shard at a time."""
+    return ShardArrays(Path(cluster_dir) / "dense", DENSE_PROBS, names)
 
 
 def read_image_list(prepare_dir: str | Path, names: list[str]) -> list[np.ndarray]:

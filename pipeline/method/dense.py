@@ -29,9 +29,6 @@ from pipeline.method.vectors import unit_rows
 from pipeline.report import viz
 from pipeline.train.crf import dense_crf
 
-PROBS = "probs"  # the key of the per-image (k, h, w) probabilities in data/06_cluster/dense shards
-
-
 def patch_colours(image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """(H, W, 3) uint8 image whose sides are grid x the patch size -> (h, w, 3) float32 mean colour of each patch,
     in [0, 1]."""
@@ -124,7 +121,7 @@ class DenseResult:
 def cluster_dense(features: str | Path, prepare: str | Path, out: str | Path, cfg: ClusterConfig, k: int,
                   seed: int, per_class: int) -> DenseResult:
     """The dense cluster stage: rows of every training patch (`patch_rows`), k-means on a seeded sample of them,
-    every image's (k, h, w) probabilities -> out/dense/ shards (key PROBS, cfg's shard size of the features)."""
+    every image's (k, h, w) probabilities -> out/dense/ shards (key io.DENSE_PROBS, the features' shard size)."""
     head, losses = stego_head(features, cfg, seed) if cfg.dense_features == "stego" else (None, [])
     colour = cfg.dense_features == "tokens_colour"
     sample = kmeans.TokenSample(cfg.fit_sample, seed)
@@ -138,7 +135,7 @@ def cluster_dense(features: str | Path, prepare: str | Path, out: str | Path, cf
         counts = np.bincount(probs.argmax(0).ravel(), minlength=k)
         sizes += counts
         shares[name] = counts / counts.sum()
-        writer.add(name, {PROBS: probs.astype(np.float16)})
+        writer.add(name, {io.DENSE_PROBS: probs.astype(np.float16)})
     writer.close()
     top = [sorted(shares, key=lambda n: -shares[n][c])[:per_class] for c in range(k)]
     return DenseResult(centres, sizes.tolist(), losses, top)
@@ -147,7 +144,7 @@ def cluster_dense(features: str | Path, prepare: str | Path, out: str | Path, cf
 def class_gallery(prepare: str | Path, out: str | Path, top_images: list[list[str]], per_class: int) -> np.ndarray:
     """One gallery row per class: its images with the largest share of it, the class's patches (nearest-upsampled
     argmax of out/dense's probabilities) outlined in the class colour (viz.mask_tile, 64 px tiles)."""
-    probs = io.ShardArrays(Path(out) / "dense", PROBS)
+    probs = io.dense_probs(out)
     tiles = []
     for c, names in enumerate(top_images):
         for name in names:
@@ -171,7 +168,7 @@ def write_labels(prepare: str | Path, cluster_dir: str | Path, out: str | Path, 
     """The dense pseudolabels stage: every image's probabilities (cluster_dir/dense) -> `pseudo_label` ->
     out/labels/<name>.png (classes 1..k, at the prepared size) and out/overlays/, over `workers` processes (the
     files do not depend on the count)."""
-    probs = io.ShardArrays(Path(cluster_dir) / "dense", PROBS, names)
+    probs = io.dense_probs(cluster_dir, names)
     items = ((n, probs.get(n)) for n in names)
     write = partial(_write_label, Path(prepare), Path(out), crf)
     for _ in tqdm(distributed.map_images(write, items, workers), total=len(names), desc="pseudolabels", unit="img"):

@@ -148,6 +148,25 @@ def journey(data: StageOutputs, name: str) -> np.ndarray:
                                     if data.final else ""))
 
 
+def dense_maps(data: StageOutputs, names: list[str]) -> np.ndarray:
+    """cluster.mode dense: each named training image, its cluster map (the cluster stage's most probable class of
+    every patch, nearest-upsampled to the image) and its pseudo-label (the probabilities upsampled and refined by
+    the CRF), both drawn over the image, and the class colours (matched to ground truth where evaluate ran)
+    -> (H, W, 3) uint8."""
+    data.check_names(names)
+    probs, rows = io.dense_probs(data.paths.cluster, names), []
+    for name in names:
+        image = data.image(name)
+        patches = at_size((probs.get(name).argmax(0) + 1).astype(np.uint8), image.shape[:2])
+        pseudo = data.label_map(Path(data.paths.pseudolabels) / "labels", name)
+        if pseudo is None:
+            raise io.InputError(f"{data.paths.pseudolabels}/labels/{name}.png: not found (run `dvc repro` up to the "
+                                "pseudolabels stage)")
+        rows.append((name, image, patches, pseudo))
+    legend = report.class_legend(data.names, data.mapping, data.manifest.get("class_names"))[1:-1]
+    return report.dense_maps_figure(rows, legend, "dense mode: every patch clustered, no background class")
+
+
 def _tile(data: StageOutputs, rec: dict, colour: np.ndarray, size: int, cache: dict) -> np.ndarray:
     name = rec["image"]
     if name not in cache:
@@ -155,6 +174,11 @@ def _tile(data: StageOutputs, rec: dict, colour: np.ndarray, size: int, cache: d
         cache[name] = (data.image(name), data.proposal_map(name))
     image, masks = cache[name]
     return report.mask_crop_tile(image, masks == rec["mask"], colour, size)
+
+
+GALLERY_CAPTIONS = {"dense classes": "cluster.mode dense, one row per class (class 1 at the top): the training "
+                                     "images with the largest share of its patches, its patches outlined in its "
+                                     "colour and the rest dimmed (data/06_cluster/gallery.png)"}
 
 
 def galleries(data: StageOutputs, n: int, size: int) -> dict[str, np.ndarray]:

@@ -250,6 +250,30 @@ def journey_figure(panels: list[Panel], legend: list[tuple[str, np.ndarray]], ti
     return figure_to_rgb(fig)
 
 
+def dense_maps_figure(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+                      legend: list[tuple[str, np.ndarray]], title: str) -> np.ndarray:
+    """cluster.mode dense: per image (name, image (H, W, 3) uint8, patch class map (H, W) uint8, pseudo-label
+    (H, W) uint8), one row: the image, the patch classes over it, the pseudo-label over it; a legend of class
+    colours underneath -> (H', W', 3) uint8."""
+    n, legend_rows = max(len(rows), 1), (len(legend) + 3) // 4
+    top, bottom = 0.45, 0.2 + 0.18 * legend_rows  # inches for the title, and for the legend
+    height = 1.8 * n + top + bottom
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, height), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (name, image, patches, pseudo) in enumerate(rows):
+        for ax, pic, head in zip(axes[r], (image, viz.overlay(image, patches, 0.6), viz.overlay(image, pseudo, 0.6)),
+                                 (name, "cluster map (class of each patch)", "pseudo-label (upsampled, CRF)")):
+            ax.imshow(pic, interpolation="nearest")
+            ax.set_title(head, fontsize=7.5)
+    handles = [Patch(facecolor=np.asarray(c) / 255.0, edgecolor="black", linewidth=0.5, label=l) for l, c in legend]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=9, y=1 - 0.12 / height)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - top / height, bottom=bottom / height, wspace=0.04,
+                        hspace=0.3)
+    return figure_to_rgb(fig)
+
+
 def curves_figure(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """{name: (steps (T,), values (T,))} -> (H, W, 3) uint8, one small line plot per series."""
     n = max(len(series), 1)

@@ -134,3 +134,35 @@ def test_report_renders_table_and_every_image_in_headless_chromium(built, tmp_pa
     metrics_table = re.search(r'<table id="metrics">.*?</table>', dom, re.S).group(0)
     assert metrics_table.count("<tr>") == 1 + 6  # header, 2 evaluation-split rows, 4 training-split rows
     assert "network round 2 (eval)" in metrics_table and "merge (train)" in metrics_table
+
+
+def test_dense_mode_report_shows_cluster_maps_and_a_gallery_per_class(tmp_path):
+    # the fake project's 3 images of 32 px, their left and right halves two kinds of 8-px patches (4 x 4 tokens);
+    # the real cluster (dense, k 2) and pseudolabels stages, then the report
+    data = _fake_project(tmp_path, journey_images=("a", "b"))
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["cluster"].update(mode="dense", k=2, n_init=2, dense_sample=100, gallery_per_cluster=2)
+    params["merge"]["method"] = "none"
+    params["crf"]["workers"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    rng = np.random.default_rng(0)
+    kinds = rng.normal(size=(2, 16))
+    writer = io.ShardWriter(data / "03_features", 2)
+    for n in ("a", "b", "c"):
+        tok = np.where(np.arange(4)[None, :, None] < 2, kinds[0], kinds[1]) + 0.1 * rng.normal(size=(4, 4, 16))
+        writer.add(n, {"tokens": tok.astype(np.float16)})
+    writer.close()
+    io.write_json(data / "09_merge/merge.json", {"method": "none", "masks": []})  # the merge stage's, in dense mode
+    for stage in ("cluster", "pseudolabels", "report"):
+        run_stage(stage, tmp_path)
+    out = data / "12_report"
+    maps = io.read_image(out / "dense_maps.png")
+    assert maps.shape[0] > 2 * 100 and maps.shape[1] > 3 * 100  # a row per journey image, three pictures each
+    gallery = io.read_image(out / "galleries" / "dense classes.png")
+    assert gallery.shape == io.read_image(data / "06_cluster/gallery.png").shape  # a row per class, 2 tiles each
+    assert gallery.shape[:2] == (2 * (64 + 2), 2 * (64 + 2))
+    page = (out / "report.html").read_text()
+    assert "Dense cluster maps" in page and "Gallery: dense classes" in page and "one row per class" in page
+    assert "Gallery: clusters" not in page  # no masks in dense mode
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 1 + 1 + 2 + 1 + 1  # conf, curves,
+    # 2 journeys, the dense maps, the dense gallery

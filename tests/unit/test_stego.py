@@ -61,13 +61,39 @@ def test_nearest_images_by_mean_token():
     assert stego.nearest_images(grids, 1)[:, 0].tolist() == [2, 3, 0, 1]
 
 
-def test_trained_head_separates_two_kinds_of_patches():
+def test_trained_head_separates_three_kinds_of_patches():
     rng = np.random.default_rng(0)
-    a, b = rng.normal(size=16), rng.normal(size=16)
-    grids = [np.concatenate([np.tile(a, (2, 4, 1)), np.tile(b, (2, 4, 1))]) + 0.05 * rng.normal(size=(4, 4, 16))
+    kinds = [rng.normal(size=16) for _ in range(3)]
+    grids = [np.concatenate([np.tile(v, (1, 6, 1)) for v in kinds]) + 0.05 * rng.normal(size=(3, 6, 16))
              for _ in range(4)]
     w = stego.LossWeights(0.67, 0.25, 0.63, 0.18, 0.12, 0.46)
     head, losses = stego.train_head(grids, 8, 60, 4, 0.005, 3, 2, 2, w, seed=0)
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    codes = stego.codes(head, np.stack(kinds + [kinds[0] + 0.05 * rng.normal(size=16)]))
+    sim = codes @ codes.T
+    assert sim[0, 3] > 0.99  # one kind: one code
+    assert (sim[:3, :3][~np.eye(3, dtype=bool)] < 0).all()  # other kinds: codes apart
+
+
+def test_trained_head_separates_two_kinds_of_patches_that_share_one_direction():
+    # the two kinds' tokens have cosine 0.8 (a common direction, as every patch of a small backbone shares), above
+    # every shift: without centring on the mean token every pair of patches pulls and the codes collapse to one
+    rng = np.random.default_rng(0)
+    common, u, v = np.eye(16)[0] * 2.0, np.eye(16)[1], np.eye(16)[2]
+    a, b = common + u, common + v
+    assert float(unit(a) @ unit(b)) == pytest.approx(0.8)
+    grids = [np.concatenate([np.tile(a, (2, 4, 1)), np.tile(b, (2, 4, 1))]) + 0.05 * rng.normal(size=(4, 4, 16))
+             for _ in range(4)]
+    w = stego.LossWeights(0.67, 0.25, 0.63, 0.18, 0.12, 0.46)
+    head, _ = stego.train_head(grids, 8, 60, 4, 0.005, 3, 2, 2, w, seed=0)
     codes = stego.codes(head, np.stack([a, b]))
-    assert float(codes[0] @ codes[1]) < 0.5
+    assert float(codes[0] @ codes[1]) < 0.0
+
+
+def test_channel_dropout_drops_a_channel_at_every_patch_of_an_image():
+    x = torch.ones(4, 5, 64)
+    y = stego.channel_dropout(x, 0.5, True)
+    assert set(torch.unique(y).tolist()) == {0.0, 2.0}
+    assert (y == y[:, :1]).all()  # the same channels at each of an image's patches
+    assert not (y == y[:1]).all()  # drawn per image
+    assert torch.equal(stego.channel_dropout(x, 0.5, False), x)
