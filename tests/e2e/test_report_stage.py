@@ -141,7 +141,7 @@ def test_dense_mode_report_shows_cluster_maps_and_a_gallery_per_class(tmp_path):
     # the real cluster (dense, k 2) and pseudolabels stages, then the report
     data = _fake_project(tmp_path, journey_images=("a", "b"))
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["cluster"].update(mode="dense", k=2, n_init=2, dense_sample=100, gallery_per_cluster=2)
+    params["cluster"].update(mode="dense", k=2, n_init=2, fit_sample=100, gallery_per_cluster=2)
     params["merge"]["method"] = "none"
     params["crf"]["workers"] = 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
