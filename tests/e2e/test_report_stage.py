@@ -164,5 +164,5 @@ def test_dense_mode_report_shows_cluster_maps_and_a_gallery_per_class(tmp_path):
     page = (out / "report.html").read_text()
     assert "Dense cluster maps" in page and "Gallery: dense classes" in page and "one row per class" in page
     assert "Gallery: clusters" not in page  # no masks in dense mode
-    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 1 + 1 + 2 + 1 + 1  # conf, curves,
-    # 2 journeys, the dense maps, the dense gallery
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 2 + 1 + 1 + 2 + 1 + 1  # 2 classes'
+    # galleries, conf, curves, 2 journeys, the dense maps, the dense gallery
