@@ -110,8 +110,9 @@ def geodesic(sp: Superpixels, d_app: np.ndarray, border_link: str) -> np.ndarray
     keep = bi < bj
     i = np.concatenate([sp.edges[:, 0], bi[keep]])
     j = np.concatenate([sp.edges[:, 1], bj[keep]])
-    links = d_app[bi[keep], bj[keep]] if border_link == "colour" else np.zeros(int(keep.sum()))
-    w = np.concatenate([d_app[sp.edges[:, 0], sp.edges[:, 1]], links])
+    w = d_app[i, j]
+    if border_link == "zero":
+        w[len(sp.edges):] = 0  # the border pairs, after the adjacent ones
     w += 1e-12  # a zero weight would read as no edge in a sparse matrix
     graph = coo_matrix((w, (i, j)), shape=(sp.n, sp.n)).tocsr()
     return shortest_path(graph, method="D", directed=False)
